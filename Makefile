@@ -1,0 +1,27 @@
+# The two commands a user needs: `make run` and `make test`. See README.md.
+CARGO ?= cargo
+
+.PHONY: run test setup fmt lint check crds
+
+## run: the main job. Until `sluice dev` lands, validate the bundled examples.
+run:
+	$(CARGO) run --quiet --bin sluice -- validate functions/examples
+
+## test: install what the tests need, then formatting, lints and the whole test suite.
+test: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) test --workspace
+
+setup:
+	./scripts/setup.sh
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## crds: regenerate crds/ from the Rust types (never edit crds/ by hand).
+crds:
+	$(CARGO) run --quiet --bin sluice -- crds --out crds

@@ -1,0 +1,256 @@
+//! The `Trigger` resource: which events (source + EventBridge pattern) go to which Function,
+//! and how they are delivered (retries, dead letters, ordering, in-flight bound).
+
+use kube::CustomResource;
+use schemars::{JsonSchema, Schema};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::{Condition, Duration};
+
+/// Routes matching events to a Function with a delivery policy.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "sluice.dev",
+    version = "v1alpha1",
+    kind = "Trigger",
+    plural = "triggers",
+    singular = "trigger",
+    shortname = "trg",
+    category = "sluice",
+    namespaced,
+    status = "TriggerStatus",
+    derive = "PartialEq",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Source","type":"string","jsonPath":".spec.source"}"#,
+    printcolumn = r#"{"name":"Function","type":"string","jsonPath":".spec.function"}"#,
+    printcolumn = r#"{"name":"Matched","type":"integer","priority":1,"jsonPath":".status.matched"}"#,
+    printcolumn = r#"{"name":"Dead-lettered","type":"integer","priority":1,"jsonPath":".status.deadLettered"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TriggerSpec {
+    /// Where events come from: exactly one of bus, schedule, http, mqtt, nats.
+    pub source: TriggerSource,
+    /// An AWS EventBridge event pattern over the CloudEvent in JSON form. Omitted: every event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "pattern_schema")]
+    pub pattern: Option<serde_json::Value>,
+    /// Name of the Function (same namespace) that handles matching events.
+    #[schemars(length(min = 1, max = 63))]
+    pub function: String,
+    #[serde(default)]
+    pub delivery: Delivery,
+}
+
+fn pattern_schema(_: &mut schemars::SchemaGenerator) -> Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+/// Exactly one event source.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = exactly_one_trigger_source)]
+pub struct TriggerSource {
+    /// A named Sluice bus (`default` unless you made others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub bus: Option<String>,
+    /// A five-field cron expression (`*/5 * * * *`), evaluated in UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// Synchronous invocation at `/fn/<namespace><path>`; the reply is the HTTP response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpSource>,
+    /// An MQTT broker topic filter bridged into CloudEvents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<MqttSource>,
+    /// A plain NATS subject bridged into CloudEvents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats: Option<NatsSource>,
+}
+
+/// The names of the trigger sources, in the order the schema lists them.
+pub const TRIGGER_SOURCES: [&str; 5] = ["bus", "schedule", "http", "mqtt", "nats"];
+
+fn exactly_one_trigger_source(schema: &mut Schema) {
+    let one_of: Vec<_> = TRIGGER_SOURCES
+        .iter()
+        .map(|s| json!({ "required": [s] }))
+        .collect();
+    schema.insert("oneOf".into(), one_of.into());
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpSource {
+    /// Path below `/fn/<namespace>`, starting with `/`.
+    #[schemars(
+        regex(pattern = r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$"),
+        length(max = 1024)
+    )]
+    pub path: String,
+    /// Allowed methods; empty means POST only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<HttpMethod>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MqttSource {
+    /// Broker address, `mqtt://host:port` (or `mqtts://`).
+    pub url: String,
+    /// Topic filter; `+` and `#` wildcards as in MQTT.
+    #[schemars(length(min = 1, max = 65535))]
+    pub topic: String,
+    #[serde(default = "default_qos")]
+    #[schemars(range(min = 0, max = 2))]
+    pub qos: u8,
+    /// Secret with `username` and `password` keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+}
+
+fn default_qos() -> u8 {
+    1
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NatsSource {
+    /// Server address; omitted means the NATS server Sluice itself uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Subject, with `*` and `>` wildcards as in NATS.
+    #[schemars(length(min = 1, max = 1024))]
+    pub subject: String,
+    /// Queue group, so several bridges share the subject's messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+}
+
+/// How matching events reach the Function.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Delivery {
+    #[serde(default)]
+    pub retry: Retry,
+    /// Where events go after the last attempt or a fatal error. Omitted: they are dropped
+    /// and counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<DeadLetter>,
+    /// FIFO per key; parallel across keys. Omitted: no ordering.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<Ordering>,
+    /// Events of this Trigger in flight at once over all workers.
+    #[serde(default = "default_max_inflight")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub max_inflight: u32,
+}
+
+fn default_max_inflight() -> u32 {
+    100
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Retry {
+    /// Attempts in all, the first included (EventBridge's limit is 185).
+    #[serde(default = "default_max_attempts")]
+    #[schemars(range(min = 1, max = 185))]
+    pub max_attempts: u32,
+    #[serde(default)]
+    pub backoff: Backoff,
+    #[serde(default = "default_initial_delay")]
+    pub initial_delay: Duration,
+    #[serde(default = "default_max_delay")]
+    pub max_delay: Duration,
+    /// An event older than this (since first accepted) is dead-lettered instead of retried.
+    #[serde(default = "default_max_age")]
+    pub max_age: Duration,
+}
+
+fn default_max_attempts() -> u32 {
+    8
+}
+fn default_initial_delay() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_max_delay() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_age() -> Duration {
+    Duration::from_secs(86_400)
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_max_attempts(),
+            backoff: Backoff::default(),
+            initial_delay: default_initial_delay(),
+            max_delay: default_max_delay(),
+            max_age: default_max_age(),
+        }
+    }
+}
+
+/// Growth of the delay between attempts; every delay gets full jitter.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Backoff {
+    /// initialDelay × 2^(attempt-1), capped at maxDelay.
+    #[default]
+    Exponential,
+    /// initialDelay × attempt, capped at maxDelay.
+    Linear,
+    /// Always initialDelay.
+    Constant,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeadLetter {
+    /// The bus dead letters are published to, as CloudEvents with `sluicereason`,
+    /// `sluiceattempts`, `sluicelasterror` and `sluicetrigger` extensions.
+    #[schemars(length(min = 1, max = 63))]
+    pub bus: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Ordering {
+    /// Dotted path into the CloudEvent JSON (`subject`, `data.orderId`) whose value is the key.
+    #[schemars(length(min = 1, max = 256))]
+    pub key: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TriggerStatus {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default)]
+    pub matched: u64,
+    #[serde(default)]
+    pub delivered: u64,
+    #[serde(default)]
+    pub retried: u64,
+    #[serde(default)]
+    pub dead_lettered: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}

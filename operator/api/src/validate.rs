@@ -1,0 +1,457 @@
+//! Rules the OpenAPI schema cannot express (cross-field bounds, durations in range, cron
+//! syntax, host and subject grammars, the event pattern). Each returns every problem with the
+//! field path, so a user fixes a manifest in one round.
+
+use std::{collections::HashSet, fmt, sync::LazyLock};
+
+use regex::Regex;
+use serde_json::Value;
+
+use crate::{
+    Duration, Function, FunctionSpec, Trigger, TriggerSpec,
+    function::{EnvVar, ModuleSource, Scaling},
+    trigger::{Delivery, TriggerSource},
+};
+
+/// One problem with one field of a manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// Dotted path from the object root: `spec.delivery.retry.maxAttempts`, `spec.env[2].name`.
+    pub path: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(path: &str, message: impl Into<String>) -> Self {
+        Self {
+            path: if path.is_empty() {
+                "(root)".into()
+            } else {
+                path.into()
+            },
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+static DNS_LABEL: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$").expect("static regex"));
+static HOST: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^(\*\.)?[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*(:[0-9]{1,5})?$")
+        .expect("static regex")
+});
+static OCI_REF: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(@sha256:[0-9a-f]{64})?$")
+        .expect("static regex")
+});
+static ATTR_PATH: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z0-9]+(\.[A-Za-z0-9_-]+)*$").expect("static regex"));
+
+/// Names that become Kubernetes object names, label values and NATS stream names.
+pub fn check_dns_label(path: &str, name: &str, out: &mut Vec<FieldError>) {
+    if name.len() > 63 || !DNS_LABEL.is_match(name) {
+        out.push(FieldError::new(
+            path,
+            format!("{name:?} must be a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters"),
+        ));
+    }
+}
+
+fn check_duration(
+    path: &str,
+    d: Duration,
+    min: Duration,
+    max: Duration,
+    out: &mut Vec<FieldError>,
+) {
+    if d < min || d > max {
+        out.push(FieldError::new(
+            path,
+            format!("must be between {min} and {max}, not {d}"),
+        ));
+    }
+}
+
+impl Function {
+    /// Every problem with this Function that the CRD schema cannot catch.
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut out = Vec::new();
+        check_meta(self.metadata.name.as_deref(), &mut out);
+        self.spec.validate("spec", &mut out);
+        out
+    }
+}
+
+impl FunctionSpec {
+    fn validate(&self, path: &str, out: &mut Vec<FieldError>) {
+        validate_module(&self.module, &format!("{path}.module"), out);
+        validate_env(&self.env, &format!("{path}.env"), out);
+        let mem = self.limits.memory.bytes();
+        if !(64 << 10..=4 << 30).contains(&mem) {
+            out.push(FieldError::new(
+                &format!("{path}.limits.memory"),
+                format!(
+                    "must be between 64Ki (one Wasm page) and 4Gi, not {}",
+                    self.limits.memory
+                ),
+            ));
+        }
+        check_duration(
+            &format!("{path}.limits.timeout"),
+            self.limits.timeout,
+            Duration::from_millis(1),
+            Duration::from_secs(15 * 60),
+            out,
+        );
+        let output = self.limits.output.bytes();
+        if !(1 << 10..=64 << 20).contains(&output) {
+            out.push(FieldError::new(
+                &format!("{path}.limits.output"),
+                format!("must be between 1Ki and 64Mi, not {}", self.limits.output),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (i, host) in self.capabilities.outbound_hosts.iter().enumerate() {
+            let p = format!("{path}.capabilities.outboundHosts[{i}]");
+            if host != "*" && !HOST.is_match(host) {
+                out.push(FieldError::new(
+                    &p,
+                    format!("{host:?} must be a host name with an optional port (api.example.com, *.example.com, api.example.com:8443), without scheme or path"),
+                ));
+            } else if !seen.insert(host.to_ascii_lowercase()) {
+                out.push(FieldError::new(&p, format!("{host:?} is listed twice")));
+            }
+        }
+        validate_scaling(&self.scaling, &format!("{path}.scaling"), out);
+    }
+}
+
+fn check_meta(name: Option<&str>, out: &mut Vec<FieldError>) {
+    match name {
+        None => out.push(FieldError::new(
+            "metadata.name",
+            "required field is missing",
+        )),
+        Some(n) => check_dns_label("metadata.name", n, out),
+    }
+}
+
+fn validate_module(m: &ModuleSource, path: &str, out: &mut Vec<FieldError>) {
+    if let Some(url) = &m.url {
+        if !(url.starts_with("https://") || url.starts_with("http://"))
+            || url.contains(char::is_whitespace)
+        {
+            out.push(FieldError::new(
+                &format!("{path}.url"),
+                format!("{url:?} must be an http:// or https:// address"),
+            ));
+        }
+        if m.sha256.is_none() {
+            out.push(FieldError::new(
+                &format!("{path}.sha256"),
+                "required with url: a downloaded module is only run when its digest is pinned",
+            ));
+        }
+    }
+    if let Some(oci) = &m.oci {
+        if !OCI_REF.is_match(oci) {
+            out.push(FieldError::new(
+                &format!("{path}.oci"),
+                format!(
+                    "{oci:?} must be an OCI reference: registry/repository[:tag][@sha256:digest]"
+                ),
+            ));
+        }
+        if m.sha256.is_some() {
+            out.push(FieldError::new(
+                &format!("{path}.sha256"),
+                "applies to url and path only; pin an OCI module with @sha256:<digest> in the reference",
+            ));
+        }
+    }
+    if let Some(cm) = &m.config_map {
+        check_dns_label(&format!("{path}.configMap.name"), &cm.name, out);
+        if m.sha256.is_some() {
+            out.push(FieldError::new(
+                &format!("{path}.sha256"),
+                "applies to url and path only",
+            ));
+        }
+    }
+    if let Some(p) = &m.path
+        && p.trim().is_empty()
+    {
+        out.push(FieldError::new(
+            &format!("{path}.path"),
+            "must not be empty",
+        ));
+    }
+    if let Some(sha) = &m.sha256
+        && (sha.len() != 64
+            || !sha
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+    {
+        out.push(FieldError::new(
+            &format!("{path}.sha256"),
+            "must be 64 lowercase hex digits",
+        ));
+    }
+    let set = [
+        m.url.is_some(),
+        m.oci.is_some(),
+        m.config_map.is_some(),
+        m.path.is_some(),
+    ];
+    let n = set.iter().filter(|s| **s).count();
+    if n != 1 {
+        out.push(FieldError::new(
+            path,
+            format!("exactly one of url, oci, configMap, path is required, found {n}"),
+        ));
+    }
+}
+
+fn validate_env(env: &[EnvVar], path: &str, out: &mut Vec<FieldError>) {
+    let mut seen = HashSet::new();
+    for (i, var) in env.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        if !seen.insert(var.name.as_str()) {
+            out.push(FieldError::new(
+                &format!("{p}.name"),
+                format!("{:?} is defined twice", var.name),
+            ));
+        }
+        match (&var.value, &var.value_from) {
+            (Some(_), Some(_)) => out.push(FieldError::new(
+                &p,
+                "value and valueFrom are mutually exclusive",
+            )),
+            (None, None) => out.push(FieldError::new(&p, "one of value or valueFrom is required")),
+            (None, Some(from)) => {
+                let refs = [
+                    from.secret_key_ref.is_some(),
+                    from.config_map_key_ref.is_some(),
+                ];
+                if refs.iter().filter(|r| **r).count() != 1 {
+                    out.push(FieldError::new(
+                        &format!("{p}.valueFrom"),
+                        "exactly one of secretKeyRef, configMapKeyRef is required",
+                    ));
+                }
+            }
+            (Some(_), None) => {}
+        }
+    }
+}
+
+fn validate_scaling(s: &Scaling, path: &str, out: &mut Vec<FieldError>) {
+    if s.min_replicas > s.max_replicas {
+        out.push(FieldError::new(
+            &format!("{path}.minReplicas"),
+            format!(
+                "must not exceed maxReplicas ({} > {})",
+                s.min_replicas, s.max_replicas
+            ),
+        ));
+    }
+    check_duration(
+        &format!("{path}.cooldown"),
+        s.cooldown,
+        Duration::from_secs(0),
+        Duration::from_secs(86_400),
+        out,
+    );
+}
+
+impl Trigger {
+    /// Every problem with this Trigger that the CRD schema cannot catch.
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut out = Vec::new();
+        check_meta(self.metadata.name.as_deref(), &mut out);
+        self.spec.validate("spec", &mut out);
+        out
+    }
+}
+
+impl TriggerSpec {
+    fn validate(&self, path: &str, out: &mut Vec<FieldError>) {
+        validate_source(&self.source, &format!("{path}.source"), out);
+        if let Some(pattern) = &self.pattern {
+            out.extend(validate_pattern(pattern, &format!("{path}.pattern")));
+        }
+        check_dns_label(&format!("{path}.function"), &self.function, out);
+        validate_delivery(&self.delivery, &format!("{path}.delivery"), out);
+    }
+}
+
+fn validate_source(s: &TriggerSource, path: &str, out: &mut Vec<FieldError>) {
+    if let Some(bus) = &s.bus {
+        check_dns_label(&format!("{path}.bus"), bus, out);
+    }
+    if let Some(expr) = &s.schedule {
+        let fields = expr.split_whitespace().count();
+        if fields != 5 {
+            out.push(FieldError::new(
+                &format!("{path}.schedule"),
+                format!("{expr:?} must have five fields (minute hour day-of-month month day-of-week), found {fields}"),
+            ));
+        } else if let Err(e) = croner::Cron::new(expr).parse() {
+            out.push(FieldError::new(
+                &format!("{path}.schedule"),
+                format!("{expr:?} is not a valid cron expression: {e}"),
+            ));
+        }
+    }
+    if let Some(http) = &s.http
+        && http.path.split('/').any(|seg| seg == "." || seg == "..")
+    {
+        out.push(FieldError::new(
+            &format!("{path}.http.path"),
+            "must not contain . or .. segments",
+        ));
+    }
+    if let Some(mqtt) = &s.mqtt {
+        let scheme_ok = ["mqtt://", "mqtts://", "tcp://", "ssl://"]
+            .iter()
+            .any(|p| mqtt.url.starts_with(p));
+        if !scheme_ok {
+            out.push(FieldError::new(
+                &format!("{path}.mqtt.url"),
+                format!("{:?} must start with mqtt:// or mqtts://", mqtt.url),
+            ));
+        }
+        let levels: Vec<&str> = mqtt.topic.split('/').collect();
+        for (i, level) in levels.iter().enumerate() {
+            let bad = (level.contains('#') && (*level != "#" || i + 1 != levels.len()))
+                || (level.contains('+') && *level != "+");
+            if bad {
+                out.push(FieldError::new(
+                    &format!("{path}.mqtt.topic"),
+                    format!(
+                        "{:?}: '+' must fill a whole level and '#' must be the whole last level",
+                        mqtt.topic
+                    ),
+                ));
+                break;
+            }
+        }
+    }
+    if let Some(nats) = &s.nats {
+        let tokens: Vec<&str> = nats.subject.split('.').collect();
+        let bad = tokens.iter().enumerate().any(|(i, t)| {
+            t.is_empty()
+                || t.contains(char::is_whitespace)
+                || (t.contains('>') && (*t != ">" || i + 1 != tokens.len()))
+                || (t.contains('*') && *t != "*")
+        });
+        if bad {
+            out.push(FieldError::new(
+                &format!("{path}.nats.subject"),
+                format!("{:?} must be dot-separated tokens without spaces; '*' fills a token, '>' only as the last", nats.subject),
+            ));
+        }
+        if let Some(url) = &nats.url
+            && !(url.starts_with("nats://") || url.starts_with("tls://"))
+        {
+            out.push(FieldError::new(
+                &format!("{path}.nats.url"),
+                format!("{url:?} must start with nats:// or tls://"),
+            ));
+        }
+    }
+}
+
+fn validate_delivery(d: &Delivery, path: &str, out: &mut Vec<FieldError>) {
+    let r = &d.retry;
+    let rp = format!("{path}.retry");
+    check_duration(
+        &format!("{rp}.initialDelay"),
+        r.initial_delay,
+        Duration::from_millis(1),
+        Duration::from_secs(86_400),
+        out,
+    );
+    check_duration(
+        &format!("{rp}.maxDelay"),
+        r.max_delay,
+        Duration::from_millis(1),
+        Duration::from_secs(86_400),
+        out,
+    );
+    check_duration(
+        &format!("{rp}.maxAge"),
+        r.max_age,
+        Duration::from_secs(1),
+        Duration::from_secs(7 * 86_400),
+        out,
+    );
+    if r.initial_delay > r.max_delay {
+        out.push(FieldError::new(
+            &format!("{rp}.initialDelay"),
+            format!(
+                "must not exceed maxDelay ({} > {})",
+                r.initial_delay, r.max_delay
+            ),
+        ));
+    }
+    if let Some(dl) = &d.dead_letter {
+        check_dns_label(&format!("{path}.deadLetter.bus"), &dl.bus, out);
+    }
+    if let Some(o) = &d.ordering
+        && !ATTR_PATH.is_match(&o.key)
+    {
+        out.push(FieldError::new(
+            &format!("{path}.ordering.key"),
+            format!(
+                "{:?} must be a dotted path into the event, e.g. subject or data.orderId",
+                o.key
+            ),
+        ));
+    }
+}
+
+/// Checks an event pattern's shape: a non-empty object whose leaves are lists of match
+/// values, as in EventBridge.
+pub fn validate_pattern(pattern: &Value, path: &str) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    pattern_shape(pattern, path, &mut out);
+    out
+}
+
+fn pattern_shape(v: &Value, path: &str, out: &mut Vec<FieldError>) {
+    match v {
+        Value::Object(map) if map.is_empty() => {
+            out.push(FieldError::new(path, "must not be an empty object"))
+        }
+        Value::Object(map) => {
+            for (k, child) in map {
+                let p = format!("{path}.{k}");
+                match child {
+                    Value::Object(_) => pattern_shape(child, &p, out),
+                    Value::Array(items) if items.is_empty() => {
+                        out.push(FieldError::new(&p, "must not be an empty list"))
+                    }
+                    Value::Array(_) => {}
+                    other => out.push(FieldError::new(
+                        &p,
+                        format!(
+                            "match values must be in a list, e.g. [{other}], not {}",
+                            crate::schema::kind(other)
+                        ),
+                    )),
+                }
+            }
+        }
+        other => out.push(FieldError::new(
+            path,
+            format!("must be an object, not {}", crate::schema::kind(other)),
+        )),
+    }
+}

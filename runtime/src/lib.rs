@@ -1,0 +1,6 @@
+//! The Sluice runtime: manifests, events, patterns, buses, the Wasm host, delivery, HTTP
+//! ingress and the `sluice` command line. Data flows one way: ingress → bus → router →
+//! queue → worker → (ack | retry | dead-letter).
+
+pub mod cli;
+pub mod manifests;

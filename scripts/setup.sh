@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what the build and tests need, idempotently: each step checks before it acts, so
+# `make test` on a machine that already has everything costs a second.
+set -euo pipefail
+
+log() { printf 'setup: %s\n' "$*"; }
+
+# Wasm targets for handlers and guest test modules.
+installed=$(rustup target list --installed)
+for t in wasm32-wasip1 wasm32-wasip2; do
+  grep -qx "$t" <<<"$installed" || { log "rustup target add $t"; rustup target add "$t"; }
+done
+
+# Debian packages (none needed by the foundation; later issues add toolchains here).
+apt_packages=()
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  log "apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+# NATS JetStream on 127.0.0.1:4222 (the distributed bus; tests of later issues use it).
+if ! (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null; then
+  if [ -x /usr/sbin/nats-server ]; then
+    log "starting nats-server on 127.0.0.1:4222"
+    start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
+      -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server
+  fi
+fi
+log "ok"
