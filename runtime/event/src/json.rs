@@ -1,0 +1,409 @@
+//! The CloudEvents JSON format: structured mode (one object) and batch mode (an array).
+//! `data` is kept as the producer's bytes; `data_base64` carries binary payloads.
+
+use base64::Engine as _;
+use serde_json::{Map, Value};
+
+use crate::{
+    CONTEXT_ATTRIBUTES, CloudEvent, EventError, Extension, SPEC_VERSION, check_extension_name,
+};
+
+/// `application/json`, `text/json` and any `+json` type, parameters ignored.
+pub fn is_json_content_type(ct: &str) -> bool {
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
+}
+
+fn is_text(ct: Option<&str>) -> bool {
+    ct.is_some_and(|c| c.trim_start().to_ascii_lowercase().starts_with("text/"))
+}
+
+impl CloudEvent {
+    /// Parses one structured-mode event.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, EventError> {
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| EventError::new("(body)", format!("not valid JSON: {e}")))?;
+        Self::from_json_value(value)
+    }
+
+    /// Builds an event from a structured-mode JSON object.
+    pub fn from_json_value(value: Value) -> Result<Self, EventError> {
+        let Value::Object(mut map) = value else {
+            return Err(EventError::new(
+                "(body)",
+                format!("a CloudEvent must be a JSON object, not {}", kind(&value)),
+            ));
+        };
+        match map.remove("specversion") {
+            Some(Value::String(v)) if v == SPEC_VERSION => {}
+            Some(Value::String(v)) => {
+                return Err(EventError::new(
+                    "specversion",
+                    format!("unsupported version {v:?} (expected \"1.0\")"),
+                ));
+            }
+            Some(other) => {
+                return Err(EventError::new(
+                    "specversion",
+                    format!("must be a string, not {}", kind(&other)),
+                ));
+            }
+            None => {
+                return Err(EventError::new(
+                    "specversion",
+                    "required attribute is missing",
+                ));
+            }
+        }
+        let mut take = |name: &str| -> Result<Option<String>, EventError> {
+            match map.remove(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s)),
+                Some(other) => Err(EventError::new(
+                    name,
+                    format!("must be a string, not {}", kind(&other)),
+                )),
+            }
+        };
+        let id = take("id")?.unwrap_or_default();
+        let source = take("source")?.unwrap_or_default();
+        let ty = take("type")?.unwrap_or_default();
+        let subject = take("subject")?;
+        let time = take("time")?;
+        let datacontenttype = take("datacontenttype")?;
+        let dataschema = take("dataschema")?;
+        let data_base64 = take("data_base64")?;
+        let data = match (map.remove("data"), data_base64) {
+            (None | Some(Value::Null), Some(b64)) => Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64.as_bytes())
+                    .map_err(|e| {
+                        EventError::new("data_base64", format!("not valid base64: {e}"))
+                    })?,
+            ),
+            (None | Some(Value::Null), None) => None,
+            (Some(_), Some(_)) => {
+                return Err(EventError::new(
+                    "data",
+                    "data and data_base64 are mutually exclusive",
+                ));
+            }
+            // A string payload of a non-JSON type is the text itself; otherwise the JSON value.
+            (Some(Value::String(s)), None)
+                if datacontenttype
+                    .as_deref()
+                    .is_some_and(|c| !is_json_content_type(c)) =>
+            {
+                Some(s.into_bytes())
+            }
+            (Some(v), None) => Some(v.to_string().into_bytes()),
+        };
+        let mut extensions = std::collections::BTreeMap::new();
+        for (name, v) in map {
+            check_extension_name(&name)?;
+            let ext =
+                match v {
+                    Value::String(s) => Extension::String(s),
+                    Value::Bool(b) => Extension::Boolean(b),
+                    Value::Number(n) => Extension::Integer(n.as_i64().ok_or_else(|| {
+                        EventError::new(&name, "extension numbers must be integers")
+                    })?),
+                    Value::Null => continue,
+                    other => {
+                        return Err(EventError::new(
+                            &name,
+                            format!(
+                                "an extension must be a string, integer or boolean, not {}",
+                                kind(&other)
+                            ),
+                        ));
+                    }
+                };
+            extensions.insert(name, ext);
+        }
+        let event = CloudEvent {
+            id,
+            source,
+            ty,
+            subject,
+            time,
+            datacontenttype,
+            dataschema,
+            extensions,
+            data,
+        };
+        event.validate()?;
+        Ok(event)
+    }
+
+    /// The structured-mode JSON object. `data` is inlined as JSON when it is JSON, as a string
+    /// when it is text, and as `data_base64` otherwise.
+    pub fn to_json_value(&self) -> Value {
+        let mut map = Map::new();
+        map.insert("specversion".into(), SPEC_VERSION.into());
+        map.insert("id".into(), self.id.clone().into());
+        map.insert("source".into(), self.source.clone().into());
+        map.insert("type".into(), self.ty.clone().into());
+        for (k, v) in [
+            ("subject", &self.subject),
+            ("time", &self.time),
+            ("datacontenttype", &self.datacontenttype),
+            ("dataschema", &self.dataschema),
+        ] {
+            if let Some(v) = v {
+                map.insert(k.into(), v.clone().into());
+            }
+        }
+        for (k, v) in &self.extensions {
+            let v = match v {
+                Extension::String(s) => Value::from(s.clone()),
+                Extension::Integer(i) => Value::from(*i),
+                Extension::Boolean(b) => Value::from(*b),
+            };
+            map.insert(k.clone(), v);
+        }
+        if let Some(data) = &self.data {
+            if let Some(json) = self.data_json() {
+                map.insert("data".into(), json);
+            } else if let (true, Ok(text)) = (
+                is_text(self.datacontenttype.as_deref()),
+                std::str::from_utf8(data),
+            ) {
+                map.insert("data".into(), text.into());
+            } else {
+                map.insert(
+                    "data_base64".into(),
+                    base64::engine::general_purpose::STANDARD
+                        .encode(data)
+                        .into(),
+                );
+            }
+        }
+        Value::Object(map)
+    }
+
+    /// Structured-mode JSON bytes.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.to_json_value()).unwrap_or_default()
+    }
+}
+
+/// Parses a batch (`application/cloudevents-batch+json`): every event or the first error,
+/// with its index, so nothing of a bad batch is accepted.
+pub fn from_batch_json(bytes: &[u8]) -> Result<Vec<CloudEvent>, EventError> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| EventError::new("(body)", format!("not valid JSON: {e}")))?;
+    let Value::Array(items) = value else {
+        return Err(EventError::new(
+            "(body)",
+            format!("a batch must be a JSON array, not {}", kind(&value)),
+        ));
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            CloudEvent::from_json_value(v)
+                .map_err(|e| EventError::new(format!("[{i}].{}", e.attribute), e.reason))
+        })
+        .collect()
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+// Keep the list of context attributes and the parser in step.
+const _: () = assert!(CONTEXT_ATTRIBUTES.len() == 9);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<CloudEvent, EventError> {
+        CloudEvent::from_json_value(v)
+    }
+
+    #[test]
+    fn structured_round_trip_keeps_types() {
+        let v = json!({"specversion": "1.0", "id": "1", "source": "/shop", "type": "order.paid",
+            "subject": "o-1", "time": "2026-11-23T10:00:00Z", "traceparent": "00-abc", "sluicehops": 2,
+            "urgent": true, "data": {"total": 120.5, "items": [1, 2]}});
+        let e = parse(v.clone()).unwrap();
+        assert_eq!(e.extensions["sluicehops"], Extension::Integer(2));
+        assert_eq!(
+            e.data_json(),
+            Some(json!({"total": 120.5, "items": [1, 2]}))
+        );
+        assert_eq!(e.to_json_value(), v);
+    }
+
+    #[test]
+    fn binary_and_text_payloads() {
+        let e = parse(
+            json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t",
+            "datacontenttype": "application/octet-stream", "data_base64": "AAEC"}),
+        )
+        .unwrap();
+        assert_eq!(e.data.as_deref(), Some(&[0u8, 1, 2][..]));
+        assert_eq!(e.to_json_value()["data_base64"], "AAEC");
+        let t = parse(
+            json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t",
+            "datacontenttype": "text/plain", "data": "hello"}),
+        )
+        .unwrap();
+        assert_eq!(t.data.as_deref(), Some(&b"hello"[..]));
+        assert_eq!(t.to_json_value()["data"], "hello");
+    }
+
+    #[test]
+    fn refusals_name_the_attribute() {
+        let base = || json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t"});
+        let cases: Vec<(Value, &str)> = vec![
+            (json!([1]), "(body)"),
+            (
+                {
+                    let mut v = base();
+                    v.as_object_mut().unwrap().remove("id");
+                    v
+                },
+                "id",
+            ),
+            (
+                {
+                    let mut v = base();
+                    v["type"] = json!("");
+                    v
+                },
+                "type",
+            ),
+            (
+                {
+                    let mut v = base();
+                    v["specversion"] = json!("0.3");
+                    v
+                },
+                "specversion",
+            ),
+            (
+                {
+                    let mut v = base();
+                    v.as_object_mut().unwrap().remove("specversion");
+                    v
+                },
+                "specversion",
+            ),
+            (
+                {
+                    let mut v = base();
+                    v["source"] = json!(5);
+                    v
+                },
+                "source",
+            ),
+            (
+                {
+                    let mut v = base();
+                    v["time"] = json!("yesterday");
+                    v
+                },
+                "time",
+            ),
+            (
+                {
+                    let mut v = base();
+                    v["Bad-Name"] = json!("x");
+                    v
+                },
+                "Bad-Name",
+            ),
+            (
+                {
+                    let mut v = base();
+                    v["ext"] = json!({"a": 1});
+                    v
+                },
+                "ext",
+            ),
+            (
+                {
+                    let mut v = base();
+                    v["data"] = json!(1);
+                    v["data_base64"] = json!("AA==");
+                    v
+                },
+                "data",
+            ),
+            (
+                {
+                    let mut v = base();
+                    v["data_base64"] = json!("!!");
+                    v
+                },
+                "data_base64",
+            ),
+        ];
+        for (v, attr) in cases {
+            let e = parse(v.clone()).unwrap_err();
+            assert_eq!(e.attribute, attr, "{v}: {e}");
+        }
+    }
+
+    #[test]
+    fn batch_is_all_or_nothing() {
+        let ok = br#"[{"specversion":"1.0","id":"1","source":"s","type":"t"},{"specversion":"1.0","id":"2","source":"s","type":"t"}]"#;
+        assert_eq!(from_batch_json(ok).unwrap().len(), 2);
+        let bad = br#"[{"specversion":"1.0","id":"1","source":"s","type":"t"},{"specversion":"1.0","source":"s","type":"t"}]"#;
+        assert_eq!(from_batch_json(bad).unwrap_err().attribute, "[1].id");
+    }
+
+    #[test]
+    fn json_content_types() {
+        for ct in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "application/cloudevents+json",
+            "TEXT/JSON",
+        ] {
+            assert!(is_json_content_type(ct), "{ct}");
+        }
+        for ct in [
+            "text/plain",
+            "application/octet-stream",
+            "application/jsonx",
+        ] {
+            assert!(!is_json_content_type(ct), "{ct}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = CloudEvent::from_json(&bytes);
+            let _ = from_batch_json(&bytes);
+        }
+
+        #[test]
+        fn valid_events_round_trip(id in "[a-z0-9-]{1,12}", subject in proptest::option::of("[ -~]{1,12}"), n in any::<i64>()) {
+            let mut e = CloudEvent::new(id, "/src", "com.example.t").with_json_data(&json!({"n": n}));
+            e.subject = subject;
+            e.extensions.insert("hops".into(), Extension::Integer(n));
+            let back = CloudEvent::from_json(&e.to_json()).unwrap();
+            prop_assert_eq!(back, e);
+        }
+    }
+}
