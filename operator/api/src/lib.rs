@@ -7,6 +7,7 @@ pub mod duration;
 pub mod function;
 pub mod manifest;
 pub mod quantity;
+pub mod scaling;
 pub mod schema;
 pub mod trigger;
 pub mod validate;
