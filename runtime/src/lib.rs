@@ -2,5 +2,7 @@
 //! ingress and the `sluice` command line. Data flows one way: ingress → bus → router →
 //! queue → worker → (ack | retry | dead-letter).
 
+pub mod bus;
 pub mod cli;
+pub mod delivery;
 pub mod manifests;

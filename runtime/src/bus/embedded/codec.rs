@@ -1,0 +1,184 @@
+//! Byte layouts of the embedded bus's records. Fixed-width headers before the event's JSON
+//! keep a queue write to one copy of the event, with no JSON-in-JSON escaping.
+
+use std::sync::Arc;
+
+use sluice_event::CloudEvent;
+
+use crate::bus::BusError;
+
+fn corrupt(what: &str) -> BusError {
+    BusError::Storage(format!("corrupt {what} record"))
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn str16(&mut self) -> Option<String> {
+        let n = self.u16()? as usize;
+        String::from_utf8(self.take(n)?.to_vec()).ok()
+    }
+    fn str32(&mut self) -> Option<String> {
+        let n = self.u32()? as usize;
+        String::from_utf8(self.take(n)?.to_vec()).ok()
+    }
+}
+
+fn put_str16(out: &mut Vec<u8>, s: &str) {
+    let s = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+    out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+    out.extend_from_slice(s);
+}
+
+fn put_str32(out: &mut Vec<u8>, s: &str) {
+    let s = &s.as_bytes()[..s.len().min(u32::MAX as usize)];
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s);
+}
+
+/// A bus log record: when it was accepted, then the structured-mode event.
+pub fn encode_logged(accepted_ms: u64, event_json: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + event_json.len());
+    out.extend_from_slice(&accepted_ms.to_le_bytes());
+    out.extend_from_slice(event_json);
+    out
+}
+
+pub fn decode_logged(b: &[u8]) -> Result<(u64, CloudEvent), BusError> {
+    let mut r = Reader(b);
+    let at = r.u64().ok_or_else(|| corrupt("event"))?;
+    let event =
+        CloudEvent::from_json(r.0).map_err(|e| BusError::Storage(format!("stored event: {e}")))?;
+    Ok((at, event))
+}
+
+/// A queue entry as stored: everything needed to rebuild the in-memory queue on restart.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueueRecord {
+    pub attempts: u32,
+    pub not_before: u64,
+    pub accepted_ms: u64,
+    pub key: Option<String>,
+    pub last_error: String,
+    pub event: Arc<CloudEvent>,
+}
+
+pub fn encode_queued(r: &QueueRecord) -> Vec<u8> {
+    let json = r.event.to_json();
+    let mut out = Vec::with_capacity(32 + json.len() + r.last_error.len());
+    out.extend_from_slice(&r.attempts.to_le_bytes());
+    out.extend_from_slice(&r.not_before.to_le_bytes());
+    out.extend_from_slice(&r.accepted_ms.to_le_bytes());
+    match &r.key {
+        Some(k) => {
+            out.push(1);
+            put_str16(&mut out, k);
+        }
+        None => out.push(0),
+    }
+    put_str32(&mut out, &r.last_error);
+    out.extend_from_slice(&json);
+    out
+}
+
+pub fn decode_queued(b: &[u8]) -> Result<QueueRecord, BusError> {
+    let mut r = Reader(b);
+    let bad = || corrupt("queue");
+    let attempts = r.u32().ok_or_else(bad)?;
+    let not_before = r.u64().ok_or_else(bad)?;
+    let accepted_ms = r.u64().ok_or_else(bad)?;
+    let key = match r.take(1).ok_or_else(bad)?[0] {
+        0 => None,
+        _ => Some(r.str16().ok_or_else(bad)?),
+    };
+    let last_error = r.str32().ok_or_else(bad)?;
+    let event =
+        CloudEvent::from_json(r.0).map_err(|e| BusError::Storage(format!("stored event: {e}")))?;
+    Ok(QueueRecord {
+        attempts,
+        not_before,
+        accepted_ms,
+        key,
+        last_error,
+        event: Arc::new(event),
+    })
+}
+
+/// A dead letter as stored in the per-trigger dead-letter table.
+pub fn encode_dead(
+    reason: &str,
+    attempts: u32,
+    at_ms: u64,
+    last_error: &str,
+    event: &CloudEvent,
+) -> Vec<u8> {
+    let json = event.to_json();
+    let mut out = Vec::with_capacity(32 + json.len());
+    out.extend_from_slice(&attempts.to_le_bytes());
+    out.extend_from_slice(&at_ms.to_le_bytes());
+    put_str16(&mut out, reason);
+    put_str32(&mut out, last_error);
+    out.extend_from_slice(&json);
+    out
+}
+
+pub fn decode_dead(b: &[u8]) -> Result<(String, u32, u64, String, CloudEvent), BusError> {
+    let mut r = Reader(b);
+    let bad = || corrupt("dead-letter");
+    let attempts = r.u32().ok_or_else(bad)?;
+    let at = r.u64().ok_or_else(bad)?;
+    let reason = r.str16().ok_or_else(bad)?;
+    let last_error = r.str32().ok_or_else(bad)?;
+    let event =
+        CloudEvent::from_json(r.0).map_err(|e| BusError::Storage(format!("stored event: {e}")))?;
+    Ok((reason, attempts, at, last_error, event))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_truncation_is_an_error() {
+        let e =
+            Arc::new(CloudEvent::new("1", "/s", "t").with_json_data(&serde_json::json!({"a": 1})));
+        let q = QueueRecord {
+            attempts: 3,
+            not_before: 9,
+            accepted_ms: 7,
+            key: Some("k".into()),
+            last_error: "boom".into(),
+            event: e.clone(),
+        };
+        let b = encode_queued(&q);
+        assert_eq!(decode_queued(&b).unwrap(), q);
+        for cut in [0, 3, 10, 21, 25] {
+            assert!(decode_queued(&b[..cut]).is_err(), "cut {cut}");
+        }
+        let d = encode_dead("exhausted", 8, 5, "trap: unreachable", &e);
+        let (reason, attempts, at, err, ev) = decode_dead(&d).unwrap();
+        assert_eq!(
+            (reason.as_str(), attempts, at, err.as_str(), &ev),
+            ("exhausted", 8, 5, "trap: unreachable", &*e)
+        );
+        let l = encode_logged(42, &e.to_json());
+        assert_eq!(decode_logged(&l).unwrap(), (42, (*e).clone()));
+    }
+}

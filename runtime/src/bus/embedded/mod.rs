@@ -1,0 +1,937 @@
+//! The embedded bus: every bus log, trigger queue and dead-letter list in one redb file under
+//! `--data-dir`. One writer thread applies all changes in group commits: a publish is fsync'd
+//! (`Durability::Immediate`) before it is acknowledged, while queue bookkeeping (routing, ack,
+//! retry) commits without fsync, since losing it in a crash only means redelivery. Leases live
+//! in memory: after a crash every queued event is simply due again.
+
+mod codec;
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::PathBuf,
+    sync::{Arc, Mutex, MutexGuard, mpsc},
+    time::Duration,
+};
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use sluice_event::CloudEvent;
+use tokio::sync::{Notify, oneshot};
+
+pub use codec::QueueRecord;
+
+use super::{
+    BusError, DeadLetter, Delivery, Depth, Enqueue, Publish, Published, QueueConfig, TriggerId,
+    now_ms,
+    queue::{Queue, QueueEntry},
+};
+
+const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
+const HEADS: TableDefinition<&str, u64> = TableDefinition::new("heads");
+const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
+const DEDUPE: TableDefinition<&str, u64> = TableDefinition::new("dedupe");
+const QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queue");
+const DEAD: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// Ops applied per group commit; bounded so one commit stays short.
+const MAX_BATCH: usize = 1024;
+
+#[derive(Clone, Debug)]
+pub struct EmbeddedConfig {
+    pub data_dir: PathBuf,
+    /// (source, id) pairs seen within this window are dropped at publish.
+    pub dedupe_window: Duration,
+    /// Bus events older than this are removed.
+    pub retention_age: Duration,
+    /// Per bus, the oldest events are removed beyond this many bytes.
+    pub retention_bytes: u64,
+}
+
+impl EmbeddedConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            dedupe_window: Duration::from_secs(300),
+            retention_age: Duration::from_secs(24 * 3600),
+            retention_bytes: 1 << 30,
+        }
+    }
+}
+
+/// What a queue entry carries in memory.
+#[derive(Clone, Debug)]
+struct Payload {
+    event: Arc<CloudEvent>,
+    accepted_ms: u64,
+}
+
+#[derive(Default)]
+struct State {
+    heads: HashMap<String, u64>,
+    cursors: HashMap<String, u64>,
+    bytes: HashMap<String, u64>,
+    queues: HashMap<TriggerId, Queue<Payload>>,
+    leases: HashMap<TriggerId, Duration>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes routers: something was appended.
+    published: Notify,
+    /// Wakes workers: something became leasable.
+    queued: Notify,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way later
+        // callers could not cope with, so a poisoned lock is still used.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, BusError>>;
+
+enum Op {
+    Publish(Vec<Publish>, Reply<Vec<Published>>),
+    Enqueue {
+        cursor: Option<(String, u64)>,
+        items: Vec<Enqueue>,
+        durable: bool,
+        reply: Reply<()>,
+    },
+    Remove {
+        trigger: TriggerId,
+        seq: u64,
+        reply: Reply<()>,
+    },
+    Put {
+        trigger: TriggerId,
+        seq: u64,
+        record: Box<QueueRecord>,
+        reply: Reply<()>,
+    },
+    Dead {
+        dead: Box<DeadLetter>,
+        publish: Option<Box<Publish>>,
+        reply: Reply<()>,
+    },
+    Redrive {
+        trigger: TriggerId,
+        reply: Reply<usize>,
+    },
+    Purge {
+        trigger: TriggerId,
+        reply: Reply<usize>,
+    },
+    Trim {
+        reply: Reply<usize>,
+    },
+    /// Makes every earlier non-durable commit durable (clean shutdown).
+    Flush {
+        reply: Reply<()>,
+    },
+}
+
+impl Op {
+    fn durable(&self) -> bool {
+        match self {
+            Op::Publish(..)
+            | Op::Dead { .. }
+            | Op::Redrive { .. }
+            | Op::Purge { .. }
+            | Op::Flush { .. } => true,
+            Op::Enqueue { durable, .. } => *durable,
+            Op::Remove { .. } | Op::Put { .. } | Op::Trim { .. } => false,
+        }
+    }
+}
+
+/// The embedded bus. Cheap to clone; the writer thread stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct EmbeddedBus {
+    shared: Arc<Shared>,
+    db: Arc<Database>,
+    ops: mpsc::SyncSender<Op>,
+    cfg: Arc<EmbeddedConfig>,
+}
+
+fn storage(e: impl std::fmt::Display) -> BusError {
+    BusError::Storage(e.to_string())
+}
+
+impl EmbeddedBus {
+    /// Opens (or creates) the store under `cfg.data_dir` and rebuilds queues from it.
+    pub fn open(cfg: EmbeddedConfig) -> Result<Self, BusError> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|e| storage(format!("creating {}: {e}", cfg.data_dir.display())))?;
+        let path = cfg.data_dir.join("bus.redb");
+        let db = Database::create(&path)
+            .map_err(|e| storage(format!("opening {}: {e}", path.display())))?;
+        let db = Arc::new(db);
+        let mut state = State::default();
+        {
+            let w = db.begin_write().map_err(storage)?;
+            for t in [EVENTS, QUEUE, DEAD] {
+                w.open_table(t).map_err(storage)?;
+            }
+            for t in [HEADS, CURSORS, DEDUPE, META] {
+                w.open_table(t).map_err(storage)?;
+            }
+            w.commit().map_err(storage)?;
+            let r = db.begin_read().map_err(storage)?;
+            for (name, map) in [(HEADS, &mut state.heads), (CURSORS, &mut state.cursors)] {
+                let t = r.open_table(name).map_err(storage)?;
+                for row in t.iter().map_err(storage)? {
+                    let (k, v) = row.map_err(storage)?;
+                    map.insert(k.value().to_owned(), v.value());
+                }
+            }
+            let events = r.open_table(EVENTS).map_err(storage)?;
+            for row in events.iter().map_err(storage)? {
+                let (k, v) = row.map_err(storage)?;
+                *state.bytes.entry(k.value().0.to_owned()).or_default() += v.value().len() as u64;
+            }
+            let queue = r.open_table(QUEUE).map_err(storage)?;
+            for row in queue.iter().map_err(storage)? {
+                let (k, v) = row.map_err(storage)?;
+                let (trigger, seq) = k.value();
+                let rec = codec::decode_queued(v.value())?;
+                let q = state
+                    .queues
+                    .entry(trigger.to_owned())
+                    .or_insert_with(|| Queue::new(100));
+                q.push(seq, entry_of(rec));
+            }
+        }
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            published: Notify::new(),
+            queued: Notify::new(),
+        });
+        let (tx, rx) = mpsc::sync_channel(4 * MAX_BATCH);
+        let cfg = Arc::new(cfg);
+        {
+            let (db, shared, cfg) = (db.clone(), shared.clone(), cfg.clone());
+            std::thread::Builder::new()
+                .name("sluice-bus-writer".into())
+                .spawn(move || Writer { db, shared, cfg }.run(rx))
+                .map_err(storage)?;
+        }
+        Ok(Self {
+            shared,
+            db,
+            ops: tx,
+            cfg,
+        })
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Op) -> Result<T, BusError> {
+        let (tx, rx) = oneshot::channel();
+        let op = make(tx);
+        let ops = self.ops.clone();
+        // The channel is bounded: a full one means the disk is behind, so callers wait
+        // (backpressure) on a blocking thread rather than stall the async runtime.
+        match ops.try_send(op) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(op)) => tokio::task::spawn_blocking(move || ops.send(op))
+                .await
+                .map_err(|_| BusError::Closed)?
+                .map_err(|_| BusError::Closed)?,
+            Err(mpsc::TrySendError::Disconnected(_)) => return Err(BusError::Closed),
+        }
+        rx.await.map_err(|_| BusError::Closed)?
+    }
+
+    /// Appends events durably (fsync'd before this returns).
+    pub async fn publish(&self, items: Vec<Publish>) -> Result<Vec<Published>, BusError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.call(|r| Op::Publish(items, r)).await
+    }
+
+    /// Up to `max` events of `bus` after position `after`, in order.
+    pub fn read(
+        &self,
+        bus: &str,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, u64, CloudEvent)>, BusError> {
+        let r = self.db.begin_read().map_err(storage)?;
+        let t = r.open_table(EVENTS).map_err(storage)?;
+        let mut out = Vec::new();
+        for row in t
+            .range((bus, after.saturating_add(1))..=(bus, u64::MAX))
+            .map_err(storage)?
+            .take(max)
+        {
+            let (k, v) = row.map_err(storage)?;
+            let (accepted, event) = codec::decode_logged(v.value())?;
+            out.push((k.value().1, accepted, event));
+        }
+        Ok(out)
+    }
+
+    /// The last position written on `bus` (0 when empty).
+    pub fn head(&self, bus: &str) -> u64 {
+        self.shared.state().heads.get(bus).copied().unwrap_or(0)
+    }
+
+    /// Every bus that has ever had an event.
+    pub fn buses(&self) -> Vec<String> {
+        let mut b: Vec<String> = self.shared.state().heads.keys().cloned().collect();
+        b.sort();
+        b
+    }
+
+    /// The position the router has routed `bus` through.
+    pub fn route_cursor(&self, bus: &str) -> u64 {
+        self.shared.state().cursors.get(bus).copied().unwrap_or(0)
+    }
+
+    /// Puts routed events on their trigger queues and moves `bus`'s routing cursor to
+    /// `through`, in one commit: an event is routed once, or (after a crash) again as a whole.
+    pub async fn route(
+        &self,
+        bus: &str,
+        through: u64,
+        items: Vec<Enqueue>,
+    ) -> Result<(), BusError> {
+        let cursor = Some((bus.to_owned(), through));
+        self.call(|reply| Op::Enqueue {
+            cursor,
+            items,
+            durable: false,
+            reply,
+        })
+        .await
+    }
+
+    /// Puts events straight on trigger queues (schedules), durably.
+    pub async fn enqueue(&self, items: Vec<Enqueue>) -> Result<(), BusError> {
+        self.call(|reply| Op::Enqueue {
+            cursor: None,
+            items,
+            durable: true,
+            reply,
+        })
+        .await
+    }
+
+    /// Sets how a trigger's queue hands out events; creates it when new.
+    pub fn configure_queue(&self, trigger: &str, cfg: &QueueConfig) {
+        let mut s = self.shared.state();
+        s.queues
+            .entry(trigger.to_owned())
+            .or_insert_with(|| Queue::new(cfg.max_inflight))
+            .set_max_inflight(cfg.max_inflight);
+        s.leases.insert(trigger.to_owned(), cfg.lease);
+        drop(s);
+        self.shared.queued.notify_waiters();
+    }
+
+    /// Leases up to `max` due events of a trigger.
+    pub fn lease(&self, trigger: &str, max: usize) -> Vec<Delivery> {
+        let now = now_ms();
+        let mut s = self.shared.state();
+        let lease = s
+            .leases
+            .get(trigger)
+            .copied()
+            .unwrap_or(Duration::from_secs(30));
+        let Some(q) = s.queues.get_mut(trigger) else {
+            return Vec::new();
+        };
+        q.lease(now, now + lease.as_millis() as u64, max)
+            .into_iter()
+            .map(|(seq, attempt, p)| Delivery {
+                trigger: trigger.to_owned(),
+                seq,
+                attempt,
+                accepted_ms: p.accepted_ms,
+                event: p.event,
+            })
+            .collect()
+    }
+
+    /// Earliest time (ms) an entry of this trigger becomes due, when none is due now.
+    pub fn next_due(&self, trigger: &str) -> Option<u64> {
+        self.shared
+            .state()
+            .queues
+            .get(trigger)
+            .and_then(Queue::next_due)
+    }
+
+    /// The delivery succeeded: forget it.
+    pub async fn ack(&self, d: &Delivery) -> Result<(), BusError> {
+        self.shared
+            .state()
+            .queues
+            .get_mut(&d.trigger)
+            .map(|q| q.remove(d.seq));
+        self.shared.queued.notify_waiters();
+        let (trigger, seq) = (d.trigger.clone(), d.seq);
+        self.call(|reply| Op::Remove {
+            trigger,
+            seq,
+            reply,
+        })
+        .await
+    }
+
+    /// The delivery failed and may be retried at `at_ms`.
+    pub async fn retry(&self, d: &Delivery, at_ms: u64, error: &str) -> Result<(), BusError> {
+        let record = {
+            let mut s = self.shared.state();
+            let Some(q) = s.queues.get_mut(&d.trigger) else {
+                return Ok(());
+            };
+            q.release(d.seq, at_ms);
+            let Some(e) = q.get(d.seq) else { return Ok(()) };
+            QueueRecord {
+                attempts: e.attempts,
+                not_before: at_ms,
+                accepted_ms: e.payload.accepted_ms,
+                key: e.key.clone(),
+                last_error: error.to_owned(),
+                event: e.payload.event.clone(),
+            }
+        };
+        self.shared.queued.notify_waiters();
+        let (trigger, seq) = (d.trigger.clone(), d.seq);
+        self.call(|reply| Op::Put {
+            trigger,
+            seq,
+            record: Box::new(record),
+            reply,
+        })
+        .await
+    }
+
+    /// Gives the delivery up (or, with `seq` 0, an event that never was on the queue, such as
+    /// a reply stopped by the hop limit): records the dead letter and, when the trigger has a
+    /// dead-letter bus, publishes it there as a CloudEvent, in one durable commit.
+    pub async fn dead_letter(
+        &self,
+        dead: DeadLetter,
+        to_bus: Option<&str>,
+    ) -> Result<(), BusError> {
+        self.shared
+            .state()
+            .queues
+            .get_mut(&dead.trigger)
+            .map(|q| q.remove(dead.seq));
+        self.shared.queued.notify_waiters();
+        let publish = to_bus.map(|bus| {
+            Box::new(Publish {
+                bus: bus.to_owned(),
+                event: dead.to_event(),
+                dedupe: false,
+            })
+        });
+        self.call(|reply| Op::Dead {
+            dead: Box::new(dead),
+            publish,
+            reply,
+        })
+        .await
+    }
+
+    /// Dead letters kept for a trigger, oldest first.
+    pub fn dead_letters(&self, trigger: &str) -> Result<Vec<DeadLetter>, BusError> {
+        let r = self.db.begin_read().map_err(storage)?;
+        let t = r.open_table(DEAD).map_err(storage)?;
+        let mut out = Vec::new();
+        for row in t
+            .range((trigger, 0)..=(trigger, u64::MAX))
+            .map_err(storage)?
+        {
+            let (k, v) = row.map_err(storage)?;
+            let (reason, attempts, at_ms, last_error, event) = codec::decode_dead(v.value())?;
+            out.push(DeadLetter {
+                trigger: trigger.to_owned(),
+                seq: k.value().1,
+                reason,
+                attempts,
+                last_error,
+                at_ms,
+                event,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Puts a trigger's dead letters back on its queue with fresh attempts.
+    pub async fn redrive(&self, trigger: &str) -> Result<usize, BusError> {
+        let trigger = trigger.to_owned();
+        self.call(|reply| Op::Redrive { trigger, reply }).await
+    }
+
+    /// Deletes a trigger's dead letters.
+    pub async fn purge(&self, trigger: &str) -> Result<usize, BusError> {
+        let trigger = trigger.to_owned();
+        self.call(|reply| Op::Purge { trigger, reply }).await
+    }
+
+    /// Applies retention and the dedupe window; returns events removed.
+    pub async fn trim(&self) -> Result<usize, BusError> {
+        self.call(|reply| Op::Trim { reply }).await
+    }
+
+    /// Makes all bookkeeping durable; call before a clean exit.
+    pub async fn flush(&self) -> Result<(), BusError> {
+        self.call(|reply| Op::Flush { reply }).await
+    }
+
+    /// Hands expired leases out again; returns how many.
+    pub fn expire_leases(&self) -> usize {
+        let now = now_ms();
+        let n: usize = self
+            .shared
+            .state()
+            .queues
+            .values_mut()
+            .map(|q| q.expire(now))
+            .sum();
+        if n > 0 {
+            self.shared.queued.notify_waiters();
+        }
+        n
+    }
+
+    pub fn depth(&self, trigger: &str) -> Depth {
+        let s = self.shared.state();
+        s.queues
+            .get(trigger)
+            .map_or_else(Depth::default, |q| Depth {
+                queued: q.queued() as u64,
+                inflight: q.inflight() as u64,
+            })
+    }
+
+    /// Resolves when something is appended to any bus.
+    pub fn published(&self) -> tokio::sync::futures::Notified<'_> {
+        self.shared.published.notified()
+    }
+
+    /// Resolves when some queue may have something to lease.
+    pub fn queued(&self) -> tokio::sync::futures::Notified<'_> {
+        self.shared.queued.notified()
+    }
+
+    pub fn config(&self) -> &EmbeddedConfig {
+        &self.cfg
+    }
+}
+
+fn entry_of(rec: QueueRecord) -> QueueEntry<Payload> {
+    QueueEntry {
+        attempts: rec.attempts,
+        not_before: rec.not_before,
+        key: rec.key,
+        payload: Payload {
+            event: rec.event,
+            accepted_ms: rec.accepted_ms,
+        },
+    }
+}
+
+/// What to do to the in-memory state once a commit is on disk.
+enum After {
+    Heads(Vec<(String, u64, u64)>),
+    Queued(Vec<(TriggerId, u64, QueueRecord)>, Option<(String, u64)>),
+    Trimmed(Vec<(String, u64)>),
+}
+
+struct Writer {
+    db: Arc<Database>,
+    shared: Arc<Shared>,
+    cfg: Arc<EmbeddedConfig>,
+}
+
+impl Writer {
+    fn run(self, rx: mpsc::Receiver<Op>) {
+        let mut next_qseq = self.load_next_qseq();
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            let mut saved_qseq = next_qseq;
+            match self.commit(&mut batch, &mut saved_qseq) {
+                Ok((afters, results)) => {
+                    next_qseq = saved_qseq;
+                    self.apply(afters);
+                    for (op, result) in batch.into_iter().zip(results) {
+                        reply(op, Ok(result));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, ops = batch.len(), "bus commit failed");
+                    for op in batch {
+                        reply(op, Err(BusError::Storage(e.to_string())));
+                    }
+                }
+            }
+        }
+    }
+
+    fn load_next_qseq(&self) -> u64 {
+        let read = || -> Result<u64, BusError> {
+            let r = self.db.begin_read().map_err(storage)?;
+            let t = r.open_table(META).map_err(storage)?;
+            Ok(t.get("next_qseq")
+                .map_err(storage)?
+                .map_or(1, |v| v.value()))
+        };
+        read().unwrap_or(1)
+    }
+
+    /// Applies the whole batch in one transaction. Results are per op, in order.
+    fn commit(
+        &self,
+        batch: &mut [Op],
+        next_qseq: &mut u64,
+    ) -> Result<(Vec<After>, Vec<OpResult>), BusError> {
+        let mut w = self.db.begin_write().map_err(storage)?;
+        let durable = batch.iter().any(Op::durable);
+        w.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })
+        .map_err(storage)?;
+        let now = now_ms();
+        let mut afters = Vec::new();
+        let mut results = Vec::with_capacity(batch.len());
+        let mut heads: HashMap<String, u64> = HashMap::new();
+        {
+            let mut events = w.open_table(EVENTS).map_err(storage)?;
+            let mut head_t = w.open_table(HEADS).map_err(storage)?;
+            let mut cursors = w.open_table(CURSORS).map_err(storage)?;
+            let mut dedupe = w.open_table(DEDUPE).map_err(storage)?;
+            let mut queue = w.open_table(QUEUE).map_err(storage)?;
+            let mut dead_t = w.open_table(DEAD).map_err(storage)?;
+            let state_heads = self.shared.state().heads.clone();
+            let window = self.cfg.dedupe_window.as_millis() as u64;
+            let mut seen: HashSet<String> = HashSet::new();
+            let mut log = Log {
+                events: &mut events,
+                heads: &mut head_t,
+                dedupe: &mut dedupe,
+                seen: &mut seen,
+                state_heads: &state_heads,
+                now,
+                window,
+            };
+            for op in batch.iter_mut() {
+                let result = match op {
+                    Op::Publish(items, _) => {
+                        let mut added = Vec::new();
+                        let out = items
+                            .iter()
+                            .map(|p| log.append(p, &mut heads, &mut added))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        afters.push(After::Heads(added));
+                        OpResult::Published(out)
+                    }
+                    Op::Enqueue { cursor, items, .. } => {
+                        let mut pushed = Vec::with_capacity(items.len());
+                        for it in items.drain(..) {
+                            let seq = *next_qseq;
+                            *next_qseq += 1;
+                            let rec = QueueRecord {
+                                attempts: 0,
+                                not_before: 0,
+                                accepted_ms: it.accepted_ms,
+                                key: it.key,
+                                last_error: String::new(),
+                                event: it.event,
+                            };
+                            queue
+                                .insert(
+                                    (it.trigger.as_str(), seq),
+                                    codec::encode_queued(&rec).as_slice(),
+                                )
+                                .map_err(storage)?;
+                            pushed.push((it.trigger, seq, rec));
+                        }
+                        if let Some((bus, through)) = cursor {
+                            cursors.insert(bus.as_str(), *through).map_err(storage)?;
+                        }
+                        afters.push(After::Queued(pushed, cursor.take()));
+                        OpResult::Unit
+                    }
+                    Op::Flush { .. } => OpResult::Unit,
+                    Op::Remove { trigger, seq, .. } => {
+                        queue.remove((trigger.as_str(), *seq)).map_err(storage)?;
+                        OpResult::Unit
+                    }
+                    Op::Put {
+                        trigger,
+                        seq,
+                        record,
+                        ..
+                    } => {
+                        queue
+                            .insert(
+                                (trigger.as_str(), *seq),
+                                codec::encode_queued(record).as_slice(),
+                            )
+                            .map_err(storage)?;
+                        OpResult::Unit
+                    }
+                    Op::Dead { dead, publish, .. } => {
+                        // Queue positions start at 1, so 0 means "not from the queue" (a reply
+                        // stopped by the hop limit). Dead letters get positions of their own.
+                        if dead.seq != 0 {
+                            queue
+                                .remove((dead.trigger.as_str(), dead.seq))
+                                .map_err(storage)?;
+                        }
+                        let dseq = *next_qseq;
+                        *next_qseq += 1;
+                        let rec = codec::encode_dead(
+                            &dead.reason,
+                            dead.attempts,
+                            dead.at_ms,
+                            &dead.last_error,
+                            &dead.event,
+                        );
+                        dead_t
+                            .insert((dead.trigger.as_str(), dseq), rec.as_slice())
+                            .map_err(storage)?;
+                        if let Some(p) = publish {
+                            let mut added = Vec::new();
+                            log.append(p, &mut heads, &mut added)?;
+                            afters.push(After::Heads(added));
+                        }
+                        OpResult::Unit
+                    }
+                    Op::Redrive { trigger, .. } => {
+                        let moved: Vec<(u64, Vec<u8>)> = dead_t
+                            .extract_from_if(
+                                (trigger.as_str(), 0)..=(trigger.as_str(), u64::MAX),
+                                |_, _| true,
+                            )
+                            .map_err(storage)?
+                            .map(|row| {
+                                row.map(|(k, v)| (k.value().1, v.value().to_vec()))
+                                    .map_err(storage)
+                            })
+                            .collect::<Result<_, _>>()?;
+                        let mut pushed = Vec::with_capacity(moved.len());
+                        for (_, bytes) in &moved {
+                            let (_, _, _, _, event) = codec::decode_dead(bytes)?;
+                            let seq = *next_qseq;
+                            *next_qseq += 1;
+                            // A redriven event starts over: fresh attempts and a fresh maxAge.
+                            let rec = QueueRecord {
+                                attempts: 0,
+                                not_before: 0,
+                                accepted_ms: now,
+                                key: None,
+                                last_error: String::new(),
+                                event: Arc::new(event),
+                            };
+                            queue
+                                .insert(
+                                    (trigger.as_str(), seq),
+                                    codec::encode_queued(&rec).as_slice(),
+                                )
+                                .map_err(storage)?;
+                            pushed.push((trigger.clone(), seq, rec));
+                        }
+                        afters.push(After::Queued(pushed, None));
+                        OpResult::Count(moved.len())
+                    }
+                    Op::Purge { trigger, .. } => {
+                        let n = dead_t
+                            .extract_from_if(
+                                (trigger.as_str(), 0)..=(trigger.as_str(), u64::MAX),
+                                |_, _| true,
+                            )
+                            .map_err(storage)?
+                            .count();
+                        OpResult::Count(n)
+                    }
+                    Op::Trim { .. } => {
+                        log.dedupe
+                            .retain(|_, at| now.saturating_sub(at) < window)
+                            .map_err(storage)?;
+                        let max_age = self.cfg.retention_age.as_millis() as u64;
+                        let budget = self.cfg.retention_bytes;
+                        let sizes = self.shared.state().bytes.clone();
+                        let mut removed = Vec::new();
+                        let mut total = 0;
+                        for (bus, mut size) in sizes {
+                            let mut n = 0u64;
+                            let mut freed = 0u64;
+                            let doomed: Vec<(u64, u64)> = log
+                                .events
+                                .range((bus.as_str(), 0)..=(bus.as_str(), u64::MAX))
+                                .map_err(storage)?
+                                .map_while(|row| {
+                                    let (k, v) = row.ok()?;
+                                    let len = v.value().len() as u64;
+                                    let at =
+                                        u64::from_le_bytes(v.value().get(..8)?.try_into().ok()?);
+                                    let keep = now.saturating_sub(at) < max_age && size <= budget;
+                                    if keep {
+                                        return None;
+                                    }
+                                    size = size.saturating_sub(len);
+                                    Some((k.value().1, len))
+                                })
+                                .collect();
+                            for (seq, len) in doomed {
+                                log.events.remove((bus.as_str(), seq)).map_err(storage)?;
+                                n += 1;
+                                freed += len;
+                            }
+                            total += n as usize;
+                            if freed > 0 {
+                                removed.push((bus, freed));
+                            }
+                        }
+                        afters.push(After::Trimmed(removed));
+                        OpResult::Count(total)
+                    }
+                };
+                results.push(result);
+            }
+            let mut meta = w.open_table(META).map_err(storage)?;
+            meta.insert("next_qseq", *next_qseq).map_err(storage)?;
+        }
+        w.commit().map_err(storage)?;
+        Ok((afters, results))
+    }
+
+    fn apply(&self, afters: Vec<After>) {
+        let (mut published, mut queued) = (false, false);
+        {
+            let mut s = self.shared.state();
+            for a in afters {
+                match a {
+                    After::Heads(added) => {
+                        for (bus, head, bytes) in added {
+                            s.heads.insert(bus.clone(), head);
+                            *s.bytes.entry(bus).or_default() += bytes;
+                            published = true;
+                        }
+                    }
+                    After::Queued(items, cursor) => {
+                        for (trigger, seq, rec) in items {
+                            s.queues
+                                .entry(trigger)
+                                .or_insert_with(|| Queue::new(100))
+                                .push(seq, entry_of(rec));
+                            queued = true;
+                        }
+                        if let Some((bus, through)) = cursor {
+                            s.cursors.insert(bus, through);
+                        }
+                    }
+                    After::Trimmed(removed) => {
+                        for (bus, freed) in removed {
+                            let b = s.bytes.entry(bus).or_default();
+                            *b = b.saturating_sub(freed);
+                        }
+                    }
+                }
+            }
+        }
+        if published {
+            self.shared.published.notify_waiters();
+        }
+        if queued {
+            self.shared.queued.notify_waiters();
+        }
+    }
+}
+
+/// The tables a publish writes, borrowed for one transaction.
+struct Log<'a, 't> {
+    events: &'a mut redb::Table<'t, (&'static str, u64), &'static [u8]>,
+    heads: &'a mut redb::Table<'t, &'static str, u64>,
+    dedupe: &'a mut redb::Table<'t, &'static str, u64>,
+    /// Dedupe keys already used in this transaction.
+    seen: &'a mut HashSet<String>,
+    state_heads: &'a HashMap<String, u64>,
+    now: u64,
+    window: u64,
+}
+
+impl Log<'_, '_> {
+    fn append(
+        &mut self,
+        p: &Publish,
+        heads: &mut HashMap<String, u64>,
+        added: &mut Vec<(String, u64, u64)>,
+    ) -> Result<Published, BusError> {
+        if p.dedupe {
+            let key = format!("{}\0{}\0{}", p.bus, p.event.source, p.event.id);
+            let recent = self
+                .dedupe
+                .get(key.as_str())
+                .map_err(storage)?
+                .is_some_and(|v| self.now.saturating_sub(v.value()) < self.window);
+            if recent || !self.seen.insert(key.clone()) {
+                return Ok(Published::Duplicate);
+            }
+            self.dedupe
+                .insert(key.as_str(), self.now)
+                .map_err(storage)?;
+        }
+        let head = heads
+            .entry(p.bus.clone())
+            .or_insert_with(|| self.state_heads.get(&p.bus).copied().unwrap_or(0));
+        *head += 1;
+        let bytes = codec::encode_logged(self.now, &p.event.to_json());
+        self.events
+            .insert((p.bus.as_str(), *head), bytes.as_slice())
+            .map_err(storage)?;
+        self.heads.insert(p.bus.as_str(), *head).map_err(storage)?;
+        added.push((p.bus.clone(), *head, bytes.len() as u64));
+        Ok(Published::Appended(*head))
+    }
+}
+
+enum OpResult {
+    Unit,
+    Count(usize),
+    Published(Vec<Published>),
+}
+
+fn reply(op: Op, result: Result<OpResult, BusError>) {
+    // A caller that went away no longer needs the answer; the change itself is committed.
+    match op {
+        Op::Publish(_, r) => {
+            let _ = r.send(result.and_then(|o| match o {
+                OpResult::Published(p) => Ok(p),
+                _ => Err(BusError::Storage("internal: wrong result kind".into())),
+            }));
+        }
+        Op::Redrive { reply, .. } | Op::Purge { reply, .. } | Op::Trim { reply } => {
+            let _ = reply.send(result.and_then(|o| match o {
+                OpResult::Count(n) => Ok(n),
+                _ => Err(BusError::Storage("internal: wrong result kind".into())),
+            }));
+        }
+        Op::Flush { reply }
+        | Op::Enqueue { reply, .. }
+        | Op::Remove { reply, .. }
+        | Op::Put { reply, .. }
+        | Op::Dead { reply, .. } => {
+            let _ = reply.send(result.map(|_| ()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
