@@ -1,0 +1,3 @@
+module sluice.dev/examples/order-check
+
+go 1.24
