@@ -1,1 +1,19 @@
-//! The Wasm sandbox host: runs one event through a handler module (component or command ABI) under limits.
+//! Sluice's Wasm sandbox host: runs one CloudEvent through a handler module in a fresh,
+//! limited instance and returns its reply events or a typed `Failure` the delivery engine can
+//! retry or dead-letter. Two ABIs: a `sluice:function/handler` component, or a WASI command.
+
+mod cache;
+mod command;
+mod component;
+mod engine;
+mod failure;
+mod handler;
+mod outbound;
+mod output;
+mod sandbox;
+
+pub use command::EXIT_FATAL;
+pub use engine::{Engine, EngineConfig, EngineStats};
+pub use failure::{Failure, HostError};
+pub use handler::{Handler, HandlerConfig};
+pub use sluice_api::function::Abi;

@@ -2,6 +2,7 @@
 //! exit code, so `main` stays a dispatcher.
 
 pub mod crds;
+pub mod invoke;
 pub mod validate;
 
 use clap::{Parser, Subcommand};
@@ -17,6 +18,8 @@ pub struct Cli {
 pub enum Command {
     /// Print the CustomResourceDefinitions generated from the resource types, or write them.
     Crds(crds::Args),
+    /// Run one event through a Wasm handler and print its reply events as JSON lines.
+    Invoke(invoke::Args),
     /// Check Function and Trigger manifests as the API server and Sluice would.
     Validate(validate::Args),
 }
@@ -25,6 +28,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Crds(args) => crds::run(args),
+        Command::Invoke(args) => invoke::run(args),
         Command::Validate(args) => validate::run(args),
     }
 }

@@ -1,0 +1,191 @@
+//! The handler contract of both ABIs: detection, replies and their defaults, the guest's own
+//! verdicts, exit statuses, the environment, and the compiled-code cache.
+
+mod common;
+
+use common::{cmd_p1, cmd_p2, config, engine, event, probe};
+use sluice_event::Extension;
+use sluice_host::{Abi, Engine, EngineConfig, Failure};
+
+#[test]
+fn abi_is_detected_from_the_binary() {
+    let e = engine();
+    assert_eq!(e.load(probe(), config("c")).unwrap().abi(), Abi::Component);
+    assert_eq!(e.load(cmd_p1(), config("p1")).unwrap().abi(), Abi::Command);
+    assert_eq!(e.load(cmd_p2(), config("p2")).unwrap().abi(), Abi::Command);
+
+    let mut wrong = config("wrong");
+    wrong.abi = Some(Abi::Command);
+    let err = e.load(probe(), wrong.clone()).unwrap_err().to_string();
+    assert!(
+        err.contains("test/wrong") && err.contains("wasi:cli/run"),
+        "{err}"
+    );
+    wrong.abi = Some(Abi::Component);
+    let err = e.load(cmd_p1(), wrong.clone()).unwrap_err().to_string();
+    assert!(err.contains("core module"), "{err}");
+    let err = e.load(cmd_p2(), wrong).unwrap_err().to_string();
+    assert!(err.contains("handle"), "{err}");
+    let err = e.load(b"not wasm", config("junk")).unwrap_err().to_string();
+    assert!(err.contains("not a WebAssembly binary"), "{err}");
+}
+
+#[test]
+fn bad_configuration_names_the_field() {
+    let e = engine();
+    let mut cfg = config("big");
+    cfg.memory = 1 << 30;
+    let err = e.load(probe(), cfg).unwrap_err().to_string();
+    assert!(err.contains("test/big: spec.limits.memory"), "{err}");
+    let mut cfg = config("hosts");
+    cfg.outbound_hosts = vec!["ok.com".into(), "a.com:notaport".into()];
+    let err = e.load(probe(), cfg).unwrap_err().to_string();
+    assert!(
+        err.contains("spec.capabilities.outboundHosts: [1]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn digest_is_the_sha256_of_the_module() {
+    let h = engine().load(probe(), config("d")).unwrap();
+    assert!(h.digest().starts_with("sha256:"));
+    assert_eq!(h.digest().len(), "sha256:".len() + 64);
+}
+
+#[tokio::test]
+async fn component_replies_get_defaults_and_the_trace_context() {
+    let h = engine().load(probe(), config("probe")).unwrap();
+    let mut ev = event("defaults", "");
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    ev.extensions
+        .insert("traceparent".into(), Extension::String(tp.into()));
+    let r = h.handle(&ev).await.unwrap();
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0].ty, "test.defaulted");
+    assert!(!r[0].id.is_empty());
+    assert_eq!(r[0].source, "sluice://test/probe");
+    assert!(r[0].time.is_some());
+    assert_eq!(r[0].extension("traceparent").as_deref(), Some(tp));
+    assert_eq!((r[1].id.as_str(), r[1].source.as_str()), ("own-id", "/own"));
+    assert_eq!(r[1].extension("traceparent").as_deref(), Some("00-own"));
+}
+
+#[tokio::test]
+async fn component_sees_its_event() {
+    let h = engine().load(probe(), config("probe")).unwrap();
+    let r = h.handle(&event("ok", "payload")).await.unwrap();
+    assert_eq!(r[0].ty, "test.ok");
+    assert_eq!(r[0].data.as_deref(), Some(&b"payload"[..]));
+}
+
+#[tokio::test]
+async fn guest_verdicts_are_typed() {
+    let h = engine().load(probe(), config("probe")).unwrap();
+    let f = h.handle(&event("retryable", "")).await.unwrap_err();
+    assert_eq!(f, Failure::Retryable("database down".into()));
+    assert!(f.is_retryable());
+    let f = h.handle(&event("fatal", "")).await.unwrap_err();
+    assert_eq!(f, Failure::Fatal("order has no items".into()));
+    assert!(!f.is_retryable());
+    let f = h.handle(&event("invalid", "")).await.unwrap_err();
+    assert_eq!(f.reason(), "invalid_reply");
+}
+
+#[tokio::test]
+async fn only_spec_env_is_visible() {
+    let e = engine();
+    let mut cfg = config("env");
+    cfg.env = vec![
+        ("TAX_RATE".into(), "0.2".into()),
+        ("CURRENCY".into(), "EUR".into()),
+    ];
+    for wasm in [probe(), cmd_p1(), cmd_p2()] {
+        let h = e.load(wasm, cfg.clone()).unwrap();
+        let r = h.handle(&event("env", "")).await.unwrap();
+        let vars: serde_json::Value =
+            serde_json::from_slice(r[0].data.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            vars,
+            serde_json::json!({"TAX_RATE": "0.2", "CURRENCY": "EUR"}),
+            "{:?}",
+            h.abi()
+        );
+    }
+}
+
+#[tokio::test]
+async fn command_exit_statuses() {
+    let e = engine();
+    for (label, wasm) in [("p1", cmd_p1()), ("p2", cmd_p2())] {
+        let h = e.load(wasm, config(label)).unwrap();
+        let r = h.handle(&event("ok", "")).await.unwrap();
+        assert_eq!(r.len(), 2, "{label}");
+        assert_eq!(r[0].ty, "test.ok");
+        assert!(r[0].data_json().unwrap()["len"].as_u64().unwrap() > 10);
+        assert_eq!(r[0].source, format!("sluice://test/{label}"));
+        assert!(!r[0].id.is_empty());
+        assert_eq!(r[1].subject.as_deref(), Some("s"));
+
+        let f = h.handle(&event("exit65", "")).await.unwrap_err();
+        assert_eq!(f, Failure::Fatal("exit status 65".into()), "{label}");
+        let f = h.handle(&event("exit3", "")).await.unwrap_err();
+        assert_eq!(f, Failure::Retryable("exit status 3".into()), "{label}");
+        let f = h.handle(&event("garbage", "")).await.unwrap_err();
+        assert!(
+            matches!(&f, Failure::InvalidReply(m) if m.contains("stdout line 1")),
+            "{f}"
+        );
+    }
+}
+
+#[test]
+fn compiled_code_is_cached_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = || EngineConfig {
+        cache_dir: Some(dir.path().to_owned()),
+        max_instances: 2,
+        max_memory: 64 << 20,
+        ..EngineConfig::default()
+    };
+    let first = Engine::new(cfg()).unwrap();
+    first.load(probe(), config("a")).unwrap();
+    first.load(cmd_p1(), config("b")).unwrap();
+    assert_eq!(first.stats().compiled, 2);
+    assert_eq!(first.stats().cache_hits, 0);
+
+    // A restarted worker: a new engine on the same directory compiles nothing.
+    let second = Engine::new(cfg()).unwrap();
+    let h = second.load(probe(), config("a")).unwrap();
+    second.load(cmd_p1(), config("b")).unwrap();
+    assert_eq!(second.stats().compiled, 0);
+    assert_eq!(second.stats().cache_hits, 2);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    assert_eq!(
+        rt.block_on(h.handle(&event("ok", "x"))).unwrap()[0].ty,
+        "test.ok"
+    );
+
+    // A damaged cache file is replaced, not trusted.
+    let files: Vec<_> = walk(dir.path());
+    assert_eq!(files.len(), 2, "{files:?}");
+    for f in &files {
+        std::fs::write(f, b"garbage").unwrap();
+    }
+    let third = Engine::new(cfg()).unwrap();
+    third.load(probe(), config("a")).unwrap();
+    assert_eq!(third.stats().compiled, 1);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
