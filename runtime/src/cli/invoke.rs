@@ -61,12 +61,13 @@ fn parse_abi(s: &str) -> Result<Abi, String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<i32> {
-    // Guest logs go to stderr; RUST_LOG overrides the level.
+    // Guest logs go to stderr; RUST_LOG overrides the level. WASI p1 calls open tracing
+    // spans at info, which would prefix every guest line; they are silenced by default.
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime_wasi=warn,wiggle=warn")),
         )
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
