@@ -1,7 +1,8 @@
 //! Compiled code on disk, keyed by the module's sha256 and by everything about the engine that
 //! makes compiled code incompatible, so a restarted worker loads native code instead of
 //! recompiling. Files are written to a temporary name and renamed, so a reader never sees a
-//! half-written artifact.
+//! half-written artifact. Loaded code is memory-mapped from these files, so they are only ever
+//! replaced by rename, never rewritten in place (a truncated mapping would crash the worker).
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};

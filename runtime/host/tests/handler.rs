@@ -155,26 +155,32 @@ fn compiled_code_is_cached_on_disk() {
     assert_eq!(first.stats().cache_hits, 0);
 
     // A restarted worker: a new engine on the same directory compiles nothing.
-    let second = Engine::new(cfg()).unwrap();
-    let h = second.load(probe(), config("a")).unwrap();
-    second.load(cmd_p1(), config("b")).unwrap();
-    assert_eq!(second.stats().compiled, 0);
-    assert_eq!(second.stats().cache_hits, 2);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    assert_eq!(
-        rt.block_on(h.handle(&event("ok", "x"))).unwrap()[0].ty,
-        "test.ok"
-    );
+    {
+        let second = Engine::new(cfg()).unwrap();
+        let h = second.load(probe(), config("a")).unwrap();
+        second.load(cmd_p1(), config("b")).unwrap();
+        assert_eq!(second.stats().compiled, 0);
+        assert_eq!(second.stats().cache_hits, 2);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        assert_eq!(
+            rt.block_on(h.handle(&event("ok", "x"))).unwrap()[0].ty,
+            "test.ok"
+        );
+    }
 
-    // A damaged cache file is replaced, not trusted.
+    // A damaged cache file is replaced, not trusted. (Replaced by rename, as `ModuleCache`
+    // writes: cached code is memory-mapped, so a file must never be rewritten in place.)
     let files: Vec<_> = walk(dir.path());
     assert_eq!(files.len(), 2, "{files:?}");
     for f in &files {
-        std::fs::write(f, b"garbage").unwrap();
+        let tmp = f.with_extension("tmp");
+        std::fs::write(&tmp, b"garbage").unwrap();
+        std::fs::rename(&tmp, f).unwrap();
     }
     let third = Engine::new(cfg()).unwrap();
     third.load(probe(), config("a")).unwrap();
     assert_eq!(third.stats().compiled, 1);
+    assert_eq!(third.stats().cache_hits, 0);
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -45,10 +45,16 @@ impl Settings {
             .parse()
             .ok()
             .filter(|r: &f64| (0.0..=1.0).contains(r))
-            .ok_or_else(|| Rejected(format!("env TAX_RATE: {rate:?} is not a fraction between 0 and 1")))?;
+            .ok_or_else(|| {
+                Rejected(format!(
+                    "env TAX_RATE: {rate:?} is not a fraction between 0 and 1"
+                ))
+            })?;
         let currency = get("CURRENCY").unwrap_or_else(|| "EUR".into());
         if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(Rejected(format!("env CURRENCY: {currency:?} is not an ISO 4217 code")));
+            return Err(Rejected(format!(
+                "env CURRENCY: {currency:?} is not an ISO 4217 code"
+            )));
         }
         Ok(Self {
             tax_bp: (fraction * 10_000.0).round() as i64,
@@ -81,7 +87,9 @@ pub struct Line {
 
 fn cents(amount: f64, field: &str) -> Result<i64, Rejected> {
     if !amount.is_finite() || amount < 0.0 || amount > 1e12 {
-        return Err(Rejected(format!("{field}: must be an amount of at least 0")));
+        return Err(Rejected(format!(
+            "{field}: must be an amount of at least 0"
+        )));
     }
     Ok((amount * 100.0).round() as i64)
 }
@@ -95,7 +103,9 @@ pub fn invoice_for(order: &Order, settings: &Settings) -> Result<Invoice, Reject
         return Err(Rejected("data.orderId: must not be empty".into()));
     }
     if order.items.is_empty() {
-        return Err(Rejected("data.items: an invoice needs at least one item".into()));
+        return Err(Rejected(
+            "data.items: an invoice needs at least one item".into(),
+        ));
     }
     let mut subtotal = 0i64;
     let mut lines = Vec::with_capacity(order.items.len());
@@ -132,7 +142,10 @@ mod tests {
     use super::*;
 
     fn settings() -> Settings {
-        Settings { tax_bp: 2100, currency: "EUR".into() }
+        Settings {
+            tax_bp: 2100,
+            currency: "EUR".into(),
+        }
     }
 
     fn order(json: &str) -> Order {
@@ -141,7 +154,9 @@ mod tests {
 
     #[test]
     fn lines_times_quantity_plus_tax() {
-        let o = order(r#"{"orderId":"o-1","items":[{"sku":"A","qty":3,"unitPrice":6.45},{"sku":"B","qty":1,"unitPrice":89}]}"#);
+        let o = order(
+            r#"{"orderId":"o-1","items":[{"sku":"A","qty":3,"unitPrice":6.45},{"sku":"B","qty":1,"unitPrice":89}]}"#,
+        );
         let inv = invoice_for(&o, &settings()).unwrap();
         assert_eq!(inv.lines[0].amount, 19.35);
         assert_eq!(inv.subtotal, 108.35);
@@ -154,7 +169,11 @@ mod tests {
     fn an_order_without_items_is_rejected() {
         let err = invoice_for(&order(r#"{"orderId":"o-2","items":[]}"#), &settings()).unwrap_err();
         assert!(err.0.starts_with("data.items"), "{err}");
-        let err = invoice_for(&order(r#"{"orderId":"o-3","items":[{"sku":"A","qty":0,"unitPrice":1}]}"#), &settings()).unwrap_err();
+        let err = invoice_for(
+            &order(r#"{"orderId":"o-3","items":[{"sku":"A","qty":0,"unitPrice":1}]}"#),
+            &settings(),
+        )
+        .unwrap_err();
         assert!(err.0.contains("qty"), "{err}");
     }
 
@@ -165,7 +184,13 @@ mod tests {
             "CURRENCY" => Some("USD".to_string()),
             _ => None,
         };
-        assert_eq!(Settings::from_env(env).unwrap(), Settings { tax_bp: 900, currency: "USD".into() });
+        assert_eq!(
+            Settings::from_env(env).unwrap(),
+            Settings {
+                tax_bp: 900,
+                currency: "USD".into()
+            }
+        );
         assert!(Settings::from_env(|k| (k == "TAX_RATE").then(|| "21%".to_string())).is_err());
         assert!(Settings::from_env(|k| (k == "CURRENCY").then(|| "euro".to_string())).is_err());
         assert_eq!(Settings::from_env(|_| None).unwrap().tax_bp, 0);

@@ -29,10 +29,14 @@ mod component {
                 .ok_or_else(|| Error::Fatal("data: the order is missing".into()))?;
             let order: Order = serde_json::from_slice(data)
                 .map_err(|e| Error::Fatal(format!("data: not an order: {e}")))?;
-            let invoice = invoice_for(&order, &settings).map_err(|e| Error::Fatal(e.to_string()))?;
+            let invoice =
+                invoice_for(&order, &settings).map_err(|e| Error::Fatal(e.to_string()))?;
             log(
                 Level::Info,
-                &format!("invoice {} total {} {}", invoice.invoice_number, invoice.total, invoice.currency),
+                &format!(
+                    "invoice {} total {} {}",
+                    invoice.invoice_number, invoice.total, invoice.currency
+                ),
             );
             let body = serde_json::to_vec(&invoice)
                 .map_err(|e| Error::Retryable(format!("encoding the invoice: {e}")))?;

@@ -56,7 +56,10 @@ fn decide(s: &Stock) -> Result<Option<PurchaseRequest>, String> {
         warehouse: s.warehouse.clone(),
         packs,
         quantity: packs * s.pack_size,
-        reason: format!("on hand {} at or below reorder point {}", s.on_hand, s.reorder_point),
+        reason: format!(
+            "on hand {} at or below reorder point {}",
+            s.on_hand, s.reorder_point
+        ),
     }))
 }
 
@@ -80,10 +83,16 @@ fn run(input: &str) -> Result<(), String> {
     let data = event.get("data").cloned().ok_or("data: missing")?;
     let stock: Stock = serde_json::from_value(data).map_err(|e| format!("data: {e}"))?;
     let Some(request) = decide(&stock)? else {
-        eprintln!("debug: {} at {}: {} on hand, nothing to order", stock.sku, stock.warehouse, stock.on_hand);
+        eprintln!(
+            "debug: {} at {}: {} on hand, nothing to order",
+            stock.sku, stock.warehouse, stock.on_hand
+        );
         return Ok(());
     };
-    eprintln!("info: ordering {} x {} for {}", request.quantity, request.sku, request.warehouse);
+    eprintln!(
+        "info: ordering {} x {} for {}",
+        request.quantity, request.sku, request.warehouse
+    );
     let reply = json!({
         "type": "com.example.purchase.requested",
         "subject": format!("{}/{}", request.warehouse, request.sku),
@@ -99,7 +108,14 @@ mod tests {
     use super::*;
 
     fn stock(on_hand: i64, pack: i64) -> Stock {
-        Stock { sku: "S".into(), warehouse: "W".into(), on_hand, reorder_point: 10, target: 50, pack_size: pack }
+        Stock {
+            sku: "S".into(),
+            warehouse: "W".into(),
+            on_hand,
+            reorder_point: 10,
+            target: 50,
+            pack_size: pack,
+        }
     }
 
     #[test]

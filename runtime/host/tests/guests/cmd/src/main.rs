@@ -20,6 +20,7 @@ fn main() {
         .and_then(|rest| rest.split('"').next())
         .unwrap_or("");
     match ty {
+        "noop" => println!("{{\"type\":\"test.noop\"}}"),
         "ok" => {
             eprintln!("info: got {} bytes", input.len());
             eprintln!("error: just a test");

@@ -70,6 +70,8 @@ impl Guest for Probe {
             .map(|d| String::from_utf8_lossy(d).into_owned())
             .unwrap_or_default();
         match event.type_.as_str() {
+            // The benchmark's minimal handler: no logging, one tiny reply.
+            "noop" => Ok(vec![reply("test.noop", None)]),
             "ok" => {
                 log(Level::Info, &format!("handling {}", event.id));
                 eprintln!("warn: from stderr");
