@@ -5,4 +5,9 @@
 pub mod bus;
 pub mod cli;
 pub mod delivery;
+pub mod dev;
+pub mod ingress;
+pub mod local;
 pub mod manifests;
+pub mod metrics;
+pub mod router;

@@ -1,8 +1,15 @@
 //! The `sluice` command line. Each subcommand lives in its own module and returns the process
 //! exit code, so `main` stays a dispatcher.
 
+pub mod bench;
+pub mod client;
 pub mod crds;
+pub mod dev;
+pub mod dlq;
 pub mod invoke;
+pub mod publish;
+pub mod tail;
+pub mod test_pattern;
 pub mod validate;
 
 use clap::{Parser, Subcommand};
@@ -16,10 +23,23 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Measure the event pattern matcher on JSON-lines corpora (one core).
+    #[command(subcommand)]
+    Bench(bench::Bench),
     /// Print the CustomResourceDefinitions generated from the resource types, or write them.
     Crds(crds::Args),
+    /// Run Functions and Triggers from a directory on this machine, serving HTTP.
+    Dev(dev::Args),
+    /// Inspect, redrive or purge a trigger's dead letters on a running Sluice.
+    Dlq(dlq::Args),
+    /// Send one event to a bus of a running Sluice.
+    Publish(publish::Args),
+    /// Follow a bus of a running Sluice, one JSON line per event.
+    Tail(tail::Args),
     /// Run one event through a Wasm handler and print its reply events as JSON lines.
     Invoke(invoke::Args),
+    /// Test an event pattern against an event, like EventBridge's TestEventPattern.
+    TestPattern(test_pattern::Args),
     /// Check Function and Trigger manifests as the API server and Sluice would.
     Validate(validate::Args),
 }
@@ -27,8 +47,14 @@ pub enum Command {
 /// Runs the parsed command and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
+        Command::Bench(cmd) => bench::run(cmd),
         Command::Crds(args) => crds::run(args),
+        Command::Dev(args) => dev::run(args),
+        Command::Dlq(args) => dlq::run(args),
+        Command::Publish(args) => publish::run(args),
+        Command::Tail(args) => tail::run(args),
         Command::Invoke(args) => invoke::run(args),
+        Command::TestPattern(args) => test_pattern::run(args),
         Command::Validate(args) => validate::run(args),
     }
 }

@@ -1,0 +1,61 @@
+//! `sluice tail BUS`: follows a bus, printing each event as one JSON line.
+
+use hyper::Method;
+
+use super::client;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The bus to follow.
+    #[arg(default_value = "default")]
+    pub bus: String,
+    /// Start after this position (0: from the oldest retained event); default: only new events.
+    #[arg(long)]
+    pub after: Option<u64>,
+    /// Stop after printing this many events.
+    #[arg(long)]
+    pub count: Option<usize>,
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "SLUICE_URL")]
+    pub url: String,
+    #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<i32> {
+    client::runtime()?.block_on(async move {
+        let mut after = args.after;
+        let mut printed = 0usize;
+        loop {
+            let q = match after {
+                Some(a) => format!("?after={a}&wait_ms=20000"),
+                None => "?wait_ms=0".to_string(),
+            };
+            let resp = client::send(
+                Method::GET,
+                &args.url,
+                &format!("/buses/{}/events{q}", args.bus),
+                args.token.as_deref(),
+                &[],
+                Vec::new(),
+            )
+            .await?;
+            if resp.status != 200 {
+                eprintln!("tail {}: {} {}", args.bus, resp.status, resp.text().trim());
+                return Ok(1);
+            }
+            for line in resp.text().lines().filter(|l| !l.is_empty()) {
+                println!("{line}");
+                printed += 1;
+                if args.count.is_some_and(|c| printed >= c) {
+                    return Ok(0);
+                }
+            }
+            let next = resp
+                .headers
+                .get("x-sluice-next")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            after = next.or(after).or(Some(0));
+        }
+    })
+}

@@ -1,0 +1,208 @@
+//! The router of one bus: reads the log from its cursor, evaluates every Trigger's pattern in
+//! one pass of the compiled matcher, and enqueues each match on that trigger's queue together
+//! with the cursor move (one commit), so an event is routed once. Trigger changes swap the
+//! route table; the next batch uses it, with no restart.
+
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use serde_json::Value;
+use sluice_pattern::{Matcher, Pattern};
+use tokio::sync::watch;
+
+use crate::{
+    bus::{Enqueue, TriggerId, embedded::EmbeddedBus},
+    metrics::Metrics,
+};
+
+/// Events read per routing commit.
+const BATCH: usize = 1024;
+
+/// One trigger as the router needs it.
+#[derive(Clone, Debug)]
+pub struct RouteTarget {
+    pub id: TriggerId,
+    /// `None`: every event of the bus.
+    pub pattern: Option<Pattern>,
+    /// Dotted path of `delivery.ordering.key`.
+    pub ordering_key: Option<String>,
+}
+
+/// All triggers of one bus, compiled.
+#[derive(Default)]
+pub struct RouteTable {
+    matcher: Matcher<usize>,
+    match_all: Vec<usize>,
+    targets: Vec<RouteTarget>,
+}
+
+impl RouteTable {
+    pub fn new(targets: Vec<RouteTarget>) -> Self {
+        let mut matcher = Matcher::new();
+        let mut match_all = Vec::new();
+        for (i, t) in targets.iter().enumerate() {
+            match &t.pattern {
+                Some(p) => matcher.insert(i, p),
+                None => match_all.push(i),
+            }
+        }
+        Self {
+            matcher,
+            match_all,
+            targets,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    /// The triggers an event (CloudEvent JSON) goes to, with each one's ordering key.
+    pub fn route(&self, event: &Value) -> Vec<(&TriggerId, Option<String>)> {
+        let mut hits = self.matcher.matches(event);
+        hits.extend_from_slice(&self.match_all);
+        hits.sort_unstable();
+        hits.into_iter()
+            .filter_map(|i| self.targets.get(i))
+            .map(|t| {
+                (
+                    &t.id,
+                    t.ordering_key.as_deref().and_then(|k| key_of(event, k)),
+                )
+            })
+            .collect()
+    }
+}
+
+/// The value at a dotted path, as a string key; absent (or null) means unordered.
+pub fn key_of(event: &Value, path: &str) -> Option<String> {
+    let mut v = event;
+    for part in path.split('.') {
+        v = v.get(part)?;
+    }
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+pub type SharedTable = Arc<RwLock<Arc<RouteTable>>>;
+
+/// Routes `bus_name` until `stop` turns true.
+pub async fn run(
+    bus_name: String,
+    bus: EmbeddedBus,
+    table: SharedTable,
+    metrics: Metrics,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let notified = bus.published();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        match route_batch(&bus_name, &bus, &table, &metrics).await {
+            Ok(0) => {}
+            Ok(_) => continue,
+            Err(e) => tracing::error!(bus = %bus_name, error = %e, "routing failed; retrying"),
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Routes one batch; returns how many events it read.
+pub async fn route_batch(
+    bus_name: &str,
+    bus: &EmbeddedBus,
+    table: &SharedTable,
+    metrics: &Metrics,
+) -> Result<usize, crate::bus::BusError> {
+    let cursor = bus.route_cursor(bus_name);
+    let events = bus.read(bus_name, cursor, BATCH)?;
+    let Some(last) = events.last().map(|e| e.0) else {
+        return Ok(0);
+    };
+    let n = events.len();
+    let table = table
+        .read()
+        .map(|t| t.clone())
+        .unwrap_or_else(|p| p.into_inner().clone());
+    let mut items = Vec::new();
+    for (_, accepted_ms, event) in events {
+        let json = event.to_json_value();
+        let hits = table.route(&json);
+        if hits.is_empty() {
+            continue;
+        }
+        let event = Arc::new(event);
+        for (trigger, key) in hits {
+            metrics.matched(trigger);
+            items.push(Enqueue {
+                trigger: trigger.clone(),
+                event: event.clone(),
+                accepted_ms,
+                key,
+            });
+        }
+    }
+    bus.route(bus_name, last, items).await?;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn routes_by_pattern_and_extracts_ordering_keys() {
+        let p = |v: Value| Some(Pattern::parse(&v).unwrap());
+        let table = RouteTable::new(vec![
+            RouteTarget {
+                id: "ns/paid".into(),
+                pattern: p(json!({"type": ["order.paid"]})),
+                ordering_key: Some("data.orderId".into()),
+            },
+            RouteTarget {
+                id: "ns/all".into(),
+                pattern: None,
+                ordering_key: None,
+            },
+            RouteTarget {
+                id: "ns/big".into(),
+                pattern: p(json!({"data": {"total": [{"numeric": [">", 100]}]}})),
+                ordering_key: None,
+            },
+        ]);
+        let e = json!({"type": "order.paid", "data": {"orderId": 7, "total": 50}});
+        let got: Vec<(String, Option<String>)> = table
+            .route(&e)
+            .into_iter()
+            .map(|(t, k)| (t.clone(), k))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("ns/paid".into(), Some("7".into())),
+                ("ns/all".into(), None)
+            ]
+        );
+        let e = json!({"type": "other", "data": {"total": 500}});
+        let ids: Vec<&TriggerId> = table.route(&e).into_iter().map(|(t, _)| t).collect();
+        assert_eq!(ids, vec!["ns/all", "ns/big"]);
+        assert_eq!(
+            key_of(&json!({"subject": "s"}), "subject"),
+            Some("s".into())
+        );
+        assert_eq!(key_of(&json!({"data": {"k": null}}), "data.k"), None);
+    }
+}
