@@ -90,20 +90,22 @@ impl<T: Clone> Queue<T> {
         let entry = self.entries.remove(&seq)?;
         self.ready.remove(&(entry.not_before, seq));
         if let Some(k) = &entry.key
-            && let Some(q) = self.by_key.get_mut(k) {
-                q.retain(|s| *s != seq);
-                match q.front() {
-                    Some(&next) => {
-                        if let Some(n) = self.entries.get(&next)
-                            && !self.inflight.contains_key(&next) {
-                                self.ready.insert((n.not_before, next));
-                            }
-                    }
-                    None => {
-                        self.by_key.remove(k);
+            && let Some(q) = self.by_key.get_mut(k)
+        {
+            q.retain(|s| *s != seq);
+            match q.front() {
+                Some(&next) => {
+                    if let Some(n) = self.entries.get(&next)
+                        && !self.inflight.contains_key(&next)
+                    {
+                        self.ready.insert((n.not_before, next));
                     }
                 }
+                None => {
+                    self.by_key.remove(k);
+                }
             }
+        }
         Some(entry)
     }
 
