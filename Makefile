@@ -1,20 +1,25 @@
 # The two commands a user needs: `make run` and `make test`. See README.md.
 CARGO ?= cargo
 
-.PHONY: run test setup fmt lint check crds
+.PHONY: run test setup functions fmt lint check crds
 
 ## run: the main job. Until `sluice dev` lands, validate the bundled examples.
 run:
 	$(CARGO) run --quiet --bin sluice -- validate functions/examples
 
 ## test: install what the tests need, then formatting, lints and the whole test suite.
-test: setup
+test: setup functions
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace
 
 setup:
 	./scripts/setup.sh
+
+## functions: install the pinned handler toolchains, then build every example in functions/.
+functions:
+	./scripts/toolchains.sh
+	$(MAKE) -C functions all
 
 fmt:
 	$(CARGO) fmt --all

@@ -8,5 +8,8 @@ if [ -f "$env_sh" ]; then . "$env_sh"; fi
 command -v zig >/dev/null || { echo "zig: zig not found; run scripts/toolchains.sh" >&2; exit 1; }
 
 zig test shipping.zig 2>&1 | tail -1
-zig build-exe -target wasm32-wasi -O ReleaseSmall -fstrip shipping.zig -femit-bin=shipping.wasm
+# A 1 MiB stack instead of the default 16 MiB keeps the initial memory (and so the
+# smallest workable spec.limits.memory) small.
+zig build-exe -target wasm32-wasi -O ReleaseSmall -fstrip --stack 1048576 shipping.zig \
+  -femit-bin=shipping.wasm
 rm -f shipping.wasm.o
