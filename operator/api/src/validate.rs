@@ -417,41 +417,12 @@ fn validate_delivery(d: &Delivery, path: &str, out: &mut Vec<FieldError>) {
     }
 }
 
-/// Checks an event pattern's shape: a non-empty object whose leaves are lists of match
-/// values, as in EventBridge.
+/// Checks an event pattern with the pattern engine's own parser, so `sluice validate` accepts
+/// exactly what the router will compile; errors carry the full path from the object root.
 pub fn validate_pattern(pattern: &Value, path: &str) -> Vec<FieldError> {
-    let mut out = Vec::new();
-    pattern_shape(pattern, path, &mut out);
-    out
-}
-
-fn pattern_shape(v: &Value, path: &str, out: &mut Vec<FieldError>) {
-    match v {
-        Value::Object(map) if map.is_empty() => {
-            out.push(FieldError::new(path, "must not be an empty object"))
-        }
-        Value::Object(map) => {
-            for (k, child) in map {
-                let p = format!("{path}.{k}");
-                match child {
-                    Value::Object(_) => pattern_shape(child, &p, out),
-                    Value::Array(items) if items.is_empty() => {
-                        out.push(FieldError::new(&p, "must not be an empty list"))
-                    }
-                    Value::Array(_) => {}
-                    other => out.push(FieldError::new(
-                        &p,
-                        format!(
-                            "match values must be in a list, e.g. [{other}], not {}",
-                            crate::schema::kind(other)
-                        ),
-                    )),
-                }
-            }
-        }
-        other => out.push(FieldError::new(
-            path,
-            format!("must be an object, not {}", crate::schema::kind(other)),
-        )),
+    match sluice_pattern::Pattern::parse(pattern) {
+        Ok(_) => Vec::new(),
+        Err(e) if e.path.is_empty() => vec![FieldError::new(path, e.reason)],
+        Err(e) => vec![FieldError::new(&format!("{path}.{}", e.path), e.reason)],
     }
 }
