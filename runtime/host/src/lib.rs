@@ -17,3 +17,14 @@ pub use engine::{Engine, EngineConfig, EngineStats};
 pub use failure::{Failure, HostError};
 pub use handler::{Handler, HandlerConfig};
 pub use sluice_api::function::Abi;
+
+#[cfg(test)]
+mod tests {
+    /// Workers share engines and handlers across tasks and threads.
+    #[test]
+    fn engine_and_handler_are_shareable() {
+        fn shareable<T: Send + Sync + Clone + 'static>() {}
+        shareable::<super::Engine>();
+        shareable::<super::Handler>();
+    }
+}
