@@ -207,38 +207,42 @@ impl NumIndex {
     }
 }
 
-/// Wildcards of one field. Each glob is anchored on its most selective literal: its prefix (a
-/// byte trie), its suffix (a reversed byte trie) or, for `*x*` shapes, the first three bytes of
-/// its longest inner literal (a trigram map). A value only verifies the globs whose anchor it
-/// contains, so thousands of wildcards cost what the few plausible ones cost, instead of the
-/// state explosion an NFA over all of them suffers.
+/// Wildcards of one field. A glob is anchored on its literal prefix and suffix together: a
+/// byte trie of prefixes whose nodes hold reversed-suffix tries, so walking the value forwards
+/// and then backwards yields only globs whose both ends fit. Globs with neither (`*x*`) are
+/// keyed by the first three bytes of their longest inner literal (a trigram map). A value only
+/// verifies globs whose anchors it contains, so thousands of wildcards cost what the few
+/// plausible ones cost, instead of the state explosion an NFA over all of them suffers.
 #[derive(Clone, Debug, Default)]
 struct WildIndex {
     globs: Vec<Option<(Wildcard, Vec<ClauseId>)>>,
     by_glob: FxMap<Wildcard, u32>,
     free: Vec<u32>,
+    /// Prefix trie; its ids index `buckets`.
     prefix: ByteTrie,
-    suffix: ByteTrie,
+    bucket_of: FxMap<Box<[u8]>, u32>,
+    /// Per distinct prefix, a trie of reversed suffixes holding glob ids.
+    buckets: Vec<ByteTrie>,
     infix: FxMap<[u8; 3], Vec<u32>>,
     scan: Vec<u32>,
     len: usize,
 }
 
 enum Anchor<'a> {
-    Prefix(&'a [u8]),
-    Suffix(&'a [u8]),
+    /// Prefix and suffix (either may be empty, not both).
+    Ends(&'a [u8], &'a [u8]),
     Infix([u8; 3]),
     Scan,
 }
 
 fn anchor(w: &Wildcard) -> Anchor<'_> {
     let first = w.segs[0].as_bytes();
-    let last = w.segs[w.segs.len() - 1].as_bytes();
-    if w.segs.len() == 1 || (!first.is_empty() && first.len() >= last.len()) {
-        return Anchor::Prefix(first);
+    if w.segs.len() == 1 {
+        return Anchor::Ends(first, b"");
     }
-    if !last.is_empty() {
-        return Anchor::Suffix(last);
+    let last = w.segs[w.segs.len() - 1].as_bytes();
+    if !first.is_empty() || !last.is_empty() {
+        return Anchor::Ends(first, last);
     }
     let longest = w.segs.iter().map(|s| s.as_bytes()).max_by_key(|s| s.len());
     match longest {
@@ -268,8 +272,19 @@ impl WildIndex {
         };
         self.by_glob.insert(w.clone(), id);
         match anchor(w) {
-            Anchor::Prefix(p) => self.prefix.insert(p.iter().copied(), id),
-            Anchor::Suffix(s) => self.suffix.insert(s.iter().rev().copied(), id),
+            Anchor::Ends(p, s) => {
+                let b = match self.bucket_of.get(p) {
+                    Some(&b) => b,
+                    None => {
+                        let b = self.buckets.len() as u32;
+                        self.buckets.push(ByteTrie::default());
+                        self.bucket_of.insert(p.into(), b);
+                        self.prefix.insert(p.iter().copied(), b);
+                        b
+                    }
+                };
+                self.buckets[b as usize].insert(s.iter().rev().copied(), id);
+            }
             Anchor::Infix(t) => self.infix.entry(t).or_default().push(id),
             Anchor::Scan => self.scan.push(id),
         }
@@ -291,8 +306,12 @@ impl WildIndex {
             return;
         }
         match anchor(w) {
-            Anchor::Prefix(p) => self.prefix.remove(p.iter().copied(), id),
-            Anchor::Suffix(s) => self.suffix.remove(s.iter().rev().copied(), id),
+            Anchor::Ends(p, s) => {
+                // The (possibly empty) bucket stays, so bucket ids remain stable.
+                if let Some(&b) = self.bucket_of.get(p) {
+                    self.buckets[b as usize].remove(s.iter().rev().copied(), id);
+                }
+            }
             Anchor::Infix(t) => {
                 if let Some(v) = self.infix.get_mut(&t) {
                     remove_one(v, id);
@@ -314,9 +333,12 @@ impl WildIndex {
         }
         cands.clear();
         let b = s.as_bytes();
-        self.prefix.walk(b.iter().copied(), |id| cands.push(id));
-        self.suffix
-            .walk(b.iter().rev().copied(), |id| cands.push(id));
+        let buckets = &self.buckets;
+        self.prefix.walk(b.iter().copied(), |bucket| {
+            buckets[bucket as usize].walk(b.iter().rev().copied(), |id| cands.push(id));
+        });
+        // Each glob sits in exactly one bucket, so only trigram hits can repeat.
+        let anchored = cands.len();
         if !self.infix.is_empty() {
             for w in b.windows(3) {
                 if let Some(ids) = self.infix.get(&[w[0], w[1], w[2]]) {
@@ -324,9 +346,20 @@ impl WildIndex {
                 }
             }
         }
+        if cands.len() > anchored {
+            cands[anchored..].sort_unstable();
+            let mut i = anchored;
+            let mut last = None;
+            for j in anchored..cands.len() {
+                if Some(cands[j]) != last {
+                    last = Some(cands[j]);
+                    cands[i] = cands[j];
+                    i += 1;
+                }
+            }
+            cands.truncate(i);
+        }
         cands.extend_from_slice(&self.scan);
-        cands.sort_unstable();
-        cands.dedup();
         for &id in cands.iter() {
             if let Some((w, clauses)) = &self.globs[id as usize]
                 && w.matches(s)
@@ -540,15 +573,15 @@ impl FieldIndex {
                 if let Some(cs) = self.exact_str.get(s) {
                     cs.iter().for_each(|&c| f(c));
                 }
-                self.prefix.walk(s.bytes(), |c| f(c));
-                self.suffix.walk(s.bytes().rev(), |c| f(c));
+                self.prefix.walk(s.bytes(), &mut *f);
+                self.suffix.walk(s.bytes().rev(), &mut *f);
                 if self.ic_count > 0 {
                     let l = lower(s);
                     if let Some(cs) = self.eq_ic.get(&*l) {
                         cs.iter().for_each(|&c| f(c));
                     }
-                    self.prefix_ic.walk(l.bytes(), |c| f(c));
-                    self.suffix_ic.walk(l.bytes().rev(), |c| f(c));
+                    self.prefix_ic.walk(l.bytes(), &mut *f);
+                    self.suffix_ic.walk(l.bytes().rev(), &mut *f);
                 }
                 self.wild.eval(s, tmp, f);
                 self.cidr.eval(s, f);

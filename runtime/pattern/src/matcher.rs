@@ -33,9 +33,12 @@ pub struct Matcher<Id> {
     clauses: Vec<Option<ClauseData>>,
     clause_by_key: HashMap<String, ClauseId>,
     free_clauses: Vec<ClauseId>,
-    nodes: Vec<Node>,
+    nodes: Vec<Node<Id>>,
+    /// The root's children again, indexed by clause id (`NIL` when absent): every satisfied
+    /// clause is looked up at the root, which has the most children, on every event.
+    root_child: Vec<u32>,
     free_nodes: Vec<u32>,
-    slots: Vec<Option<Slot<Id>>>,
+    slots: Vec<Option<Slot>>,
     by_id: HashMap<Id, u32>,
     free_slots: Vec<u32>,
 }
@@ -48,21 +51,34 @@ struct ClauseData {
     refs: u32,
 }
 
-/// A node of the conjunction trie; the path from the root spells a sorted clause list.
-#[derive(Clone, Debug, Default)]
-struct Node {
+/// A node of the conjunction trie; the path from the root spells a clause list.
+#[derive(Clone, Debug)]
+struct Node<Id> {
     /// Sorted by clause id.
     children: Vec<(ClauseId, u32)>,
-    /// Patterns whose conjunction ends here.
-    terminal: Vec<u32>,
+    /// Patterns whose conjunction ends here: slot, whether the pattern has other alternatives
+    /// (and so needs de-duplication), and the id itself, stored inline so that reporting a
+    /// match is a sequential read rather than a cache miss per pattern.
+    terminal: Vec<(u32, bool, Id)>,
     /// The clause list spelled by the path, kept for the array-consistency check.
     conj: Vec<ClauseId>,
 }
 
+impl<Id> Node<Id> {
+    fn new() -> Self {
+        Node {
+            children: Vec::new(),
+            terminal: Vec::new(),
+            conj: Vec::new(),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
-struct Slot<Id> {
-    id: Id,
-    conjs: Vec<Vec<ClauseId>>,
+struct Slot {
+    /// Per alternative: the trie path (distinct clauses, rarest first) and every clause
+    /// reference taken, repeats included.
+    conjs: Vec<(Vec<ClauseId>, Vec<ClauseId>)>,
 }
 
 impl<Id: Clone + Eq + Hash> Default for Matcher<Id> {
@@ -80,7 +96,8 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
             clauses: Vec::new(),
             clause_by_key: HashMap::new(),
             free_clauses: Vec::new(),
-            nodes: vec![Node::default()],
+            nodes: vec![Node::new()],
+            root_child: Vec::new(),
             free_nodes: Vec::new(),
             slots: Vec::new(),
             by_id: HashMap::new(),
@@ -106,14 +123,24 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
         self.remove(&id);
         let mut conjs = Vec::new();
         for alt in pattern.alternatives() {
-            let mut cs: Vec<ClauseId> = alt
+            let all: Vec<ClauseId> = alt
                 .into_iter()
                 .map(|(path, leaves)| self.intern_clause(&path, leaves))
                 .collect();
-            cs.sort_unstable();
-            // A repeated clause (same field and conditions twice through $or) adds nothing,
-            // but each interned reference is released once on removal.
-            conjs.push(cs);
+            let mut path = all.clone();
+            path.sort_unstable();
+            // A clause repeated through $or adds nothing to the conjunction, but every interned
+            // reference in `all` is released once on removal.
+            path.dedup();
+            // Rarest clause first: the trie then branches early on selective clauses, and a
+            // node shared by many patterns (say `source = X`) is reached only after a rare
+            // clause held, instead of being visited on every event with hundreds of children
+            // to intersect. Ties go to the newer clause, the likelier to be rare.
+            path.sort_by_key(|&c| {
+                let refs = self.clauses[c as usize].as_ref().map_or(0, |d| d.refs);
+                (refs, std::cmp::Reverse(c))
+            });
+            conjs.push((path, all));
         }
         let slot = match self.free_slots.pop() {
             Some(s) => s,
@@ -122,16 +149,14 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
                 (self.slots.len() - 1) as u32
             }
         };
-        for cs in &conjs {
-            let mut dedup = cs.clone();
-            dedup.dedup();
-            let node = self.node_for(&dedup);
-            self.nodes[node as usize].terminal.push(slot);
+        let multi = conjs.len() > 1;
+        for (path, _) in &conjs {
+            let node = self.node_for(path);
+            self.nodes[node as usize]
+                .terminal
+                .push((slot, multi, id.clone()));
         }
-        self.slots[slot as usize] = Some(Slot {
-            id: id.clone(),
-            conjs,
-        });
+        self.slots[slot as usize] = Some(Slot { conjs });
         self.by_id.insert(id, slot);
     }
 
@@ -144,11 +169,9 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
             return;
         };
         self.free_slots.push(slot);
-        for cs in &data.conjs {
-            let mut dedup = cs.clone();
-            dedup.dedup();
-            self.unlink(&dedup, slot);
-            for &c in cs {
+        for (path, all) in &data.conjs {
+            self.unlink(path, slot);
+            for &c in all {
                 self.release_clause(c);
             }
         }
@@ -223,7 +246,7 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
                 Err(i) => {
                     let node = Node {
                         conj: conj[..=depth].to_vec(),
-                        ..Node::default()
+                        ..Node::new()
                     };
                     let id = match self.free_nodes.pop() {
                         Some(id) => {
@@ -236,6 +259,12 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
                         }
                     };
                     self.nodes[n as usize].children.insert(i, (c, id));
+                    if n == 0 {
+                        if self.root_child.len() <= c as usize {
+                            self.root_child.resize(c as usize + 1, NIL);
+                        }
+                        self.root_child[c as usize] = id;
+                    }
                     id
                 }
             };
@@ -255,7 +284,7 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
             }
         }
         let last = *path.last().unwrap_or(&0) as usize;
-        if let Some(i) = self.nodes[last].terminal.iter().position(|&s| s == slot) {
+        if let Some(i) = self.nodes[last].terminal.iter().position(|t| t.0 == slot) {
             self.nodes[last].terminal.swap_remove(i);
         }
         for d in (1..path.len()).rev() {
@@ -271,7 +300,12 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
             {
                 self.nodes[parent].children.remove(i);
             }
-            self.nodes[n] = Node::default();
+            if parent == 0
+                && let Some(r) = self.root_child.get_mut(c as usize)
+            {
+                *r = NIL;
+            }
+            self.nodes[n] = Node::new();
             self.free_nodes.push(n as u32);
         }
     }
@@ -344,35 +378,40 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
         if s.satisfied.is_empty() {
             return;
         }
-        s.satisfied.sort_unstable();
         let mut stack = std::mem::take(&mut s.stack);
         stack.clear();
-        stack.push((0u32, 0u32));
-        while let Some((n, pos)) = stack.pop() {
+        stack.push(0u32);
+        while let Some(n) = stack.pop() {
             let node = &self.nodes[n as usize];
             if !node.terminal.is_empty() && s.consistent(&node.conj) {
-                for &slot in &node.terminal {
-                    if s.slot_seen[slot as usize] != gen_ {
-                        s.slot_seen[slot as usize] = gen_;
-                        if let Some(data) = &self.slots[slot as usize] {
-                            out.push(data.id.clone());
-                        }
+                for (slot, multi, id) in &node.terminal {
+                    if !*multi {
+                        out.push(id.clone());
+                    } else if s.slot_seen[*slot as usize] != gen_ {
+                        s.slot_seen[*slot as usize] = gen_;
+                        out.push(id.clone());
                     }
                 }
             }
-            let rest = &s.satisfied[pos as usize..];
-            if node.children.len() <= rest.len() {
+            // A trie path never repeats a clause, so every node is reached at most once; the
+            // next steps are children ∩ satisfied, found from the smaller side.
+            if n == 0 {
+                for &c in &s.satisfied {
+                    match self.root_child.get(c as usize) {
+                        Some(&child) if child != NIL => stack.push(child),
+                        _ => {}
+                    }
+                }
+            } else if node.children.len() <= s.satisfied.len() {
                 for &(c, child) in &node.children {
-                    if s.clause_stamp[c as usize] == gen_
-                        && let Ok(i) = rest.binary_search(&c)
-                    {
-                        stack.push((child, pos + i as u32 + 1));
+                    if s.clause_stamp[c as usize] == gen_ {
+                        stack.push(child);
                     }
                 }
             } else {
-                for (i, &c) in rest.iter().enumerate() {
+                for &c in &s.satisfied {
                     if let Ok(k) = node.children.binary_search_by_key(&c, |e| e.0) {
-                        stack.push((node.children[k].1, pos + i as u32 + 1));
+                        stack.push(node.children[k].1);
                     }
                 }
             }
@@ -397,7 +436,7 @@ struct Scratch {
     satisfied: Vec<ClauseId>,
     field_seen: Vec<u32>,
     slot_seen: Vec<u32>,
-    stack: Vec<(u32, u32)>,
+    stack: Vec<u32>,
     tmp: Vec<u32>,
 }
 
@@ -446,14 +485,11 @@ impl Scratch {
     /// Can one choice of array elements satisfy every clause of `conj` at once? Clauses hit
     /// outside arrays of objects fit any choice; the rest go to `consistent_at`.
     fn consistent(&self, conj: &[ClauseId]) -> bool {
-        let bound: Vec<ClauseId> = conj
-            .iter()
-            .copied()
-            .filter(|&c| self.clause_free[c as usize] != self.generation)
-            .collect();
-        if bound.len() < 2 {
+        let is_bound = |c: &&ClauseId| self.clause_free[**c as usize] != self.generation;
+        if conj.iter().filter(is_bound).nth(1).is_none() {
             return true;
         }
+        let bound: Vec<ClauseId> = conj.iter().filter(is_bound).copied().collect();
         let cands: Vec<Vec<&[Step]>> = bound
             .iter()
             .map(|&c| {
