@@ -31,4 +31,12 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null; then
       -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server
   fi
 fi
+# The official CloudEvents Python SDK, a real client for the ingress tests.
+ce=/var/cache/sluice/toolchains/cloudevents-1.12.0
+if [ ! -x "$ce/bin/python" ] || ! "$ce/bin/python" -c 'import cloudevents' 2>/dev/null; then
+  log "installing the CloudEvents Python SDK into $ce"
+  python3 -m venv "$ce"
+  "$ce/bin/pip" install -q cloudevents==1.12.0
+fi
+
 log "ok"

@@ -95,19 +95,13 @@ pub struct Local {
 
 impl Local {
     pub fn new(bus: EmbeddedBus, metrics: Metrics) -> Arc<Self> {
-        let local = Arc::new(Self {
+        Arc::new(Self {
             bus,
             metrics,
             applied: Mutex::default(),
             started: Instant::now(),
             hop_limit: DEFAULT_HOP_LIMIT,
-        });
-        // Buses that exist before any trigger names them still get a router, so a trigger
-        // added later sees only events published after it, as in EventBridge.
-        for bus in local.bus.buses() {
-            local.ensure_router(&mut local.lock(), &bus);
-        }
-        local
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Applied> {
@@ -216,16 +210,20 @@ impl Local {
                 });
             }
         }
-        let buses: Vec<String> = per_bus
+        // Every bus gets a router, also buses no trigger names yet, so a trigger added later
+        // sees only events published after it (as in EventBridge). The table is in place
+        // before a router starts: a router must never route a backlog with an empty table.
+        let buses: HashSet<String> = per_bus
             .keys()
             .cloned()
             .chain(a.routers.keys().cloned())
+            .chain(self.bus.buses())
             .collect();
         for bus in buses {
-            self.ensure_router(&mut a, &bus);
             let table = Arc::new(RouteTable::new(per_bus.remove(&bus).unwrap_or_default()));
-            if let Some(r) = a.routers.get(&bus) {
-                *r.table.write().unwrap_or_else(|p| p.into_inner()) = table;
+            match a.routers.get(&bus) {
+                Some(r) => *r.table.write().unwrap_or_else(|p| p.into_inner()) = table,
+                None => self.start_router(&mut a, &bus, table),
             }
         }
 
@@ -285,11 +283,8 @@ impl Local {
         self.scale_once();
     }
 
-    fn ensure_router(&self, a: &mut Applied, bus: &str) {
-        if a.routers.contains_key(bus) {
-            return;
-        }
-        let table: SharedTable = Arc::new(RwLock::new(Arc::new(RouteTable::default())));
+    fn start_router(&self, a: &mut Applied, bus: &str, table: Arc<RouteTable>) {
+        let table: SharedTable = Arc::new(RwLock::new(table));
         let (stop, stop_rx) = watch::channel(false);
         tokio::spawn(router::run(
             bus.to_owned(),
@@ -301,12 +296,15 @@ impl Local {
         a.routers.insert(bus.to_owned(), RouterSlot { table, stop });
     }
 
-    /// Starts a router for any bus that appeared since (a producer published to a new name).
+    /// Starts a router (with no triggers) for any bus that appeared since the last `apply`:
+    /// a producer published to a new name.
     pub fn adopt_new_buses(&self) {
         let buses = self.bus.buses();
         let mut a = self.lock();
         for b in buses {
-            self.ensure_router(&mut a, &b);
+            if !a.routers.contains_key(&b) {
+                self.start_router(&mut a, &b, Arc::new(RouteTable::default()));
+            }
         }
     }
 

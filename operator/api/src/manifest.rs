@@ -76,7 +76,8 @@ pub enum Outcome {
     Invalid(Vec<FieldError>),
     /// Not a `sluice.dev` object (a ConfigMap beside the Functions, say): left alone.
     Skipped {
-        api_version: String,
+        /// Why, for the user: `v1 is not a Sluice resource`.
+        reason: String,
     },
 }
 
@@ -144,6 +145,15 @@ pub fn check(value: Value) -> (ObjectRef, Outcome) {
         .strip_prefix(crd::GROUP)
         .and_then(|v| v.strip_prefix('/'))
     else {
+        if api_version.is_empty() && kind.is_empty() {
+            // Not a Kubernetes object at all (a sample event beside the manifests, say).
+            return (
+                object,
+                Outcome::Skipped {
+                    reason: "not a Kubernetes object: no apiVersion or kind".into(),
+                },
+            );
+        }
         if api_version.is_empty() {
             let e = FieldError::new(
                 "apiVersion",
@@ -155,7 +165,8 @@ pub fn check(value: Value) -> (ObjectRef, Outcome) {
             );
             return (object, Outcome::Invalid(vec![e]));
         }
-        return (object, Outcome::Skipped { api_version });
+        let reason = format!("{api_version} is not a Sluice resource");
+        return (object, Outcome::Skipped { reason });
     };
     let mut errors = Vec::new();
     if version != crd::VERSION {

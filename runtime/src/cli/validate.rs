@@ -27,11 +27,8 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                 for doc in docs {
                     match doc.outcome {
                         Outcome::Valid(_) => println!("{name}: {}: ok", doc.object),
-                        Outcome::Skipped { api_version } => {
-                            println!(
-                                "{name}: {}: skipped ({api_version} is not a Sluice resource)",
-                                doc.object
-                            )
+                        Outcome::Skipped { reason } => {
+                            println!("{name}: {}: skipped ({reason})", doc.object)
                         }
                         Outcome::Invalid(errors) => {
                             failed = true;

@@ -1,0 +1,39 @@
+//! A WASI command handler whose behaviour the event chooses, for the end-to-end tests:
+//! `data.fail: true` fails retryably, `data.fatal: true` fails fatally, `data.loop: true`
+//! replies with an event of its own type (so it re-triggers itself), anything else replies
+//! `com.example.done` carrying the input's id.
+
+use std::io::{Read, Write};
+
+fn main() {
+    let mut input = String::new();
+    if std::io::stdin().read_to_string(&mut input).is_err() {
+        eprintln!("error: stdin unreadable");
+        std::process::exit(65);
+    }
+    let event: serde_json::Value = match serde_json::from_str(&input) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: not JSON: {e}");
+            std::process::exit(65);
+        }
+    };
+    let data = &event["data"];
+    let flag = |k: &str| data[k].as_bool() == Some(true);
+    if flag("fail") {
+        eprintln!("warn: failing on purpose");
+        std::process::exit(1);
+    }
+    if flag("fatal") {
+        eprintln!("error: cannot ever handle this");
+        std::process::exit(65);
+    }
+    let reply = if flag("loop") {
+        serde_json::json!({"type": event["type"], "datacontenttype": "application/json", "data": {"loop": true}})
+    } else {
+        serde_json::json!({"type": "com.example.done", "datacontenttype": "application/json",
+            "data": {"of": event["id"], "n": data["n"]}})
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{reply}");
+}
