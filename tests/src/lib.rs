@@ -136,7 +136,7 @@ impl Dev {
         path: &str,
         headers: &[(&str, &str)],
         body: &[u8],
-    ) -> std::io::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+    ) -> std::io::Result<HttpResponse> {
         http(&self.addr, method, path, headers, body)
     }
 
@@ -174,6 +174,9 @@ impl Drop for Dev {
     }
 }
 
+/// Status, lowercased headers and body of an HTTP response.
+pub type HttpResponse = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// A minimal HTTP/1.1 client (one request per connection), enough for tests.
 pub fn http(
     addr: &str,
@@ -181,7 +184,7 @@ pub fn http(
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-) -> std::io::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+) -> std::io::Result<HttpResponse> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
