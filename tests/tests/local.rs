@@ -224,7 +224,9 @@ fn malformed_requests_get_4xx_and_write_nothing() {
     let (_tmp, dir, data) = setup();
     let dev = Dev::start(&dir, &data, free_port(), &["--max-event-bytes", "2048"]);
     let structured = [("content-type", "application/cloudevents+json")];
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>, Vec<u8>, u16)> = vec![
+    // (what, path, headers, body, expected status)
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, Vec<u8>, u16);
+    let cases: Vec<Case> = vec![
         ("bad JSON", "/", structured.to_vec(), b"{\"specversion\": \"1.0\", ".to_vec(), 400),
         ("no id", "/", structured.to_vec(), br#"{"specversion":"1.0","source":"/s","type":"t"}"#.to_vec(), 400),
         ("no source", "/", structured.to_vec(), br#"{"specversion":"1.0","id":"1","type":"t"}"#.to_vec(), 400),
