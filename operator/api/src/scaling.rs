@@ -26,34 +26,59 @@ pub struct Decision {
 /// Scale up at once to `ceil(pending / targetPendingPerReplica)`; scale down only after
 /// `cooldown` without need; clamp to `[minReplicas, maxReplicas]`; one pending event wakes a
 /// Function scaled to zero. `spec.replicas`, when set, pins the count.
-pub fn decide(pending: u64, current: u32, spec: &FunctionSpec, last_needed: Duration, now: Duration) -> Decision {
+pub fn decide(
+    pending: u64,
+    current: u32,
+    spec: &FunctionSpec,
+    last_needed: Duration,
+    now: Duration,
+) -> Decision {
     if let Some(pinned) = spec.replicas {
         let pinned = u32::try_from(pinned).unwrap_or(0);
-        return Decision { replicas: pinned, needed: true };
+        return Decision {
+            replicas: pinned,
+            needed: true,
+        };
     }
     let s = &spec.scaling;
     let target = u64::from(s.target_pending_per_replica.max(1));
     let raw = pending.div_ceil(target);
     let max = s.max_replicas.max(s.min_replicas);
-    let want = u32::try_from(raw).unwrap_or(u32::MAX).clamp(s.min_replicas, max);
+    let want = u32::try_from(raw)
+        .unwrap_or(u32::MAX)
+        .clamp(s.min_replicas, max);
     if want >= current {
-        return Decision { replicas: want, needed: true };
+        return Decision {
+            replicas: want,
+            needed: true,
+        };
     }
     let cooled = now.saturating_sub(last_needed) >= s.cooldown.as_std();
-    Decision { replicas: if cooled { want } else { current }, needed: false }
+    Decision {
+        replicas: if cooled { want } else { current },
+        needed: false,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{function::Scaling, function::ModuleSource};
+    use crate::{function::ModuleSource, function::Scaling};
 
     fn spec(min: u32, max: u32, target: u32, cooldown_s: u64) -> FunctionSpec {
         let yaml = format!(
             "module: {{path: a.wasm}}\nscaling: {{minReplicas: {min}, maxReplicas: {max}, targetPendingPerReplica: {target}, cooldown: {cooldown_s}s}}"
         );
         let s: FunctionSpec = serde_yaml::from_str(&yaml).unwrap();
-        assert_eq!(s.scaling, Scaling { min_replicas: min, max_replicas: max, target_pending_per_replica: target, cooldown: crate::Duration::from_secs(cooldown_s) });
+        assert_eq!(
+            s.scaling,
+            Scaling {
+                min_replicas: min,
+                max_replicas: max,
+                target_pending_per_replica: target,
+                cooldown: crate::Duration::from_secs(cooldown_s)
+            }
+        );
         assert!(matches!(s.module, ModuleSource { path: Some(_), .. }));
         s
     }
@@ -80,7 +105,17 @@ mod tests {
     #[test]
     fn scales_up_at_once_and_down_after_cooldown_to_zero() {
         let s = spec(0, 5, 100, 60);
-        let trace = [(0, 0), (1, 1), (2, 250), (3, 900), (10, 120), (30, 0), (69, 0), (71, 0), (100, 0)];
+        let trace = [
+            (0, 0),
+            (1, 1),
+            (2, 250),
+            (3, 900),
+            (10, 120),
+            (30, 0),
+            (69, 0),
+            (71, 0),
+            (100, 0),
+        ];
         // 1 event wakes one; 250 → 3; 900 → capped 5; dips wait 60 s from the last need (t=3),
         // then drop straight to what is needed (0 at t=69, 66 s after the last need).
         assert_eq!(replay(&s, &trace), vec![0, 1, 3, 5, 5, 5, 0, 0, 0]);
@@ -103,12 +138,21 @@ mod tests {
     fn pinned_replicas_win() {
         let mut s = spec(0, 4, 10, 0);
         s.replicas = Some(7);
-        assert_eq!(decide(1_000, 1, &s, Duration::ZERO, Duration::from_secs(5)), Decision { replicas: 7, needed: true });
+        assert_eq!(
+            decide(1_000, 1, &s, Duration::ZERO, Duration::from_secs(5)),
+            Decision {
+                replicas: 7,
+                needed: true
+            }
+        );
     }
 
     #[test]
     fn zero_cooldown_follows_load_exactly() {
         let s = spec(0, 100, 1, 0);
-        assert_eq!(replay(&s, &[(0, 5), (1, 3), (2, 8), (3, 0)]), vec![5, 3, 8, 0]);
+        assert_eq!(
+            replay(&s, &[(0, 5), (1, 3), (2, 8), (3, 0)]),
+            vec![5, 3, 8, 0]
+        );
     }
 }
