@@ -11,6 +11,8 @@ use sluice_pattern::{Matcher, Pattern};
 pub enum Bench {
     /// Throughput of the compiled event pattern matcher on one core.
     Match(MatchArgs),
+    /// The whole local data path: HTTP ingress → match → Wasm handler → ack.
+    E2e(super::bench_e2e::E2eArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -29,6 +31,7 @@ pub struct MatchArgs {
 pub fn run(cmd: Bench) -> anyhow::Result<i32> {
     match cmd {
         Bench::Match(args) => run_match(args),
+        Bench::E2e(args) => super::bench_e2e::run(args),
     }
 }
 

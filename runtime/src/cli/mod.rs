@@ -2,6 +2,7 @@
 //! exit code, so `main` stays a dispatcher.
 
 pub mod bench;
+pub mod bench_e2e;
 pub mod client;
 pub mod crds;
 pub mod dev;

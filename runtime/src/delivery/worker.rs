@@ -232,7 +232,7 @@ async fn publish_replies(
             });
         }
     }
-    bus.publish(out).await.map(|_| ())
+    bus.publish_replies(out).await.map(|_| ())
 }
 
 fn metrics_loop(route: &TriggerRoute) {

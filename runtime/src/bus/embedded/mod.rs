@@ -93,7 +93,10 @@ impl Shared {
 type Reply<T> = oneshot::Sender<Result<T, BusError>>;
 
 enum Op {
-    Publish(Vec<Publish>, Reply<Vec<Published>>),
+    /// `bool`: fsync before answering. Producers' events need it; Sluice's own (replies) do
+    /// not: commits are applied in order, so a reply lost in a crash takes the later ack of
+    /// its delivery with it, and the redelivery publishes it again.
+    Publish(Vec<Publish>, bool, Reply<Vec<Published>>),
     Enqueue {
         cursor: Option<(String, u64)>,
         items: Vec<Enqueue>,
@@ -136,11 +139,10 @@ enum Op {
 impl Op {
     fn durable(&self) -> bool {
         match self {
-            Op::Publish(..)
-            | Op::Dead { .. }
-            | Op::Redrive { .. }
-            | Op::Purge { .. }
-            | Op::Flush { .. } => true,
+            Op::Publish(_, durable, _) => *durable,
+            // Like replies: losing a dead-lettering in a crash only means redelivery.
+            Op::Dead { .. } => false,
+            Op::Redrive { .. } | Op::Purge { .. } | Op::Flush { .. } => true,
             Op::Enqueue { durable, .. } => *durable,
             Op::Remove { .. } | Op::Put { .. } | Op::Trim { .. } => false,
         }
@@ -248,7 +250,17 @@ impl EmbeddedBus {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        self.call(|r| Op::Publish(items, r)).await
+        self.call(|r| Op::Publish(items, true, r)).await
+    }
+
+    /// Appends Sluice's own events (handler replies) without waiting for fsync: they become
+    /// durable with the next durable commit, and a crash before that also undoes the ack of
+    /// the delivery that produced them, so they are produced again.
+    pub async fn publish_replies(&self, items: Vec<Publish>) -> Result<Vec<Published>, BusError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.call(|r| Op::Publish(items, false, r)).await
     }
 
     /// Up to `max` events of `bus` after position `after`, in order.
@@ -631,7 +643,7 @@ impl Writer {
             };
             for op in batch.iter_mut() {
                 let result = match op {
-                    Op::Publish(items, _) => {
+                    Op::Publish(items, _, _) => {
                         let mut added = Vec::new();
                         let out = items
                             .iter()
@@ -911,7 +923,7 @@ enum OpResult {
 fn reply(op: Op, result: Result<OpResult, BusError>) {
     // A caller that went away no longer needs the answer; the change itself is committed.
     match op {
-        Op::Publish(_, r) => {
+        Op::Publish(_, _, r) => {
             let _ = r.send(result.and_then(|o| match o {
                 OpResult::Published(p) => Ok(p),
                 _ => Err(BusError::Storage("internal: wrong result kind".into())),

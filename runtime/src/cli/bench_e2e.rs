@@ -1,0 +1,363 @@
+//! `sluice bench e2e --module M.wasm`: the whole local data path under load, in one process:
+//! HTTP ingress (durable publish) → router (pattern match) → Wasm handler → ack, plus the reply
+//! each handled event produces, which is how completion is observed. Reports sustained
+//! throughput, latency at half that load, and the cold path of a newly added Function.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, Mutex, atomic::AtomicBool},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use serde_json::json;
+use sluice_api::FunctionSpec;
+
+use crate::{
+    bus::embedded::{EmbeddedBus, EmbeddedConfig},
+    dev::HostInvoker,
+    ingress::{self, AppState, IngressConfig},
+    local::{FunctionDef, Local, TriggerDef},
+    metrics::Metrics,
+};
+
+#[derive(clap::Args, Debug)]
+pub struct E2eArgs {
+    /// A handler that answers each `com.example.work` event with one `com.example.done` reply
+    /// whose `data.of` is the input's id (`tests/guests/tester` does; `make bench-e2e` builds it).
+    #[arg(long, value_name = "WASM")]
+    pub module: PathBuf,
+    /// Events in the throughput run.
+    #[arg(long, default_value_t = 40_000)]
+    pub events: usize,
+    /// Events per HTTP request in the throughput run (CloudEvents batched mode).
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// Concurrent HTTP connections.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Length of the latency run, at half the measured throughput, one event per request.
+    #[arg(long, default_value_t = 5.0)]
+    pub latency_seconds: f64,
+    /// Async worker threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+type Seen = Arc<Mutex<HashMap<String, Instant>>>;
+
+pub fn run(args: E2eArgs) -> anyhow::Result<i32> {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.threads {
+        rt.worker_threads(n.max(1));
+    }
+    rt.enable_all().build()?.block_on(bench(args))
+}
+
+fn function_spec(module: &std::path::Path) -> anyhow::Result<FunctionSpec> {
+    let yaml = format!(
+        "module: {{path: {}}}\nconcurrency: 64\nscaling: {{minReplicas: 0, maxReplicas: 2, targetPendingPerReplica: 1000, cooldown: 60s}}",
+        module.display()
+    );
+    Ok(serde_yaml::from_str(&yaml)?)
+}
+
+fn trigger(ns: &str, name: &str, function: &str, ty: &str) -> anyhow::Result<TriggerDef> {
+    let spec: sluice_api::TriggerSpec = serde_yaml::from_str(&format!(
+        "source: {{bus: default}}\npattern: {{type: [{ty}]}}\nfunction: {function}\ndelivery: {{maxInflight: 10000}}"
+    ))?;
+    let pattern = spec
+        .pattern
+        .as_ref()
+        .map(sluice_pattern::Pattern::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(TriggerDef {
+        id: format!("{ns}/{name}"),
+        namespace: ns.into(),
+        spec,
+        pattern,
+    })
+}
+
+async fn bench(args: E2eArgs) -> anyhow::Result<i32> {
+    let wasm = std::fs::read(&args.module)
+        .with_context(|| format!("--module {}", args.module.display()))?;
+    let tmp = tempfile::tempdir()?;
+    let bus = EmbeddedBus::open(EmbeddedConfig::new(tmp.path().join("data")))?;
+    let local = Local::new(bus.clone(), Metrics::new());
+    let engine = sluice_host::Engine::new(sluice_host::EngineConfig {
+        cache_dir: Some(tmp.path().join("cache")),
+        ..Default::default()
+    })?;
+
+    // Compile from scratch, then once more from the disk cache (what a restart pays).
+    let spec = function_spec(&args.module)?;
+    let load = |name: &str| {
+        let cfg = sluice_host::HandlerConfig::from_spec("bench", name, &spec, Vec::new());
+        let (engine, wasm) = (engine.clone(), wasm.clone());
+        tokio::task::spawn_blocking(move || engine.load(&wasm, cfg))
+    };
+    let t = Instant::now();
+    let handler = load("work").await??;
+    let compile = t.elapsed();
+    let t = Instant::now();
+    let _ = load("work").await??;
+    let cached = t.elapsed();
+
+    let work = FunctionDef {
+        id: "bench/work".into(),
+        spec: spec.clone(),
+        invoker: Arc::new(HostInvoker(handler)),
+    };
+    local.apply(
+        vec![work],
+        vec![trigger("bench", "work", "work", "com.example.work")?],
+    );
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(local.clone().run_background(stop_rx));
+    let state = AppState {
+        local: local.clone(),
+        cfg: Arc::new(IngressConfig::default()),
+        ready: Arc::new(AtomicBool::new(true)),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, ingress::app(state)).await });
+
+    let seen: Seen = Arc::default();
+    tokio::spawn(observe(bus.clone(), seen.clone()));
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+
+    // 1. Throughput: batches over several connections, until every reply is seen.
+    let n = args.events;
+    let started = Instant::now();
+    let mut senders = Vec::new();
+    let per = n.div_ceil(args.connections.max(1));
+    for c in 0..args.connections.max(1) {
+        let (client, batch) = (client.clone(), args.batch.max(1));
+        let ids: Vec<usize> = (c * per..((c + 1) * per).min(n)).collect();
+        senders.push(tokio::spawn(async move {
+            for chunk in ids.chunks(batch) {
+                let events: Vec<_> = chunk.iter().map(|i| work_event(&format!("t{i}"))).collect();
+                post(
+                    &client,
+                    addr,
+                    "application/cloudevents-batch+json",
+                    serde_json::to_vec(&events)?,
+                )
+                .await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for s in senders {
+        s.await??;
+    }
+    let accepted = started.elapsed();
+    wait_until(
+        &seen,
+        |m| (0..n).all(|i| m.contains_key(&format!("t{i}"))),
+        Duration::from_secs(600),
+    )
+    .await?;
+    let total = started.elapsed();
+    let throughput = n as f64 / total.as_secs_f64();
+
+    // 2. Latency at half that load, one event per request (binary mode).
+    let rate = (throughput / 2.0).max(1.0);
+    let count = (rate * args.latency_seconds) as usize;
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let t0 = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let due = t0 + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(due.into()).await;
+        let (client, sent) = (client.clone(), sent.clone());
+        tasks.spawn(async move {
+            let id = format!("l{i}");
+            let body = serde_json::to_vec(&json!({"n": i}))?;
+            sent.lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .insert(id.clone(), Instant::now());
+            let req = hyper::Request::post(format!("http://{addr}/"))
+                .header("ce-specversion", "1.0")
+                .header("ce-id", &id)
+                .header("ce-source", "/bench")
+                .header("ce-type", "com.example.work")
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body)))?;
+            let resp = client.request(req).await?;
+            anyhow::ensure!(resp.status() == 202, "publish answered {}", resp.status());
+            anyhow::Ok(())
+        });
+        while let Some(r) = tasks.try_join_next() {
+            r??;
+        }
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    wait_until(
+        &seen,
+        |m| (0..count).all(|i| m.contains_key(&format!("l{i}"))),
+        Duration::from_secs(120),
+    )
+    .await?;
+    let mut lat: Vec<Duration> = {
+        let (sent, seen) = (
+            sent.lock().map_err(|_| anyhow::anyhow!("poisoned"))?,
+            seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?,
+        );
+        sent.iter()
+            .filter_map(|(id, s)| seen.get(id).map(|r| r.saturating_duration_since(*s)))
+            .collect()
+    };
+    lat.sort();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+
+    // 3. Cold path: a new Function (module already compiled once, as after `sluice dev`
+    //    saw it) is loaded, applied, and handles its first event.
+    let t = Instant::now();
+    let cold_handler = load("cold").await??;
+    let cold = FunctionDef {
+        id: "bench/cold".into(),
+        spec: spec.clone(),
+        invoker: Arc::new(HostInvoker(cold_handler)),
+    };
+    let work = FunctionDef {
+        id: "bench/work".into(),
+        spec: spec.clone(),
+        invoker: Arc::new(HostInvoker(load("work").await??)),
+    };
+    local.apply(
+        vec![work, cold],
+        vec![
+            trigger("bench", "work", "work", "com.example.work")?,
+            trigger("bench", "cold", "cold", "com.example.cold")?,
+        ],
+    );
+    let mut e = work_event("cold-1");
+    e["type"] = "com.example.cold".into();
+    post(
+        &client,
+        addr,
+        "application/cloudevents+json",
+        serde_json::to_vec(&e)?,
+    )
+    .await?;
+    wait_until(&seen, |m| m.contains_key("cold-1"), Duration::from_secs(30)).await?;
+    let cold_path = t.elapsed();
+
+    println!(
+        "sluice bench e2e: {} ({} bytes), {} connections, batches of {}",
+        args.module.display(),
+        wasm.len(),
+        args.connections,
+        args.batch
+    );
+    println!(
+        "  throughput: {n} events in {:.2}s = {:.0} events/s handled (all published in {:.2}s)",
+        total.as_secs_f64(),
+        throughput,
+        accepted.as_secs_f64()
+    );
+    println!(
+        "  latency at {:.0} events/s, one event per request: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} events)",
+        rate,
+        ms(pct(0.50)),
+        ms(pct(0.99)),
+        ms(pct(1.0)),
+        lat.len()
+    );
+    println!(
+        "  cold path (load cached module, apply, first event handled): {:.1} ms",
+        ms(cold_path)
+    );
+    println!(
+        "  module compile from scratch: {:.1} ms; load from disk cache: {:.1} ms",
+        ms(compile),
+        ms(cached)
+    );
+    local.shutdown().await;
+    Ok(0)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn work_event(id: &str) -> serde_json::Value {
+    json!({"specversion": "1.0", "id": id, "source": "/bench", "type": "com.example.work",
+        "datacontenttype": "application/json", "data": {"orderId": id, "total": 120.5, "country": "NL"}})
+}
+
+async fn post(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    addr: std::net::SocketAddr,
+    ct: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<()> {
+    let req = hyper::Request::post(format!("http://{addr}/buses/default/events"))
+        .header("content-type", ct)
+        .body(Full::new(Bytes::from(body)))?;
+    let resp = client.request(req).await?;
+    anyhow::ensure!(resp.status() == 202, "publish answered {}", resp.status());
+    Ok(())
+}
+
+/// Records when each `com.example.done` reply appears on the bus, keyed by the id it answers.
+async fn observe(bus: EmbeddedBus, seen: Seen) {
+    let mut after = bus.head("default");
+    loop {
+        let notified = bus.published();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let Ok(events) = bus.read("default", after, 4096) else {
+            return;
+        };
+        if events.is_empty() {
+            notified.await;
+            continue;
+        }
+        let now = Instant::now();
+        if let Ok(mut m) = seen.lock() {
+            for (seq, _, e) in &events {
+                after = *seq;
+                if e.ty == "com.example.done"
+                    && let Some(of) = e
+                        .data_json()
+                        .and_then(|d| d["of"].as_str().map(str::to_owned))
+                {
+                    m.entry(of).or_insert(now);
+                }
+            }
+        }
+    }
+}
+
+async fn wait_until(
+    seen: &Seen,
+    done: impl Fn(&HashMap<String, Instant>) -> bool,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if seen.lock().map(|m| done(&m)).unwrap_or(false) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "events were not all handled within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
