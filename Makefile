@@ -1,11 +1,13 @@
 # The two commands a user needs: `make run` and `make test`. See README.md.
 CARGO ?= cargo
 
-.PHONY: run test setup functions fmt lint check crds
+.PHONY: run test setup functions fmt lint check crds bench-e2e
 
-## run: the main job. Until `sluice dev` lands, validate the bundled examples.
-run:
-	$(CARGO) run --quiet --bin sluice -- validate functions/examples
+## run: the main job: build the example handlers, then `sluice dev functions/examples` on
+## 127.0.0.1:8080 (it prints a ready-to-paste `sluice publish` and curl line).
+run: setup
+	$(MAKE) -C functions rust
+	$(CARGO) run --quiet --bin sluice -- dev functions/examples
 
 ## test: install what the tests need, then formatting, lints and the whole test suite.
 test: setup functions
@@ -26,6 +28,11 @@ fmt:
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## bench-e2e: HTTP ingress → match → Wasm handler → ack, throughput, latency and cold path.
+bench-e2e: setup
+	cd tests/guests && $(CARGO) build --quiet --release --target wasm32-wasip1 --target-dir ../../target/guests
+	$(CARGO) run --quiet --release --bin sluice -- bench e2e --module target/guests/wasm32-wasip1/release/tester.wasm
 
 ## crds: regenerate crds/ from the Rust types (never edit crds/ by hand).
 crds:
