@@ -239,31 +239,8 @@ impl Loader {
 
     /// A cheap summary of every manifest and module file; a change means "load again".
     pub fn fingerprint(&self) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
-        let mut paths = Vec::new();
-        let mut stack = vec![self.dir.clone()];
-        while let Some(d) = stack.pop() {
-            let Ok(rd) = std::fs::read_dir(&d) else {
-                continue;
-            };
-            for e in rd.flatten() {
-                let p = e.path();
-                let hidden = p
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with('.'));
-                if hidden {
-                    continue;
-                }
-                if p.is_dir() {
-                    stack.push(p);
-                } else if matches!(
-                    p.extension().and_then(|x| x.to_str()),
-                    Some("yaml" | "yml" | "json")
-                ) {
-                    paths.push(p);
-                }
-            }
-        }
+        // A directory that cannot be read right now simply has no files this round.
+        let mut paths = manifests::files(&self.dir).unwrap_or_default();
         paths.extend(self.modules.iter().cloned());
         paths.sort();
         paths

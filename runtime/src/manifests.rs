@@ -21,7 +21,7 @@ pub struct File {
 pub fn load(paths: &[PathBuf]) -> Vec<File> {
     let mut files: Vec<File> = Vec::new();
     for path in paths {
-        match collect(path) {
+        match self::files(path) {
             Ok(found) if found.is_empty() => files.push(File {
                 path: path.clone(),
                 documents: Err("no manifest files (*.yaml, *.yml, *.json) found".into()),
@@ -37,7 +37,9 @@ pub fn load(paths: &[PathBuf]) -> Vec<File> {
     files
 }
 
-fn collect(path: &Path) -> Result<Vec<PathBuf>, String> {
+/// The manifest files at `path`: the file itself, or every `*.yaml`, `*.yml` and `*.json`
+/// below a directory (hidden entries skipped), sorted.
+pub fn files(path: &Path) -> Result<Vec<PathBuf>, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
     if meta.is_file() {
         return Ok(vec![path.to_owned()]);

@@ -321,3 +321,69 @@ for i, conv in enumerate([to_binary, to_structured]):
     assert_eq!(received[0]["data"], json!({"mode": "to_binary"}));
     assert_eq!(received[1]["data"], json!({"mode": "to_structured"}));
 }
+
+#[test]
+fn manifest_changes_apply_without_restart_and_a_broken_edit_keeps_the_last_good_version() {
+    let (_tmp, dir, data) = setup();
+    let dev = Dev::start(&dir, &data, free_port(), &[]);
+    let publish = |id: &str, ty: &str| {
+        let e = json!({"specversion": "1.0", "id": id, "source": "/e2e", "type": ty, "data": {}});
+        let (status, _, _) = dev
+            .request(
+                "POST",
+                "/",
+                &[("content-type", "application/cloudevents+json")],
+                e.to_string().as_bytes(),
+            )
+            .unwrap();
+        assert_eq!(status, 202);
+    };
+    // Retarget the work trigger to a new event type; the change applies on the fly.
+    std::fs::write(
+        dir.join("triggers.yaml"),
+        TRIGGER.replace("com.example.work]", "com.example.work2]"),
+    )
+    .unwrap();
+    let log_has =
+        |needle: &str| wait_for(30, || dev.log_text().contains(needle).then_some(())).is_some();
+    assert!(
+        log_has("manifests changed; reloading"),
+        "{}",
+        dev.log_text()
+    );
+    publish("new-type", "com.example.work2");
+    assert!(
+        wait_for(30, || done(&dev).contains_key("new-type").then_some(())).is_some(),
+        "{}",
+        dev.log_text()
+    );
+
+    // A broken edit is reported with its field, and the running version stays.
+    let before = dev.log_text().len();
+    std::fs::write(
+        dir.join("triggers.yaml"),
+        TRIGGER
+            .replace("com.example.work]", "com.example.work2]")
+            .replace("maxAttempts: 3", "maxAttempts: 0"),
+    )
+    .unwrap();
+    assert!(
+        wait_for(30, || dev.log_text()[before..]
+            .contains("spec.delivery.retry.maxAttempts: must be between 1 and 185")
+            .then_some(()))
+        .is_some(),
+        "{}",
+        dev.log_text()
+    );
+    assert!(
+        dev.log_text()[before..].contains("Trigger e2e/work: keeping the last good version"),
+        "{}",
+        dev.log_text()
+    );
+    publish("still-works", "com.example.work2");
+    assert!(
+        wait_for(30, || done(&dev).contains_key("still-works").then_some(())).is_some(),
+        "{}",
+        dev.log_text()
+    );
+}
