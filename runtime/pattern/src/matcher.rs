@@ -33,7 +33,10 @@ pub struct Matcher<Id> {
     clauses: Vec<Option<ClauseData>>,
     clause_by_key: HashMap<String, ClauseId>,
     free_clauses: Vec<ClauseId>,
-    nodes: Vec<Node<Id>>,
+    nodes: Vec<Node>,
+    /// Per node, what the walk needs to decide where to go (`Hot`), kept dense so that the
+    /// ~300 nodes an event visits cost a few L2 reads instead of a miss per `Node`.
+    hot: Vec<Hot<Id>>,
     /// The root's children again, indexed by clause id (`NIL` when absent): every satisfied
     /// clause is looked up at the root, which has the most children, on every event.
     root_child: Vec<u32>,
@@ -51,25 +54,46 @@ struct ClauseData {
     refs: u32,
 }
 
-/// A node of the conjunction trie; the path from the root spells a clause list.
+/// A node of the conjunction trie; the path from the root spells a clause list. The part the
+/// walk reads on every visit lives apart, in `Hot`.
 #[derive(Clone, Debug)]
-struct Node<Id> {
+struct Node {
     /// Sorted by clause id.
     children: Vec<(ClauseId, u32)>,
-    /// Patterns whose conjunction ends here: slot, whether the pattern has other alternatives
-    /// (and so needs de-duplication), and the id itself, stored inline so that reporting a
-    /// match is a sequential read rather than a cache miss per pattern.
-    terminal: Vec<(u32, bool, Id)>,
     /// The clause list spelled by the path, kept for the array-consistency check.
     conj: Vec<ClauseId>,
 }
 
-impl<Id> Node<Id> {
+impl Node {
     fn new() -> Self {
         Node {
             children: Vec::new(),
-            terminal: Vec::new(),
             conj: Vec::new(),
+        }
+    }
+}
+
+/// The hot part of a node: its terminals, how many children it has and its first child inline
+/// (most nodes have at most one), so the walk touches `Node` only to branch.
+#[derive(Clone, Debug)]
+struct Hot<Id> {
+    /// Patterns whose conjunction ends here: slot, whether the pattern has other alternatives
+    /// (and so needs de-duplication), and the id itself, stored inline so that reporting a
+    /// match is a sequential read rather than a cache miss per pattern.
+    terminal: Vec<(u32, bool, Id)>,
+    nchild: u32,
+    /// The first child's clause and node (meaningful when `nchild > 0`).
+    c0: ClauseId,
+    n0: u32,
+}
+
+impl<Id> Hot<Id> {
+    fn new() -> Self {
+        Hot {
+            terminal: Vec::new(),
+            nchild: 0,
+            c0: NIL,
+            n0: NIL,
         }
     }
 }
@@ -97,6 +121,7 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
             clause_by_key: HashMap::new(),
             free_clauses: Vec::new(),
             nodes: vec![Node::new()],
+            hot: vec![Hot::new()],
             root_child: Vec::new(),
             free_nodes: Vec::new(),
             slots: Vec::new(),
@@ -152,7 +177,7 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
         let multi = conjs.len() > 1;
         for (path, _) in &conjs {
             let node = self.node_for(path);
-            self.nodes[node as usize]
+            self.hot[node as usize]
                 .terminal
                 .push((slot, multi, id.clone()));
         }
@@ -255,10 +280,13 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
                         }
                         None => {
                             self.nodes.push(node);
+                            self.hot.push(Hot::new());
                             (self.nodes.len() - 1) as u32
                         }
                     };
+                    self.sync_hot(id);
                     self.nodes[n as usize].children.insert(i, (c, id));
+                    self.sync_hot(n);
                     if n == 0 {
                         if self.root_child.len() <= c as usize {
                             self.root_child.resize(c as usize + 1, NIL);
@@ -270,6 +298,14 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
             };
         }
         n
+    }
+
+    fn sync_hot(&mut self, n: u32) {
+        let node = &self.nodes[n as usize];
+        let (c0, n0) = node.children.first().copied().unwrap_or((NIL, NIL));
+        let h = &mut self.hot[n as usize];
+        h.nchild = node.children.len() as u32;
+        (h.c0, h.n0) = (c0, n0);
     }
 
     /// Takes `slot` off the node of `conj` and prunes nodes left without purpose.
@@ -284,12 +320,12 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
             }
         }
         let last = *path.last().unwrap_or(&0) as usize;
-        if let Some(i) = self.nodes[last].terminal.iter().position(|t| t.0 == slot) {
-            self.nodes[last].terminal.swap_remove(i);
+        if let Some(i) = self.hot[last].terminal.iter().position(|t| t.0 == slot) {
+            self.hot[last].terminal.swap_remove(i);
         }
         for d in (1..path.len()).rev() {
             let n = path[d] as usize;
-            if !self.nodes[n].terminal.is_empty() || !self.nodes[n].children.is_empty() {
+            if !self.hot[n].terminal.is_empty() || !self.nodes[n].children.is_empty() {
                 break;
             }
             let parent = path[d - 1] as usize;
@@ -299,6 +335,7 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
                 .binary_search_by_key(&c, |e| e.0)
             {
                 self.nodes[parent].children.remove(i);
+                self.sync_hot(parent as u32);
             }
             if parent == 0
                 && let Some(r) = self.root_child.get_mut(c as usize)
@@ -306,6 +343,7 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
                 *r = NIL;
             }
             self.nodes[n] = Node::new();
+            self.hot[n] = Hot::new();
             self.free_nodes.push(n as u32);
         }
     }
@@ -380,11 +418,14 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
         }
         let mut stack = std::mem::take(&mut s.stack);
         stack.clear();
-        stack.push(0u32);
-        while let Some(n) = stack.pop() {
-            let node = &self.nodes[n as usize];
-            if !node.terminal.is_empty() && s.consistent(&node.conj) {
-                for (slot, multi, id) in &node.terminal {
+        // (node, how many clauses on its path were hit only inside arrays of objects): the
+        // array-consistency check is needed only from two such clauses on.
+        stack.push((0u32, 0u32));
+        let bound = |s: &Scratch, c: ClauseId| u32::from(s.clause[c as usize].free != gen_);
+        while let Some((n, b)) = stack.pop() {
+            let h = &self.hot[n as usize];
+            if !h.terminal.is_empty() && (b < 2 || s.consistent(&self.nodes[n as usize].conj)) {
+                for (slot, multi, id) in &h.terminal {
                     if !*multi {
                         out.push(id.clone());
                     } else if s.slot_seen[*slot as usize] != gen_ {
@@ -398,20 +439,27 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
             if n == 0 {
                 for &c in &s.satisfied {
                     match self.root_child.get(c as usize) {
-                        Some(&child) if child != NIL => stack.push(child),
+                        Some(&child) if child != NIL => stack.push((child, bound(s, c))),
                         _ => {}
                     }
                 }
-            } else if node.children.len() <= s.satisfied.len() {
-                for &(c, child) in &node.children {
-                    if s.clause_stamp[c as usize] == gen_ {
-                        stack.push(child);
-                    }
+            } else if h.nchild == 1 {
+                if s.clause[h.c0 as usize].stamp == gen_ {
+                    stack.push((h.n0, b + bound(s, h.c0)));
                 }
-            } else {
-                for &c in &s.satisfied {
-                    if let Ok(k) = node.children.binary_search_by_key(&c, |e| e.0) {
-                        stack.push(node.children[k].1);
+            } else if h.nchild > 1 {
+                let node = &self.nodes[n as usize];
+                if node.children.len() <= s.satisfied.len() {
+                    for &(c, child) in &node.children {
+                        if s.clause[c as usize].stamp == gen_ {
+                            stack.push((child, b + bound(s, c)));
+                        }
+                    }
+                } else {
+                    for &c in &s.satisfied {
+                        if let Ok(k) = node.children.binary_search_by_key(&c, |e| e.0) {
+                            stack.push((node.children[k].1, b + bound(s, c)));
+                        }
                     }
                 }
             }
@@ -425,19 +473,26 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
 #[derive(Default)]
 struct Scratch {
     generation: u32,
-    clause_stamp: Vec<u32>,
-    /// `== generation`: some hit of the clause is consistent with any array choice.
-    clause_free: Vec<u32>,
-    /// Head of the clause's list of trails in `links`.
-    clause_head: Vec<u32>,
+    /// Per clause, together so that a hit touches one cache line.
+    clause: Vec<ClauseState>,
     /// (trail start in `trails`, trail length, next link)
     links: Vec<(u32, u32, u32)>,
     trails: Vec<Step>,
     satisfied: Vec<ClauseId>,
     field_seen: Vec<u32>,
     slot_seen: Vec<u32>,
-    stack: Vec<u32>,
+    stack: Vec<(u32, u32)>,
     tmp: Vec<u32>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct ClauseState {
+    /// `== generation`: the clause is satisfied.
+    stamp: u32,
+    /// `== generation`: some hit of the clause is consistent with any array choice.
+    free: u32,
+    /// Head of the clause's list of trails in `links`.
+    head: u32,
 }
 
 const NIL: u32 = u32::MAX;
@@ -453,9 +508,9 @@ impl Scratch {
                 v.resize(n, 0);
             }
         };
-        grow(&mut self.clause_stamp, m.clauses.len());
-        grow(&mut self.clause_free, m.clauses.len());
-        grow(&mut self.clause_head, m.clauses.len());
+        if self.clause.len() < m.clauses.len() {
+            self.clause.resize(m.clauses.len(), ClauseState::default());
+        }
         grow(&mut self.field_seen, m.fields.len());
         grow(&mut self.slot_seen, m.slots.len());
         self.links.clear();
@@ -465,36 +520,39 @@ impl Scratch {
 
     #[inline]
     fn hit(&mut self, c: ClauseId, trail: &[Step]) {
-        let i = c as usize;
-        if self.clause_stamp[i] != self.generation {
-            self.clause_stamp[i] = self.generation;
-            self.clause_head[i] = NIL;
+        let g = self.generation;
+        let st = &mut self.clause[c as usize];
+        if st.stamp != g {
+            st.stamp = g;
+            st.head = NIL;
             self.satisfied.push(c);
         }
         if trail.is_empty() {
-            self.clause_free[i] = self.generation;
-        } else if self.clause_free[i] != self.generation {
+            st.free = g;
+        } else if st.free != g {
             let start = self.trails.len() as u32;
             self.trails.extend_from_slice(trail);
-            self.links
-                .push((start, trail.len() as u32, self.clause_head[i]));
-            self.clause_head[i] = (self.links.len() - 1) as u32;
+            self.links.push((start, trail.len() as u32, st.head));
+            st.head = (self.links.len() - 1) as u32;
         }
     }
 
     /// Can one choice of array elements satisfy every clause of `conj` at once? Clauses hit
     /// outside arrays of objects fit any choice; the rest go to `consistent_at`.
     fn consistent(&self, conj: &[ClauseId]) -> bool {
-        let is_bound = |c: &&ClauseId| self.clause_free[**c as usize] != self.generation;
+        let is_bound = |c: &&ClauseId| self.clause[**c as usize].free != self.generation;
         if conj.iter().filter(is_bound).nth(1).is_none() {
             return true;
+        }
+        if let Some(ok) = self.consistent_flat(conj) {
+            return ok;
         }
         let bound: Vec<ClauseId> = conj.iter().filter(is_bound).copied().collect();
         let cands: Vec<Vec<&[Step]>> = bound
             .iter()
             .map(|&c| {
                 let mut v = Vec::new();
-                let mut l = self.clause_head[c as usize];
+                let mut l = self.clause[c as usize].head;
                 while l != NIL {
                     let (start, len, next) = self.links[l as usize];
                     v.push(&self.trails[start as usize..(start + len) as usize]);
@@ -504,6 +562,63 @@ impl Scratch {
             })
             .collect();
         consistent_at(cands, 0)
+    }
+}
+
+impl Scratch {
+    /// The trails of clause `c`, newest first.
+    fn trails_of(&self, c: ClauseId) -> impl Iterator<Item = &[Step]> + '_ {
+        let mut l = self.clause[c as usize].head;
+        std::iter::from_fn(move || {
+            if l == NIL {
+                return None;
+            }
+            let (start, len, next) = self.links[l as usize];
+            l = next;
+            Some(&self.trails[start as usize..(start + len) as usize])
+        })
+    }
+
+    /// `consistent` without allocating, for the common case where every trail of every bound
+    /// clause crosses exactly one array of objects: per array, one element must hold a hit
+    /// of every clause entering it (what `consistent_at` decides at depth 0, its depth-1 calls
+    /// being trivially true). `None` when some trail is longer.
+    fn consistent_flat(&self, conj: &[ClauseId]) -> Option<bool> {
+        let g = self.generation;
+        let bound = || {
+            conj.iter()
+                .copied()
+                .filter(|&c| self.clause[c as usize].free != g)
+        };
+        for c in bound() {
+            if self.trails_of(c).any(|t| t.len() != 1) {
+                return None;
+            }
+        }
+        // As in `consistent_at`, a clause enters the array of its newest trail.
+        let array_of = |c: ClauseId| self.trails_of(c).next().map(|t| t[0].0);
+        for (i, c) in bound().enumerate() {
+            let Some(array) = array_of(c) else {
+                return Some(false);
+            };
+            // Each group is checked once, from its first clause.
+            if bound().take(i).any(|d| array_of(d) == Some(array)) {
+                continue;
+            }
+            let others = bound().skip(i + 1).filter(|&d| array_of(d) == Some(array));
+            if others.clone().next().is_none() {
+                continue;
+            }
+            let found = self.trails_of(c).filter(|t| t[0].0 == array).any(|t| {
+                others
+                    .clone()
+                    .all(|d| self.trails_of(d).any(|u| u[0] == t[0]))
+            });
+            if !found {
+                return Some(false);
+            }
+        }
+        Some(true)
     }
 }
 
