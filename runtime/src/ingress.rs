@@ -250,21 +250,13 @@ async fn publish(s: AppState, bus: String, headers: HeaderMap, body: Bytes) -> R
     }
 }
 
+/// Bus names follow the same rule as in manifests (`spec.source.bus`).
 fn check_bus_name(bus: &str) -> Result<(), Rejection> {
-    let ok = !bus.is_empty()
-        && bus.len() <= 63
-        && bus
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !bus.starts_with('-')
-        && !bus.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Rejection(
-            StatusCode::BAD_REQUEST,
-            format!("bus {bus:?}: must be a DNS-1123 label"),
-        ))
+    let mut problems = Vec::new();
+    sluice_api::validate::check_dns_label("bus", bus, &mut problems);
+    match problems.pop() {
+        None => Ok(()),
+        Some(e) => Err(Rejection(StatusCode::BAD_REQUEST, e.to_string())),
     }
 }
 

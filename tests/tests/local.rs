@@ -44,6 +44,14 @@ fn post_batch(dev: &Dev, events: &[Value]) -> std::io::Result<u16> {
     .map(|r| r.0)
 }
 
+/// POSTs one event in structured mode to the default bus; returns the status.
+fn post_event(dev: &Dev, event: &Value) -> u16 {
+    let ct = [("content-type", "application/cloudevents+json")];
+    dev.request("POST", "/", &ct, event.to_string().as_bytes())
+        .unwrap()
+        .0
+}
+
 fn setup() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("manifests");
@@ -192,15 +200,7 @@ fn a_self_triggering_handler_is_stopped_by_the_hop_limit() {
     let (_tmp, dir, data) = setup();
     let dev = Dev::start(&dir, &data, free_port(), &[]);
     let ping = json!({"specversion": "1.0", "id": "p-1", "source": "/e2e", "type": "com.example.ping", "data": {"loop": true}});
-    let (status, _, _) = dev
-        .request(
-            "POST",
-            "/",
-            &[("content-type", "application/cloudevents+json")],
-            ping.to_string().as_bytes(),
-        )
-        .unwrap();
-    assert_eq!(status, 202);
+    assert_eq!(post_event(&dev, &ping), 202);
     let dead = wait_for(60, || {
         let d = dev.events("dead");
         (!d.is_empty()).then_some(d)
@@ -328,15 +328,7 @@ fn manifest_changes_apply_without_restart_and_a_broken_edit_keeps_the_last_good_
     let dev = Dev::start(&dir, &data, free_port(), &[]);
     let publish = |id: &str, ty: &str| {
         let e = json!({"specversion": "1.0", "id": id, "source": "/e2e", "type": ty, "data": {}});
-        let (status, _, _) = dev
-            .request(
-                "POST",
-                "/",
-                &[("content-type", "application/cloudevents+json")],
-                e.to_string().as_bytes(),
-            )
-            .unwrap();
-        assert_eq!(status, 202);
+        assert_eq!(post_event(&dev, &e), 202);
     };
     // Retarget the work trigger to a new event type; the change applies on the fly.
     std::fs::write(

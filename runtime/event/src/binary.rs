@@ -150,49 +150,43 @@ mod tests {
 
     #[test]
     fn binary_refusals() {
-        let h = |v: &[(&'static str, &'static str)]| {
-            v.iter()
-                .map(|(a, b)| (*a, b.as_bytes()))
-                .collect::<Vec<_>>()
-        };
-        let e = from_binary(
-            h(&[("ce-id", "1"), ("ce-source", "s"), ("ce-type", "t")]),
-            b"",
-        )
-        .unwrap_err();
-        assert_eq!(e.attribute, "specversion");
-        let e = from_binary(
-            h(&[
-                ("ce-specversion", "1.0"),
-                ("ce-source", "s"),
-                ("ce-type", "t"),
-            ]),
-            b"",
-        )
-        .unwrap_err();
-        assert_eq!(e.attribute, "id");
-        let e = from_binary(
-            h(&[
-                ("ce-specversion", "1.0"),
-                ("ce-id", "%G1"),
-                ("ce-source", "s"),
-                ("ce-type", "t"),
-            ]),
-            b"",
-        )
-        .unwrap_err();
-        assert_eq!(e.attribute, "id");
-        let e = from_binary(
-            h(&[
-                ("CE-SpecVersion", "1.0"),
-                ("ce-id", "1"),
-                ("ce-source", "s"),
-                ("ce-type", "t"),
-                ("ce-bad_name", "x"),
-            ]),
-            b"",
-        )
-        .unwrap_err();
-        assert_eq!(e.attribute, "bad_name");
+        // (headers, the attribute the refusal must name)
+        let cases: [(&[(&str, &str)], &str); 4] = [
+            (
+                &[("ce-id", "1"), ("ce-source", "s"), ("ce-type", "t")],
+                "specversion",
+            ),
+            (
+                &[
+                    ("ce-specversion", "1.0"),
+                    ("ce-source", "s"),
+                    ("ce-type", "t"),
+                ],
+                "id",
+            ),
+            (
+                &[
+                    ("ce-specversion", "1.0"),
+                    ("ce-id", "%G1"),
+                    ("ce-source", "s"),
+                    ("ce-type", "t"),
+                ],
+                "id",
+            ),
+            (
+                &[
+                    ("CE-SpecVersion", "1.0"),
+                    ("ce-id", "1"),
+                    ("ce-source", "s"),
+                    ("ce-type", "t"),
+                    ("ce-bad_name", "x"),
+                ],
+                "bad_name",
+            ),
+        ];
+        for (headers, attribute) in cases {
+            let e = from_binary(headers.iter().map(|(a, b)| (*a, b.as_bytes())), b"").unwrap_err();
+            assert_eq!(e.attribute, attribute, "{headers:?}");
+        }
     }
 }

@@ -130,7 +130,7 @@ async fn deliver(
     metrics.observe_duration(&f.id, elapsed);
     match result {
         Ok(replies) => {
-            if let Err(e) = publish_replies(f, route, bus, &d, replies).await {
+            if let Err(e) = publish_replies(f, route, bus, metrics, &d, replies).await {
                 tracing::warn!(trigger = %route.id, event_id = %d.event.id, error = %e, "publishing replies failed; will redeliver");
                 return;
             }
@@ -201,6 +201,7 @@ async fn publish_replies(
     f: &FunctionRuntime,
     route: &TriggerRoute,
     bus: &EmbeddedBus,
+    metrics: &Metrics,
     d: &Delivery,
     replies: Vec<CloudEvent>,
 ) -> Result<(), crate::bus::BusError> {
@@ -221,7 +222,8 @@ async fn publish_replies(
                 at_ms: now_ms(),
                 event: r,
             };
-            metrics_loop(route);
+            metrics.dead_lettered(&route.id);
+            tracing::warn!(target: "sluice::delivery", "{}: reply chain stopped by the hop limit", route.id);
             bus.dead_letter(dead, route.dead_letter_bus.as_deref())
                 .await?;
         } else {
@@ -233,8 +235,4 @@ async fn publish_replies(
         }
     }
     bus.publish_replies(out).await.map(|_| ())
-}
-
-fn metrics_loop(route: &TriggerRoute) {
-    tracing::warn!(target: "sluice::delivery", "{}: reply chain stopped by the hop limit", route.id);
 }
