@@ -5,6 +5,7 @@ pub mod condition;
 pub mod crd;
 pub mod duration;
 pub mod function;
+pub mod jetstream;
 pub mod manifest;
 pub mod quantity;
 pub mod scaling;
