@@ -1,0 +1,550 @@
+//! The Helm chart (`charts/sluice`) as CI and users meet it: `helm lint --strict`, every
+//! rendering validated by `kubernetes-validate --strict` against Kubernetes 1.20 and 1.28, the
+//! values schema refusing wrong values, the contract with the binaries (arguments, mounts,
+//! RBAC), and `helm install` into a real API server with the operator reconciling the cluster
+//! example. Helm and kubernetes-validate come from `scripts/helm.sh`; a missing tool fails.
+
+use std::{
+    collections::BTreeSet,
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    sync::OnceLock,
+};
+
+use serde_json::Value;
+use sluice_tests::{sluice, stdout, workspace};
+
+const CHART: &str = "charts/sluice";
+const NATS_URL: &str = "nats://nats.nats.svc.cluster.local:4222";
+const IMAGE: &str = "ghcr.io/sluice-dev/sluice:0.1.0";
+/// (`helm template --kube-version`, `kubernetes-validate -k`): the oldest API server the chart
+/// supports (and the tests install into), and the newest kubernetes-validate 1.28.3 knows.
+const KUBE_VERSIONS: [(&str, &str); 2] = [("1.20.2", "1.20.0"), ("1.28.0", "1.28.0")];
+
+struct Tools {
+    helm: PathBuf,
+    kubernetes_validate: PathBuf,
+}
+
+/// Installs (once per test process, cached under /var/cache/sluice) and locates the tools.
+fn tools() -> &'static Tools {
+    static TOOLS: OnceLock<Tools> = OnceLock::new();
+    TOOLS.get_or_init(|| {
+        let out = Command::new(workspace().join("scripts/helm.sh"))
+            .output()
+            .expect("scripts/helm.sh runs");
+        assert!(
+            out.status.success(),
+            "scripts/helm.sh failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = stdout(&out);
+        let find = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+                .map(PathBuf::from)
+                .unwrap_or_else(|| panic!("scripts/helm.sh printed no {key}= line:\n{text}"))
+        };
+        Tools {
+            helm: find("helm"),
+            kubernetes_validate: find("kubernetes-validate"),
+        }
+    })
+}
+
+fn helm(args: &[&str]) -> Output {
+    Command::new(&tools().helm)
+        .current_dir(workspace())
+        .args(args)
+        .output()
+        .expect("helm runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The values each rendering is checked with: the defaults (plus the one required value) and
+/// every file in charts/sluice/ci/.
+fn cases() -> Vec<(String, Vec<String>)> {
+    let mut cases = vec![(
+        "default".to_owned(),
+        vec!["--set".to_owned(), format!("nats.url={NATS_URL}")],
+    )];
+    let ci = workspace().join(CHART).join("ci");
+    let mut files: Vec<_> = std::fs::read_dir(&ci)
+        .expect("charts/sluice/ci")
+        .map(|e| e.expect("ci entry").path())
+        .collect();
+    files.sort();
+    for f in files {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        cases.push((name, vec!["-f".to_owned(), f.display().to_string()]));
+    }
+    cases
+}
+
+/// `helm template` with the release name `sluice` in namespace `sluice`.
+fn render(values: &[String], kube_version: &str) -> String {
+    let mut args = vec![
+        "template",
+        "sluice",
+        CHART,
+        "--namespace",
+        "sluice",
+        "--include-crds",
+        "--kube-version",
+        kube_version,
+    ];
+    args.extend(values.iter().map(String::as_str));
+    let out = helm(&args);
+    assert!(
+        out.status.success(),
+        "helm template failed:\n{}",
+        text(&out)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 manifests")
+}
+
+/// The documents of a multi-document YAML text as JSON, through the PyYAML pinned beside
+/// kubernetes-validate (the same parser its verdicts come from).
+fn documents(yaml: &str) -> Vec<Value> {
+    let python = tools()
+        .kubernetes_validate
+        .parent()
+        .expect("venv bin/")
+        .join("python");
+    let mut child = Command::new(python)
+        .args([
+            "-c",
+            "import json,sys,yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(yaml.as_bytes())
+        .expect("write YAML");
+    let out = child.wait_with_output().expect("python finishes");
+    assert!(out.status.success(), "not YAML:\n{yaml}");
+    serde_json::from_slice(&out.stdout).expect("JSON from python")
+}
+
+fn rendered(values: &[String], kube_version: &str) -> Vec<Value> {
+    documents(&render(values, kube_version))
+}
+
+fn default_values() -> Vec<String> {
+    vec!["--set".into(), format!("nats.url={NATS_URL}")]
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+}
+
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// `args` of the first container of a Deployment.
+fn args<'a>(docs: &'a [Value], deployment: &str) -> Vec<&'a str> {
+    strings(
+        &find(docs, "Deployment", deployment)["spec"]["template"]["spec"]["containers"][0]["args"],
+    )
+}
+
+fn has_pair(args: &[&str], flag: &str, value: &str) -> bool {
+    args.windows(2).any(|w| w[0] == flag && w[1] == value)
+}
+
+#[test]
+fn chart_crds_are_the_generated_crds() {
+    let names = |dir: &Path| -> BTreeSet<String> {
+        std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let crds = workspace().join("crds");
+    let chart = workspace().join(CHART).join("crds");
+    assert_eq!(
+        names(&crds),
+        names(&chart),
+        "charts/sluice/crds/ must hold exactly the files of crds/ (cp crds/*.yaml charts/sluice/crds/)"
+    );
+    for name in names(&crds) {
+        assert!(
+            std::fs::read(crds.join(&name)).unwrap() == std::fs::read(chart.join(&name)).unwrap(),
+            "charts/sluice/crds/{name} differs from crds/{name}: cp crds/*.yaml charts/sluice/crds/"
+        );
+    }
+}
+
+#[test]
+fn lint_strict_passes_for_every_values_file() {
+    let cases = cases();
+    assert!(
+        cases.len() >= 4,
+        "the defaults and at least three ci/ files"
+    );
+    for (name, values) in cases {
+        let mut a = vec!["lint", "--strict", CHART];
+        a.extend(values.iter().map(String::as_str));
+        let out = helm(&a);
+        assert!(
+            out.status.success(),
+            "helm lint --strict ({name}):\n{}",
+            text(&out)
+        );
+    }
+}
+
+/// Every object of every rendering passes kubernetes-validate --strict (unknown fields are
+/// errors). It has no schema for the Prometheus Operator's ServiceMonitor, so those are checked
+/// for their shape here and must be the only kind it cannot check.
+#[test]
+fn renderings_validate_strictly_against_kubernetes_1_20_and_1_28() {
+    let dir = tempfile::tempdir().unwrap();
+    for (kube, validate_as) in KUBE_VERSIONS {
+        let mut files = Vec::new();
+        let mut checked = 0;
+        let mut service_monitors = 0;
+        for (name, values) in cases() {
+            let yaml = render(&values, kube);
+            for d in documents(&yaml) {
+                if d["kind"] == "ServiceMonitor" {
+                    service_monitors += 1;
+                    assert_eq!(d["apiVersion"], "monitoring.coreos.com/v1");
+                    let endpoint = &d["spec"]["endpoints"][0];
+                    assert_eq!(endpoint["port"], "http", "{d}");
+                    assert_eq!(endpoint["path"], "/metrics", "{d}");
+                    assert!(d["spec"]["selector"]["matchLabels"].is_object(), "{d}");
+                } else {
+                    checked += 1;
+                }
+            }
+            let file = dir.path().join(format!("{kube}-{name}"));
+            std::fs::write(&file, yaml).unwrap();
+            files.push(file);
+        }
+        let out = Command::new(&tools().kubernetes_validate)
+            .args(["--strict", "-k", validate_as])
+            .args(&files)
+            .output()
+            .expect("kubernetes-validate runs");
+        let report = text(&out);
+        assert!(
+            out.status.success(),
+            "kubernetes-validate {validate_as}:\n{report}"
+        );
+        for line in report.lines() {
+            assert!(
+                line.starts_with("INFO ") || line.contains("kind ServiceMonitor"),
+                "kubernetes-validate {validate_as}: {line}"
+            );
+        }
+        let passed = report.matches(" passed for resource ").count();
+        assert_eq!(
+            passed, checked,
+            "objects validated, {validate_as}:\n{report}"
+        );
+        assert!(
+            service_monitors >= 1,
+            "ci/metrics.yaml renders a ServiceMonitor"
+        );
+    }
+}
+
+#[test]
+fn schema_rejects_wrong_values_naming_the_field() {
+    let cases = [
+        (
+            "nats: { url: nats://n:4222 }\noperator: { replicas: -1 }\n",
+            "at '/operator/replicas': minimum: got -1, want 0",
+        ),
+        (
+            "nats: { url: nats://n:4222 }\nrouter: { replicas: -2 }\n",
+            "at '/router/replicas': minimum: got -2, want 0",
+        ),
+        ("logLevel: debug\n", "at '/nats': missing property 'url'"),
+        (
+            "nats: { url: nats://n:4222 }\nimage: { tag: 1.2 }\n",
+            "at '/image/tag': got number, want string",
+        ),
+        (
+            "nats: { url: \"localhost:4222\" }\n",
+            "at '/nats/url': 'localhost:4222' does not match pattern",
+        ),
+        (
+            "nats: { url: nats://n:4222 }\nimage: { pullPolicy: Sometimes }\n",
+            "at '/image/pullPolicy': value must be one of 'Always', 'IfNotPresent', 'Never'",
+        ),
+        (
+            "nats: { url: nats://n:4222 }\nrouter: { replica: 3 }\n",
+            "at '/router': additional properties 'replica' not allowed",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (values, want)) in cases.iter().enumerate() {
+        let file = dir.path().join(format!("{i}.yaml"));
+        std::fs::write(&file, values).unwrap();
+        let out = helm(&["template", "sluice", CHART, "-f", file.to_str().unwrap()]);
+        let report = text(&out);
+        assert!(!out.status.success(), "accepted:\n{values}");
+        assert!(
+            report.contains("values don't meet the specifications of the schema")
+                && report.contains(want),
+            "values\n{values}\nwant `{want}` in:\n{report}"
+        );
+    }
+}
+
+/// Every pod of every rendering: non-root, read-only root, no capabilities, RuntimeDefault
+/// seccomp, resources set, the chart's image.
+#[test]
+fn every_pod_is_locked_down() {
+    for (name, values) in cases() {
+        let docs = rendered(&values, "1.28.0");
+        let deployments: Vec<_> = docs.iter().filter(|d| d["kind"] == "Deployment").collect();
+        assert_eq!(deployments.len(), 3, "{name}: operator, router, ingress");
+        for d in deployments {
+            let who = format!("{name}: Deployment {}", d["metadata"]["name"]);
+            let pod = &d["spec"]["template"]["spec"];
+            assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{who}");
+            assert_eq!(pod["securityContext"]["runAsUser"], 65532, "{who}");
+            assert_eq!(
+                pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+                "{who}"
+            );
+            for c in pod["containers"].as_array().expect("containers") {
+                let sc = &c["securityContext"];
+                assert_eq!(sc["readOnlyRootFilesystem"], true, "{who}");
+                assert_eq!(sc["allowPrivilegeEscalation"], false, "{who}");
+                assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"], "{who}");
+                assert!(
+                    c["resources"]["requests"]["memory"].is_string(),
+                    "{who}: requests"
+                );
+                assert!(
+                    c["resources"]["limits"]["memory"].is_string(),
+                    "{who}: limits"
+                );
+                assert!(
+                    c["image"].as_str().is_some_and(|i| i.contains("sluice")),
+                    "{who}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn components_run_the_contracted_commands() {
+    let docs = rendered(&default_values(), "1.28.0");
+    let operator = args(&docs, "sluice-operator");
+    for (flag, value) in [
+        ("--nats", "$(SLUICE_NATS_URL)"),
+        ("--namespace", "$(POD_NAMESPACE)"),
+        ("--image", IMAGE),
+        ("--image-pull-policy", "IfNotPresent"),
+    ] {
+        assert!(
+            has_pair(&operator, flag, value),
+            "operator args {operator:?}"
+        );
+    }
+    assert!(!operator.contains(&"--nats-creds-secret"), "{operator:?}");
+    let router = args(&docs, "sluice-router");
+    assert_eq!(
+        router,
+        [
+            "router",
+            "--nats",
+            "$(SLUICE_NATS_URL)",
+            "--manifests",
+            "/etc/sluice/routes"
+        ]
+    );
+    let ingress = args(&docs, "sluice-ingress");
+    assert_eq!(
+        ingress,
+        [
+            "ingress",
+            "--nats",
+            "$(SLUICE_NATS_URL)",
+            "--listen",
+            "0.0.0.0:8080"
+        ]
+    );
+    let router_pod = &find(&docs, "Deployment", "sluice-router")["spec"]["template"]["spec"];
+    let routes = router_pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "routes")
+        .expect("routes volume");
+    assert_eq!(routes["configMap"]["name"], "sluice-routes");
+    assert_eq!(routes["configMap"]["optional"], true);
+    for name in ["sluice-operator", "sluice-router", "sluice-ingress"] {
+        let c = &find(&docs, "Deployment", name)["spec"]["template"]["spec"]["containers"][0];
+        let env = c["env"].as_array().unwrap();
+        assert!(
+            env.iter()
+                .any(|e| e["name"] == "SLUICE_NATS_URL" && e["value"] == NATS_URL),
+            "{name}: SLUICE_NATS_URL"
+        );
+        assert_eq!(c["ports"][0]["containerPort"], 8080, "{name}");
+    }
+    // Only the operator talks to the API server.
+    for name in ["sluice-router", "sluice-ingress"] {
+        let pod = &find(&docs, "Deployment", name)["spec"]["template"]["spec"];
+        assert_eq!(pod["automountServiceAccountToken"], false, "{name}");
+    }
+    let svc = find(&docs, "Service", "sluice-ingress");
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], "http");
+
+    // External NATS with credentials and an ingress token.
+    let values = vec![
+        "-f".to_owned(),
+        format!("{CHART}/ci/external-nats-credentials.yaml"),
+    ];
+    let docs = rendered(&values, "1.28.0");
+    let operator = args(&docs, "sluice-operator");
+    assert!(
+        has_pair(&operator, "--nats-creds-secret", "sluice-nats"),
+        "{operator:?}"
+    );
+    for name in ["sluice-operator", "sluice-router", "sluice-ingress"] {
+        let a = args(&docs, name);
+        assert!(
+            has_pair(&a, "--nats-creds", "/etc/sluice/nats/creds"),
+            "{name}: {a:?}"
+        );
+    }
+    for name in ["sluice-operator", "sluice-router", "sluice-ingress"] {
+        let pod = &find(&docs, "Deployment", name)["spec"]["template"]["spec"];
+        let vol = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "nats-creds")
+            .unwrap_or_else(|| panic!("{name}: nats-creds volume"));
+        assert_eq!(vol["secret"]["secretName"], "sluice-nats");
+        assert_eq!(vol["secret"]["items"][0]["key"], "sluice.creds");
+        assert_eq!(vol["secret"]["items"][0]["path"], "creds");
+        let mount = &pod["containers"][0]["volumeMounts"];
+        assert!(
+            mount
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["name"] == "nats-creds" && m["mountPath"] == "/etc/sluice/nats"),
+            "{name}: {mount}"
+        );
+    }
+    let ingress = args(&docs, "sluice-ingress");
+    assert!(
+        has_pair(&ingress, "--token-file", "/etc/sluice/token/token"),
+        "{ingress:?}"
+    );
+    // Workers mount their credentials by Secret name: nothing reads Secrets through the API.
+    for d in docs
+        .iter()
+        .filter(|d| d["kind"] == "Role" || d["kind"] == "ClusterRole")
+    {
+        assert!(
+            !permissions(&d["rules"]).iter().any(|p| p.1 == "secrets"),
+            "{d}"
+        );
+    }
+}
+
+#[test]
+fn optional_objects_follow_their_settings() {
+    let default = rendered(&default_values(), "1.28.0");
+    assert!(!default.iter().any(|d| d["kind"] == "ServiceMonitor"));
+    // One PDB per component with more than one replica: router and ingress by default.
+    let pdbs: BTreeSet<_> = default
+        .iter()
+        .filter(|d| d["kind"] == "PodDisruptionBudget")
+        .map(|d| d["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        pdbs,
+        BTreeSet::from(["sluice-router".into(), "sluice-ingress".into()])
+    );
+    for (kube, api) in [
+        ("1.20.2", "policy/v1beta1"),
+        ("1.21.0", "policy/v1"),
+        ("1.28.0", "policy/v1"),
+    ] {
+        let docs = rendered(&default_values(), kube);
+        assert_eq!(
+            find(&docs, "PodDisruptionBudget", "sluice-router")["apiVersion"],
+            api,
+            "{kube}"
+        );
+    }
+    let metrics = rendered(&["-f".into(), format!("{CHART}/ci/metrics.yaml")], "1.28.0");
+    let sm = find(&metrics, "ServiceMonitor", "sluice");
+    assert_eq!(sm["metadata"]["labels"]["release"], "kube-prometheus-stack");
+    // It selects exactly the three Services.
+    let selector = sm["spec"]["selector"]["matchLabels"].as_object().unwrap();
+    let selected = metrics
+        .iter()
+        .filter(|d| d["kind"] == "Service")
+        .filter(|d| {
+            selector
+                .iter()
+                .all(|(k, v)| &d["metadata"]["labels"][k] == v)
+        })
+        .count();
+    assert_eq!(selected, 3);
+    assert!(
+        metrics
+            .iter()
+            .any(|d| d["kind"] == "PodDisruptionBudget"
+                && d["metadata"]["name"] == "sluice-operator")
+    );
+}
+
+/// Every (apiGroup, resource, resourceName, verb) a list of RBAC rules grants.
+fn permissions(rules: &Value) -> BTreeSet<(String, String, String, String)> {
+    let mut out = BTreeSet::new();
+    for rule in rules.as_array().into_iter().flatten() {
+        let names = strings(&rule["resourceNames"]);
+        let names = if names.is_empty() { vec!["*"] } else { names };
+        for g in strings(&rule["apiGroups"]) {
+            for r in strings(&rule["resources"]) {
+                for n in &names {
+                    for v in strings(&rule["verbs"]) {
+                        out.insert((g.into(), r.into(), n.to_string(), v.into()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn cluster_example_validates() {
+    let out = sluice(&["validate", "functions/cluster"]);
+    let report = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(report.contains("Function shop/invoice: ok"), "{report}");
+    assert!(report.contains("Trigger shop/paid-orders: ok"), "{report}");
+}
