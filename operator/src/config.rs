@@ -1,0 +1,102 @@
+//! The operator's command line (`sluice-operator --help`, also `sluice operator`) and the
+//! settings the builders read from it.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{ArgAction, Parser};
+
+/// The image workers run unless `--image` says otherwise: the release matching this operator.
+pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/sluice-dev/sluice:", env!("CARGO_PKG_VERSION"));
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "sluice-operator",
+    version,
+    about = "Reconcile Sluice Functions and Triggers and scale workers by queue depth"
+)]
+pub struct Config {
+    /// Namespace the operator runs in: the routes ConfigMap and the leader Lease live there.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "sluice")]
+    pub namespace: String,
+    /// Sluice image of the worker pods (and of their module-fetching init container).
+    #[arg(long, env = "SLUICE_IMAGE", default_value = DEFAULT_IMAGE)]
+    pub image: String,
+    /// imagePullPolicy of the worker pods; omitted: Kubernetes' default for the tag.
+    #[arg(long, env = "SLUICE_IMAGE_PULL_POLICY")]
+    pub image_pull_policy: Option<String>,
+    /// NATS server the workers (and the operator, for queue depth) connect to.
+    #[arg(
+        long = "nats",
+        env = "SLUICE_NATS_URL",
+        default_value = "nats://nats:4222"
+    )]
+    pub nats_url: String,
+    /// NATS credentials file the operator itself connects with.
+    #[arg(long, env = "SLUICE_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// Secret (key `creds`, in each Function's namespace) mounted into workers as their NATS
+    /// credentials, passed as `--nats-creds /etc/sluice/nats/creds`.
+    #[arg(long, env = "SLUICE_NATS_CREDS_SECRET")]
+    pub nats_creds_secret: Option<String>,
+    /// Address of `/metrics` and `/healthz`.
+    #[arg(long, env = "SLUICE_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// How often the autoscaler reads queue depth and decides replicas.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub scale_interval: Duration,
+    /// Run controllers only while holding the Lease (turn off for a single local replica).
+    #[arg(long, env = "SLUICE_LEADER_ELECTION", default_value_t = true, action = ArgAction::Set)]
+    pub leader_election: bool,
+    /// Name of the coordination.k8s.io/v1 Lease in `--namespace`.
+    #[arg(long, default_value = "sluice-operator")]
+    pub lease_name: String,
+    /// This replica's identity in the Lease; defaults to the host name and process id.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// OCI registries spoken to over plain HTTP (a local test registry, say). Repeatable.
+    #[arg(long = "oci-plain-http", value_name = "REGISTRY")]
+    pub oci_plain_http: Vec<String>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    s.parse::<sluice_api::Duration>()
+        .map(|d| d.as_std())
+        .map_err(|e| e.to_string())
+}
+
+/// What the child builders need, independent of the command line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub namespace: String,
+    pub image: String,
+    pub image_pull_policy: Option<String>,
+    pub nats_url: String,
+    pub nats_creds_secret: Option<String>,
+    pub oci_plain_http: Vec<String>,
+}
+
+impl Settings {
+    pub fn from_config(c: &Config) -> Self {
+        Self {
+            namespace: c.namespace.clone(),
+            image: c.image.clone(),
+            image_pull_policy: c.image_pull_policy.clone(),
+            nats_url: c.nats_url.clone(),
+            nats_creds_secret: c.nats_creds_secret.clone(),
+            oci_plain_http: c.oci_plain_http.clone(),
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            namespace: "sluice".into(),
+            image: DEFAULT_IMAGE.into(),
+            image_pull_policy: None,
+            nats_url: "nats://nats:4222".into(),
+            nats_creds_secret: None,
+            oci_plain_http: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! `sluice-operator`: the Kubernetes operator binary (also `sluice operator`).
+
+use clap::Parser;
+use sluice_operator::Config;
+
+fn main() -> anyhow::Result<()> {
+    sluice_operator::run::main_with(Config::parse())
+}

@@ -1,0 +1,180 @@
+//! The Trigger reconciler: validate, check the target Function exists, write the `Ready`
+//! condition and an Event per change, and poke the routes writer. With JetStream configured a
+//! finalizer deletes the Trigger's queue when the Trigger goes.
+
+use std::{sync::Arc, time::Duration};
+
+use kube::{
+    Api, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        controller::Action,
+        finalizer::{Event as Finalizer, finalizer},
+        reflector::ObjectRef,
+    },
+};
+use serde_json::json;
+use sluice_api::{FieldError, Function, Trigger, jetstream::queue_stream};
+
+use crate::{
+    Context, Error, FIELD_MANAGER, Result, children,
+    conditions::{Want, changed, describe, merge, now, same},
+    function::{CACHE_WAIT, READY, publish},
+};
+
+/// Removes the Trigger's JetStream queue before the Trigger goes.
+pub const FINALIZER: &str = "sluice.dev/queue";
+
+pub async fn reconcile(t: Arc<Trigger>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile("Trigger");
+    let result = dispatch(t, &ctx).await;
+    if let Err(e) = &result {
+        ctx.metrics.failure("Trigger", e);
+    }
+    ctx.routes_changed.notify_one();
+    result
+}
+
+async fn dispatch(t: Arc<Trigger>, ctx: &Context) -> Result<Action> {
+    if ctx.queues.is_none() {
+        return apply(&t, ctx).await;
+    }
+    let ns = t.namespace().unwrap_or_default();
+    let object = format!("Trigger {ns}/{}", t.name_any());
+    let api = Api::<Trigger>::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, t, |event| async {
+        match event {
+            Finalizer::Apply(t) => apply(&t, ctx).await,
+            Finalizer::Cleanup(t) => cleanup(&t, ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer {
+        object,
+        source: Box::new(e),
+    })
+}
+
+pub fn error_policy(t: Arc<Trigger>, e: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(trigger = %format!("{}/{}", t.namespace().unwrap_or_default(), t.name_any()), error = %e, "reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// The condition reason for a Trigger's validation errors, from the first field at fault.
+pub fn invalid_reason(errors: &[FieldError]) -> &'static str {
+    let path = errors.first().map(|e| e.path.as_str()).unwrap_or_default();
+    if path.starts_with("spec.pattern") {
+        "InvalidPattern"
+    } else if path.starts_with("spec.source.schedule") {
+        "InvalidSchedule"
+    } else if path.starts_with("spec.source") {
+        "InvalidSource"
+    } else if path.starts_with("spec.delivery") {
+        "InvalidDelivery"
+    } else {
+        "Invalid"
+    }
+}
+
+/// What a valid Trigger does, for its `Ready` message.
+pub fn describe_route(t: &Trigger) -> String {
+    let ns = t.namespace().unwrap_or_default();
+    let queue = queue_stream(&ns, &t.name_any());
+    let s = &t.spec.source;
+    let from = if let Some(bus) = &s.bus {
+        format!("bus {bus}")
+    } else if let Some(cron) = &s.schedule {
+        format!("schedule {cron:?}")
+    } else if let Some(http) = &s.http {
+        return format!(
+            "HTTP /fn/{ns}{} invokes Function {} through Service {}",
+            http.path,
+            t.spec.function,
+            children::child_name(&t.spec.function)
+        );
+    } else if let Some(m) = &s.mqtt {
+        format!("MQTT {} topic {}", m.url, m.topic)
+    } else if let Some(n) = &s.nats {
+        format!("NATS subject {}", n.subject)
+    } else {
+        "nowhere".into()
+    };
+    format!("{from} → queue {queue} → Function {}", t.spec.function)
+}
+
+/// The `Ready` condition a Trigger should have, given whether its Function exists.
+pub fn desired(t: &Trigger, function_exists: bool) -> Want {
+    let errors = t.validate();
+    if !errors.is_empty() {
+        return Want::failed(READY, invalid_reason(&errors), describe(&errors));
+    }
+    if !function_exists {
+        return Want::failed(
+            READY,
+            "FunctionNotFound",
+            format!(
+                "spec.function: Function {}/{} does not exist",
+                t.namespace().unwrap_or_default(),
+                t.spec.function
+            ),
+        );
+    }
+    Want::ok(READY, "Routed", describe_route(t))
+}
+
+async fn apply(t: &Trigger, ctx: &Context) -> Result<Action> {
+    tokio::time::timeout(CACHE_WAIT, ctx.functions.wait_until_ready())
+        .await
+        .map_err(|_| Error::CacheNotReady("Functions"))?
+        .map_err(|_| Error::CacheNotReady("Functions"))?;
+    let ns = t.namespace().unwrap_or_default();
+    let exists = ctx
+        .functions
+        .get(&ObjectRef::<Function>::new(&t.spec.function).within(&ns))
+        .is_some();
+    let want = desired(t, exists);
+    let old = t.status.clone().unwrap_or_default();
+    let generation = t.metadata.generation;
+    let wants = [want];
+    let conditions = merge(&old.conditions, &wants, generation, &now());
+    if !same(&old.conditions, &conditions) || old.observed_generation != generation {
+        let patch = json!({
+            "apiVersion": "sluice.dev/v1alpha1",
+            "kind": "Trigger",
+            "status": { "conditions": conditions, "observedGeneration": generation },
+        });
+        Api::<Trigger>::namespaced(ctx.client.clone(), &ns)
+            .patch_status(
+                &t.name_any(),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(patch),
+            )
+            .await?;
+    }
+    for w in changed(&old.conditions, &wants) {
+        publish(ctx, t, w).await;
+    }
+    Ok(Action::await_change())
+}
+
+async fn cleanup(t: &Trigger, ctx: &Context) -> Result<Action> {
+    let ns = t.namespace().unwrap_or_default();
+    if let Some(queues) = &ctx.queues {
+        // A queue that cannot be deleted now must not block the Trigger's deletion (and so its
+        // namespace's) forever: say so in an Event and let it go.
+        let outcome = match queues.delete(&ns, &t.name_any()).await {
+            Ok(true) => Want::ok(
+                "QueueDeleted",
+                "QueueDeleted",
+                format!(
+                    "deleted JetStream stream {}",
+                    queue_stream(&ns, &t.name_any())
+                ),
+            ),
+            Ok(false) => return Ok(Action::await_change()),
+            Err(e) => Want::failed("QueueDeleted", "QueueNotDeleted", e.to_string()),
+        };
+        publish(ctx, t, &outcome).await;
+    }
+    Ok(Action::await_change())
+}
