@@ -62,7 +62,13 @@ struct LoadedFunction {
 /// every object.
 pub struct Loader {
     dir: PathBuf,
-    engine: sluice_host::Engine,
+    /// None: Functions are not loaded at all (a router needs only Triggers).
+    engine: Option<sluice_host::Engine>,
+    /// Load only this Function (`namespace/name`), as a `sluice worker` does.
+    only: Option<String>,
+    /// Resolve `valueFrom` env entries from `SLUICE_ENV_<NAME>` in this process's
+    /// environment, where the operator's worker Deployment puts Secret and ConfigMap values.
+    env_from_process: bool,
     functions: BTreeMap<String, LoadedFunction>,
     triggers: BTreeMap<String, Trigger>,
     /// Module files read on the last pass, watched for changes too.
@@ -73,11 +79,37 @@ impl Loader {
     pub fn new(dir: PathBuf, engine: sluice_host::Engine) -> Self {
         Self {
             dir,
-            engine,
+            engine: Some(engine),
+            only: None,
+            env_from_process: false,
             functions: BTreeMap::new(),
             triggers: BTreeMap::new(),
             modules: Vec::new(),
         }
+    }
+
+    /// A loader of Triggers only.
+    pub fn triggers_only(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            engine: None,
+            only: None,
+            env_from_process: false,
+            functions: BTreeMap::new(),
+            triggers: BTreeMap::new(),
+            modules: Vec::new(),
+        }
+    }
+
+    /// Loads just one Function, taking `valueFrom` env entries from the process environment.
+    pub fn worker_of(mut self, function: &str) -> Self {
+        self.only = Some(function.to_owned());
+        self.env_from_process = true;
+        self
+    }
+
+    fn wants_function(&self, id: &str) -> bool {
+        self.engine.is_some() && self.only.as_deref().is_none_or(|o| o == id)
     }
 
     /// Reads DIR again; returns the Functions and Triggers to apply.
@@ -103,6 +135,9 @@ impl Loader {
                 match doc.outcome {
                     Outcome::Valid(Resource::Function(f)) => {
                         let id = id_of(&doc.object);
+                        if !self.wants_function(&id) {
+                            continue;
+                        }
                         if let Some(p) = &f.spec.module.path {
                             modules.push(base.join(p));
                         }
@@ -212,6 +247,15 @@ impl Loader {
         for (i, var) in f.spec.env.iter().enumerate() {
             match &var.value {
                 Some(v) => env.push((var.name.clone(), v.clone())),
+                None if self.env_from_process => {
+                    let from = format!("SLUICE_ENV_{}", var.name);
+                    let v = std::env::var(&from).with_context(|| {
+                        format!(
+                            "spec.env[{i}].valueFrom: {from} is not set in the worker's environment"
+                        )
+                    })?;
+                    env.push((var.name.clone(), v));
+                }
                 None => anyhow::bail!(
                     "spec.env[{i}].valueFrom: Secret and ConfigMap references are resolved by the operator; use value in sluice dev"
                 ),
@@ -219,7 +263,9 @@ impl Loader {
         }
         let (ns, name) = id.split_once('/').unwrap_or(("default", id));
         let cfg = sluice_host::HandlerConfig::from_spec(ns, name, &f.spec, env);
-        let engine = self.engine.clone();
+        let Some(engine) = self.engine.clone() else {
+            anyhow::bail!("this process runs no Functions");
+        };
         let started = std::time::Instant::now();
         let handler = tokio::task::spawn_blocking(move || engine.load(&bytes, cfg))
             .await?
@@ -281,7 +327,9 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
 
     let ready = Arc::new(AtomicBool::new(true));
     let state = AppState {
-        local: local.clone(),
+        bus: local.shared_bus.clone(),
+        metrics: local.metrics.clone(),
+        http: local.clone(),
         cfg: Arc::new(opts.ingress.clone()),
         ready,
     };
@@ -347,7 +395,7 @@ async fn watch_files(
     }
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

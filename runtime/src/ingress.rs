@@ -24,9 +24,27 @@ use serde_json::json;
 use sluice_event::{CloudEvent, EventError, Extension};
 
 use crate::{
-    bus::{Publish, Published},
-    local::{DEFAULT_BUS, Local},
+    bus::{Publish, Published, SharedBus},
+    local::{DEFAULT_BUS, HttpRoute},
+    metrics::Metrics,
 };
+
+/// Where HTTP-source Triggers are looked up: `sluice dev`'s local system, or a `sluice
+/// worker`'s own Function.
+pub trait HttpRoutes: Send + Sync {
+    /// The route serving `/fn/{namespace}{path}`.
+    fn http_route(&self, namespace: &str, path: &str) -> Option<HttpRoute>;
+}
+
+/// No HTTP-source Triggers here (`sluice ingress`: they are served by their Function's
+/// workers).
+pub struct NoHttpRoutes;
+
+impl HttpRoutes for NoHttpRoutes {
+    fn http_route(&self, _: &str, _: &str) -> Option<HttpRoute> {
+        None
+    }
+}
 
 /// Ingress settings.
 #[derive(Clone, Debug)]
@@ -51,7 +69,9 @@ impl Default for IngressConfig {
 
 #[derive(Clone)]
 pub struct AppState {
-    pub local: Arc<Local>,
+    pub bus: SharedBus,
+    pub metrics: Metrics,
+    pub http: Arc<dyn HttpRoutes>,
     pub cfg: Arc<IngressConfig>,
     /// False until the first manifests are applied.
     pub ready: Arc<AtomicBool>,
@@ -108,7 +128,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
-    let mut r = s.local.metrics.encode().into_response();
+    let mut r = s.metrics.encode().into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
@@ -222,16 +242,14 @@ async fn publish(s: AppState, bus: String, headers: HeaderMap, body: Bytes) -> R
             dedupe: true,
         })
         .collect();
-    match s.local.bus.publish(items).await {
+    match s.bus.publish(items).await {
         Ok(out) => {
             let accepted = out
                 .iter()
                 .filter(|p| matches!(p, Published::Appended(_)))
                 .count();
-            s.local.metrics.events_in(&bus, accepted as u64);
-            s.local
-                .metrics
-                .duplicates(&bus, (out.len() - accepted) as u64);
+            s.metrics.events_in(&bus, accepted as u64);
+            s.metrics.duplicates(&bus, (out.len() - accepted) as u64);
             let results: Vec<_> = ids
                 .iter()
                 .zip(&out)
@@ -279,19 +297,23 @@ async fn tail(
     if let Err(e) = check_bus_name(&bus) {
         return e.into_response();
     }
-    let after = q.after.unwrap_or_else(|| s.local.bus.head(&bus));
+    let after = match q.after {
+        Some(a) => a,
+        None => match s.bus.head(&bus).await {
+            Ok(h) => h,
+            Err(e) => return problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        },
+    };
     let limit = q.limit.unwrap_or(500).clamp(1, 10_000);
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(q.wait_ms.unwrap_or(0).min(30_000));
     loop {
-        let notified = s.local.bus.published();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let events = match s.local.bus.read(&bus, after, limit) {
+        let events = match s.bus.read(&bus, after, limit).await {
             Ok(e) => e,
             Err(e) => return problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         };
-        if !events.is_empty() || tokio::time::Instant::now() >= deadline {
+        let now = tokio::time::Instant::now();
+        if !events.is_empty() || now >= deadline {
             let next = events.last().map_or(after, |e| e.0);
             let mut body = Vec::new();
             for (_, _, e) in &events {
@@ -308,10 +330,9 @@ async fn tail(
             }
             return r;
         }
-        tokio::select! {
-            _ = &mut notified => {}
-            _ = tokio::time::sleep_until(deadline) => {}
-        }
+        // Bounded so a wake-up missed between the read and the wait costs little.
+        let wait = (deadline - now).min(Duration::from_millis(250));
+        s.bus.wait_published(&bus, wait).await;
     }
 }
 
@@ -325,7 +346,7 @@ async fn invoke_http(
     body: Bytes,
 ) -> Response {
     let path = format!("/{path}");
-    let Some(route) = s.local.http_route(&namespace, &path) else {
+    let Some(route) = s.http.http_route(&namespace, &path) else {
         return problem(
             StatusCode::NOT_FOUND,
             format!("no HTTP trigger serves /fn/{namespace}{path}"),
@@ -372,12 +393,11 @@ async fn invoke_http(
     ensure_traceparent(&mut event, &headers);
     let started = std::time::Instant::now();
     let result = route.invoker.invoke(&event).await;
-    s.local
-        .metrics
+    s.metrics
         .observe_duration(&route.function, started.elapsed());
     match result {
         Ok(replies) => {
-            s.local.metrics.delivered(&route.trigger);
+            s.metrics.delivered(&route.trigger);
             let Some(first) = replies.first() else {
                 return StatusCode::NO_CONTENT.into_response();
             };
@@ -405,7 +425,7 @@ async fn invoke_http(
 }
 
 async fn dlq_list(State(s): State<AppState>, Path((ns, name)): Path<(String, String)>) -> Response {
-    match s.local.bus.dead_letters(&format!("{ns}/{name}")) {
+    match s.bus.dead_letters(&format!("{ns}/{name}")).await {
         Ok(list) => {
             let items: Vec<_> = list.iter().map(|d| d.to_event().to_json_value()).collect();
             Json(json!({ "trigger": format!("{ns}/{name}"), "deadLetters": items })).into_response()
@@ -418,7 +438,7 @@ async fn dlq_redrive(
     State(s): State<AppState>,
     Path((ns, name)): Path<(String, String)>,
 ) -> Response {
-    match s.local.bus.redrive(&format!("{ns}/{name}")).await {
+    match s.bus.redrive(&format!("{ns}/{name}")).await {
         Ok(n) => Json(json!({ "redriven": n })).into_response(),
         Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
@@ -428,7 +448,7 @@ async fn dlq_purge(
     State(s): State<AppState>,
     Path((ns, name)): Path<(String, String)>,
 ) -> Response {
-    match s.local.bus.purge(&format!("{ns}/{name}")).await {
+    match s.bus.purge(&format!("{ns}/{name}")).await {
         Ok(n) => Json(json!({ "purged": n })).into_response(),
         Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }

@@ -2,10 +2,12 @@
 //! ingress and the `sluice` command line. Data flows one way: ingress → bus → router →
 //! queue → worker → (ack | retry | dead-letter).
 
+pub mod bridge;
 pub mod bus;
 pub mod cli;
 pub mod delivery;
 pub mod dev;
+pub mod distributed;
 pub mod ingress;
 pub mod local;
 pub mod manifests;

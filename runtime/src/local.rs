@@ -15,11 +15,12 @@ use sluice_pattern::Pattern;
 use tokio::sync::watch;
 
 use crate::{
-    bus::{Enqueue, QueueConfig, TriggerId, embedded::EmbeddedBus, now_ms},
+    bus::{Enqueue, QueueConfig, SharedBus, TriggerId, embedded::EmbeddedBus, now_ms},
     delivery::{
         DEFAULT_HOP_LIMIT, SharedInvoker,
         worker::{FunctionRuntime, SharedFunction, TriggerRoute, run_worker},
     },
+    ingress::HttpRoutes,
     metrics::Metrics,
     router::{self, RouteTable, RouteTarget, SharedTable},
 };
@@ -87,6 +88,8 @@ struct Applied {
 /// The running local system.
 pub struct Local {
     pub bus: EmbeddedBus,
+    /// The same bus behind the `Bus` trait, for workers and ingress.
+    pub shared_bus: SharedBus,
     pub metrics: Metrics,
     applied: Mutex<Applied>,
     started: Instant,
@@ -96,6 +99,7 @@ pub struct Local {
 impl Local {
     pub fn new(bus: EmbeddedBus, metrics: Metrics) -> Arc<Self> {
         Arc::new(Self {
+            shared_bus: Arc::new(bus.clone()),
             bus,
             metrics,
             applied: Mutex::default(),
@@ -140,29 +144,8 @@ impl Local {
                 .flatten()
                 .filter(|t| t.spec.source.http.is_none())
                 .map(|t| {
-                    self.bus.configure_queue(
-                        &t.id,
-                        &QueueConfig {
-                            max_inflight: t.spec.delivery.max_inflight as usize,
-                            lease: timeout + LEASE_MARGIN,
-                        },
-                    );
-                    TriggerRoute {
-                        id: t.id.clone(),
-                        retry: t.spec.delivery.retry.clone(),
-                        dead_letter_bus: t
-                            .spec
-                            .delivery
-                            .dead_letter
-                            .as_ref()
-                            .map(|d| d.bus.clone()),
-                        reply_bus: t
-                            .spec
-                            .source
-                            .bus
-                            .clone()
-                            .unwrap_or_else(|| DEFAULT_BUS.into()),
-                    }
+                    self.bus.configure_queue(&t.id, &queue_config(t, timeout));
+                    trigger_route(t)
                 })
                 .collect();
             let runtime = Arc::new(FunctionRuntime {
@@ -240,7 +223,11 @@ impl Local {
             if let Some((_, h)) = a.schedules.remove(&t.id) {
                 h.abort();
             }
-            let handle = tokio::spawn(run_schedule(t.id.clone(), expr.clone(), self.bus.clone()));
+            let handle = tokio::spawn(run_schedule(
+                t.id.clone(),
+                expr.clone(),
+                self.shared_bus.clone(),
+            ));
             a.schedules.insert(t.id.clone(), (expr.clone(), handle));
         }
         a.schedules.retain(|id, (_, h)| {
@@ -260,23 +247,9 @@ impl Local {
             let Some((invoker, _)) = invokers.get(&t.function_id()) else {
                 continue;
             };
-            let methods = if http.methods.is_empty() {
-                vec!["POST".to_string()]
-            } else {
-                http.methods
-                    .iter()
-                    .map(|m| format!("{m:?}").to_uppercase())
-                    .collect()
-            };
             a.http.insert(
                 (t.namespace.clone(), http.path.clone()),
-                HttpRoute {
-                    trigger: t.id.clone(),
-                    function: t.function_id(),
-                    methods,
-                    invoker: invoker.clone(),
-                    reply_bus: DEFAULT_BUS.into(),
-                },
+                http_route(t, invoker.clone()),
             );
         }
         drop(a);
@@ -308,14 +281,6 @@ impl Local {
         }
     }
 
-    /// The HTTP route for `/fn/{namespace}{path}`.
-    pub fn http_route(&self, namespace: &str, path: &str) -> Option<HttpRoute> {
-        self.lock()
-            .http
-            .get(&(namespace.to_owned(), path.to_owned()))
-            .cloned()
-    }
-
     /// One scaling pass over every Function (DESIGN §6).
     pub fn scale_once(&self) {
         let now = self.now();
@@ -344,7 +309,7 @@ impl Local {
                     tokio::spawn(run_worker(
                         i,
                         slot.shared.clone(),
-                        self.bus.clone(),
+                        self.shared_bus.clone(),
                         self.metrics.clone(),
                         rx,
                     ));
@@ -424,8 +389,70 @@ impl Local {
     }
 }
 
-/// Fires a schedule trigger: at each cron time, an event straight onto its queue.
-async fn run_schedule(trigger: TriggerId, expr: String, bus: EmbeddedBus) {
+impl HttpRoutes for Local {
+    fn http_route(&self, namespace: &str, path: &str) -> Option<HttpRoute> {
+        self.lock()
+            .http
+            .get(&(namespace.to_owned(), path.to_owned()))
+            .cloned()
+    }
+}
+
+/// How a trigger's queue hands out events: `maxInflight` at a time, leased for the function
+/// timeout plus a margin.
+pub fn queue_config(t: &TriggerDef, timeout: Duration) -> QueueConfig {
+    QueueConfig {
+        ordered: t.spec.delivery.ordering.is_some(),
+        max_inflight: t.spec.delivery.max_inflight as usize,
+        lease: timeout + LEASE_MARGIN,
+    }
+}
+
+/// How a (non-HTTP) trigger's deliveries are handled.
+pub fn trigger_route(t: &TriggerDef) -> TriggerRoute {
+    TriggerRoute {
+        id: t.id.clone(),
+        retry: t.spec.delivery.retry.clone(),
+        dead_letter_bus: t.spec.delivery.dead_letter.as_ref().map(|d| d.bus.clone()),
+        reply_bus: t
+            .spec
+            .source
+            .bus
+            .clone()
+            .unwrap_or_else(|| DEFAULT_BUS.into()),
+    }
+}
+
+/// The route of an HTTP-source trigger.
+pub fn http_route(t: &TriggerDef, invoker: SharedInvoker) -> HttpRoute {
+    let methods = t
+        .spec
+        .source
+        .http
+        .as_ref()
+        .filter(|h| !h.methods.is_empty())
+        .map_or_else(
+            || vec!["POST".to_string()],
+            |h| {
+                h.methods
+                    .iter()
+                    .map(|m| format!("{m:?}").to_uppercase())
+                    .collect()
+            },
+        );
+    HttpRoute {
+        trigger: t.id.clone(),
+        function: t.function_id(),
+        methods,
+        invoker,
+        reply_bus: DEFAULT_BUS.into(),
+    }
+}
+
+/// Fires a schedule trigger: at each cron time, an event straight onto its queue. The event
+/// id is the trigger and the time, so several routers firing the same schedule on JetStream
+/// enqueue it once.
+pub async fn run_schedule(trigger: TriggerId, expr: String, bus: SharedBus) {
     let cron = match croner::Cron::new(&expr).parse() {
         Ok(c) => c,
         Err(e) => {
@@ -440,12 +467,13 @@ async fn run_schedule(trigger: TriggerId, expr: String, bus: EmbeddedBus) {
         };
         let wait = (next - now).to_std().unwrap_or_default();
         tokio::time::sleep(wait).await;
+        let time = next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let mut e = CloudEvent::new(
-            uuid::Uuid::new_v4().to_string(),
+            format!("{trigger}@{time}"),
             format!("sluice://{trigger}"),
             "dev.sluice.schedule",
         );
-        e.time = Some(next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        e.time = Some(time);
         e.subject = Some(expr.clone());
         let item = Enqueue {
             trigger: trigger.clone(),

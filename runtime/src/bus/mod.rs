@@ -1,14 +1,78 @@
 //! The bus: named, durable event logs plus one delivery queue per Trigger. One trait, two
-//! backends: `embedded` (redb, one process, the `sluice dev` default) and, later, `nats`
-//! (JetStream). Ingress and replies publish; the router moves matches into trigger queues;
-//! workers lease, then ack, retry or dead-letter.
+//! backends: `embedded` (redb, one process, the `sluice dev` default) and `nats` (JetStream
+//! streams and durable pull consumers). Ingress and replies publish; the router moves matches
+//! into trigger queues; workers lease, then ack, retry or dead-letter.
 
 pub mod embedded;
+pub mod nats;
 pub mod queue;
 
 use std::{sync::Arc, time::Duration};
 
+use futures::future::BoxFuture;
 use sluice_event::CloudEvent;
+
+/// What a bus call returns.
+pub type BusFuture<'a, T> = BoxFuture<'a, Result<T, BusError>>;
+
+/// What ingress, workers and the CLI's admin endpoints need from a bus backend. Routing is
+/// backend-specific (the embedded router moves a cursor and enqueues in one commit; the NATS
+/// router acks a shared durable consumer), so it is not part of the trait.
+pub trait Bus: Send + Sync + 'static {
+    /// `embedded` or `nats`, for logs and `/readyz`.
+    fn kind(&self) -> &'static str;
+    /// Appends producers' events; resolves once they are durable.
+    fn publish(&self, items: Vec<Publish>) -> BusFuture<'_, Vec<Published>>;
+    /// Appends Sluice's own events (handler replies).
+    fn publish_replies(&self, items: Vec<Publish>) -> BusFuture<'_, Vec<Published>>;
+    /// Position of the last event of `bus` (0 when empty).
+    fn head<'a>(&'a self, bus: &'a str) -> BusFuture<'a, u64>;
+    /// Up to `limit` events after position `after`: (position, accepted ms, event).
+    fn read<'a>(
+        &'a self,
+        bus: &'a str,
+        after: u64,
+        limit: usize,
+    ) -> BusFuture<'a, Vec<(u64, u64, CloudEvent)>>;
+    /// Waits (at most `max`) for something to be appended to `bus`.
+    fn wait_published<'a>(&'a self, bus: &'a str, max: Duration) -> BoxFuture<'a, ()>;
+    /// Puts events straight on trigger queues (schedules and bridges, which skip the router).
+    fn enqueue(&self, items: Vec<Enqueue>) -> BusFuture<'_, ()>;
+    /// Leases up to `max` due deliveries of `trigger` without waiting.
+    fn lease<'a>(&'a self, trigger: &'a str, max: usize) -> BusFuture<'a, Vec<Delivery>>;
+    /// A number that changes whenever some queue may have something new to lease.
+    fn queued_version(&self) -> u64;
+    /// Waits until `queued_version` differs from `since`, a retry of `triggers` falls due,
+    /// or `max` passes.
+    fn wait_queued<'a>(
+        &'a self,
+        triggers: &'a [TriggerId],
+        since: u64,
+        max: Duration,
+    ) -> BoxFuture<'a, ()>;
+    /// The delivery succeeded.
+    fn ack<'a>(&'a self, d: &'a Delivery) -> BusFuture<'a, ()>;
+    /// The delivery failed; deliver it again at `at_ms`.
+    fn retry<'a>(&'a self, d: &'a Delivery, at_ms: u64, error: &'a str) -> BusFuture<'a, ()>;
+    /// Gives an event up: records the dead letter for `sluice dlq` and publishes it on
+    /// `to_bus`. `from` is the delivery it ends (none for a reply stopped by the hop limit).
+    fn dead_letter<'a>(
+        &'a self,
+        dead: DeadLetter,
+        to_bus: Option<&'a str>,
+        from: Option<&'a Delivery>,
+    ) -> BusFuture<'a, ()>;
+    /// Queued plus in-flight events of a trigger.
+    fn depth<'a>(&'a self, trigger: &'a str) -> BusFuture<'a, Depth>;
+    /// A trigger's dead letters, oldest first.
+    fn dead_letters<'a>(&'a self, trigger: &'a str) -> BusFuture<'a, Vec<DeadLetter>>;
+    /// Puts a trigger's dead letters back on its queue with fresh attempts.
+    fn redrive<'a>(&'a self, trigger: &'a str) -> BusFuture<'a, usize>;
+    /// Deletes a trigger's dead letters.
+    fn purge<'a>(&'a self, trigger: &'a str) -> BusFuture<'a, usize>;
+}
+
+pub type SharedBus = Arc<dyn Bus>;
 
 /// `namespace/name` of a Trigger: the name of its delivery queue.
 pub type TriggerId = String;
@@ -48,6 +112,8 @@ pub struct Enqueue {
 #[derive(Clone, Debug, PartialEq)]
 pub struct QueueConfig {
     pub max_inflight: usize,
+    /// The trigger has an `ordering.key`: events sharing a key go one at a time.
+    pub ordered: bool,
     /// How long a lease lasts before the event is handed out again (function timeout plus
     /// a margin).
     pub lease: Duration,
@@ -63,6 +129,8 @@ pub struct Delivery {
     pub attempt: u32,
     pub accepted_ms: u64,
     pub event: Arc<CloudEvent>,
+    /// The backend's handle for acking (the JetStream message); none on the embedded bus.
+    pub receipt: Option<Arc<nats::Receipt>>,
 }
 
 /// Why and how an event was given up.

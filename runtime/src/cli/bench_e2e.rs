@@ -124,7 +124,9 @@ async fn bench(args: E2eArgs) -> anyhow::Result<i32> {
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(local.clone().run_background(stop_rx));
     let state = AppState {
-        local: local.clone(),
+        bus: local.shared_bus.clone(),
+        metrics: local.metrics.clone(),
+        http: local.clone(),
         cfg: Arc::new(IngressConfig::default()),
         ready: Arc::new(AtomicBool::new(true)),
     };

@@ -26,8 +26,8 @@ pub struct Args {
     pub threads: Option<usize>,
 }
 
-pub fn run(args: Args) -> anyhow::Result<i32> {
-    // One readable line per delivery: no targets, no span noise; RUST_LOG overrides.
+/// One readable line per delivery: no targets, no span noise; RUST_LOG overrides.
+pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
@@ -36,11 +36,15 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
                 tracing_subscriber::EnvFilter::new(
-                    "info,wasmtime=warn,cranelift=warn,wasmtime_wasi=warn",
+                    "info,wasmtime=warn,cranelift=warn,wasmtime_wasi=warn,async_nats=warn",
                 )
             }),
         )
         .try_init();
+}
+
+pub fn run(args: Args) -> anyhow::Result<i32> {
+    init_logging();
     let data_dir = args
         .data_dir
         .clone()

@@ -6,6 +6,7 @@ pub mod bench_e2e;
 pub mod client;
 pub mod crds;
 pub mod dev;
+pub mod distributed;
 pub mod dlq;
 pub mod invoke;
 pub mod publish;
@@ -33,6 +34,12 @@ pub enum Command {
     Dev(dev::Args),
     /// Inspect, redrive or purge a trigger's dead letters on a running Sluice.
     Dlq(dlq::Args),
+    /// Distributed mode: HTTP ingress onto NATS JetStream.
+    Ingress(distributed::IngressArgs),
+    /// Distributed mode: route the buses named by Triggers (several routers may run).
+    Router(distributed::RouterArgs),
+    /// Distributed mode: run one Function's handlers from its trigger queues.
+    Worker(distributed::WorkerArgs),
     /// Send one event to a bus of a running Sluice.
     Publish(publish::Args),
     /// Follow a bus of a running Sluice, one JSON line per event.
@@ -52,6 +59,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Crds(args) => crds::run(args),
         Command::Dev(args) => dev::run(args),
         Command::Dlq(args) => dlq::run(args),
+        Command::Ingress(args) => distributed::ingress(args),
+        Command::Router(args) => distributed::router(args),
+        Command::Worker(args) => distributed::worker(args),
         Command::Publish(args) => publish::run(args),
         Command::Tail(args) => tail::run(args),
         Command::Invoke(args) => invoke::run(args),

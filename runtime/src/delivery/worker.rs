@@ -15,7 +15,7 @@ use super::{
     policy::{self, GiveUp, Step},
 };
 use crate::{
-    bus::{DeadLetter, Delivery, Publish, TriggerId, embedded::EmbeddedBus, now_ms},
+    bus::{Bus, DeadLetter, Delivery, Publish, SharedBus, TriggerId, now_ms},
     metrics::Metrics,
 };
 
@@ -46,7 +46,7 @@ pub type SharedFunction = Arc<RwLock<Arc<FunctionRuntime>>>;
 pub async fn run_worker(
     index: u32,
     func: SharedFunction,
-    bus: EmbeddedBus,
+    bus: SharedBus,
     metrics: Metrics,
     mut desired: watch::Receiver<u32>,
 ) {
@@ -61,9 +61,8 @@ pub async fn run_worker(
             .read()
             .map(|g| g.clone())
             .unwrap_or_else(|p| p.into_inner().clone());
-        let notified = bus.queued();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
+        // Read before leasing: a wake-up between the lease and the wait is then not missed.
+        let version = bus.queued_version();
         // Fill free slots round-robin over the triggers so one busy trigger cannot starve the rest.
         let mut leased_any = false;
         let n = f.triggers.len();
@@ -73,29 +72,28 @@ pub async fn run_worker(
                 break;
             }
             let route = &f.triggers[(next_trigger + i) % n];
-            for d in bus.lease(&route.id, free) {
+            let leased = match bus.lease(&route.id, free).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(trigger = %route.id, error = %e, "lease failed");
+                    Vec::new()
+                }
+            };
+            for d in leased {
                 leased_any = true;
                 let (f, bus, metrics, route) =
                     (f.clone(), bus.clone(), metrics.clone(), route.clone());
-                inflight.spawn(async move { deliver(&f, &route, &bus, &metrics, d).await });
+                inflight.spawn(async move { deliver(&f, &route, &*bus, &metrics, d).await });
             }
         }
         next_trigger = next_trigger.wrapping_add(1);
         if leased_any && inflight.len() < f.concurrency {
             continue;
         }
-        let wake = f
-            .triggers
-            .iter()
-            .filter_map(|t| bus.next_due(&t.id))
-            .min()
-            .map(|at| at.saturating_sub(now_ms()));
-        let sleep =
-            tokio::time::sleep(Duration::from_millis(wake.unwrap_or(1_000).clamp(1, 1_000)));
+        let ids: Vec<TriggerId> = f.triggers.iter().map(|t| t.id.clone()).collect();
         tokio::select! {
             Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
-            _ = &mut notified => {}
-            _ = sleep => {}
+            _ = bus.wait_queued(&ids, version, Duration::from_secs(1)) => {}
             _ = desired.changed() => {}
         }
     }
@@ -107,7 +105,7 @@ pub async fn run_worker(
 async fn deliver(
     f: &FunctionRuntime,
     route: &TriggerRoute,
-    bus: &EmbeddedBus,
+    bus: &dyn Bus,
     metrics: &Metrics,
     d: Delivery,
 ) {
@@ -146,7 +144,7 @@ async fn deliver(
 
 async fn failed(
     route: &TriggerRoute,
-    bus: &EmbeddedBus,
+    bus: &dyn Bus,
     metrics: &Metrics,
     d: &Delivery,
     err: InvokeError,
@@ -170,7 +168,7 @@ async fn failed(
 
 async fn give_up(
     route: &TriggerRoute,
-    bus: &EmbeddedBus,
+    bus: &dyn Bus,
     metrics: &Metrics,
     d: &Delivery,
     why: GiveUp,
@@ -188,7 +186,7 @@ async fn give_up(
         event: (*d.event).clone(),
     };
     if let Err(e) = bus
-        .dead_letter(dead, route.dead_letter_bus.as_deref())
+        .dead_letter(dead, route.dead_letter_bus.as_deref(), Some(d))
         .await
     {
         tracing::error!(trigger = %route.id, event_id = %d.event.id, error = %e, "dead-lettering failed; will redeliver");
@@ -200,7 +198,7 @@ async fn give_up(
 async fn publish_replies(
     f: &FunctionRuntime,
     route: &TriggerRoute,
-    bus: &EmbeddedBus,
+    bus: &dyn Bus,
     metrics: &Metrics,
     d: &Delivery,
     replies: Vec<CloudEvent>,
@@ -224,7 +222,7 @@ async fn publish_replies(
             };
             metrics.dead_lettered(&route.id);
             tracing::warn!(target: "sluice::delivery", "{}: reply chain stopped by the hop limit", route.id);
-            bus.dead_letter(dead, route.dead_letter_bus.as_deref())
+            bus.dead_letter(dead, route.dead_letter_bus.as_deref(), None)
                 .await?;
         } else {
             out.push(Publish {

@@ -5,6 +5,7 @@
 //! in memory: after a crash every queued event is simply due again.
 
 mod codec;
+mod port;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -80,9 +81,25 @@ struct Shared {
     published: Notify,
     /// Wakes workers: something became leasable.
     queued: Notify,
+    /// Bumped with every `queued` / `published` wake-up, so a waiter that read it before
+    /// looking cannot miss a wake-up that came in between.
+    queued_version: std::sync::atomic::AtomicU64,
+    published_version: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
+    fn wake_queued(&self) {
+        self.queued_version
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+        self.queued.notify_waiters();
+    }
+
+    fn wake_published(&self) {
+        self.published_version
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+        self.published.notify_waiters();
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the maps half-updated in a way later
         // callers could not cope with, so a poisoned lock is still used.
@@ -210,6 +227,8 @@ impl EmbeddedBus {
             state: Mutex::new(state),
             published: Notify::new(),
             queued: Notify::new(),
+            queued_version: Default::default(),
+            published_version: Default::default(),
         });
         let (tx, rx) = mpsc::sync_channel(4 * MAX_BATCH);
         let cfg = Arc::new(cfg);
@@ -340,7 +359,7 @@ impl EmbeddedBus {
             .set_max_inflight(cfg.max_inflight);
         s.leases.insert(trigger.to_owned(), cfg.lease);
         drop(s);
-        self.shared.queued.notify_waiters();
+        self.shared.wake_queued();
     }
 
     /// Leases up to `max` due events of a trigger.
@@ -363,6 +382,7 @@ impl EmbeddedBus {
                 attempt,
                 accepted_ms: p.accepted_ms,
                 event: p.event,
+                receipt: None,
             })
             .collect()
     }
@@ -383,7 +403,7 @@ impl EmbeddedBus {
             .queues
             .get_mut(&d.trigger)
             .map(|q| q.remove(d.seq));
-        self.shared.queued.notify_waiters();
+        self.shared.wake_queued();
         let (trigger, seq) = (d.trigger.clone(), d.seq);
         self.call(|reply| Op::Remove {
             trigger,
@@ -411,7 +431,7 @@ impl EmbeddedBus {
                 event: e.payload.event.clone(),
             }
         };
-        self.shared.queued.notify_waiters();
+        self.shared.wake_queued();
         let (trigger, seq) = (d.trigger.clone(), d.seq);
         self.call(|reply| Op::Put {
             trigger,
@@ -435,7 +455,7 @@ impl EmbeddedBus {
             .queues
             .get_mut(&dead.trigger)
             .map(|q| q.remove(dead.seq));
-        self.shared.queued.notify_waiters();
+        self.shared.wake_queued();
         let publish = to_bus.map(|bus| {
             Box::new(Publish {
                 bus: bus.to_owned(),
@@ -508,7 +528,7 @@ impl EmbeddedBus {
             .map(|q| q.expire(now))
             .sum();
         if n > 0 {
-            self.shared.queued.notify_waiters();
+            self.shared.wake_queued();
         }
         n
     }
@@ -531,6 +551,55 @@ impl EmbeddedBus {
     /// Resolves when some queue may have something to lease.
     pub fn queued(&self) -> tokio::sync::futures::Notified<'_> {
         self.shared.queued.notified()
+    }
+
+    /// Changes whenever a queue may have something new to lease.
+    pub fn queued_version(&self) -> u64 {
+        self.shared
+            .queued_version
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Changes whenever something is appended to a bus.
+    pub fn published_version(&self) -> u64 {
+        self.shared
+            .published_version
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Waits until [`Self::queued_version`] differs from `since`, an entry of `triggers`
+    /// falls due, or `max` passes.
+    pub async fn wait_queued(&self, triggers: &[TriggerId], since: u64, max: Duration) {
+        let notified = self.queued();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.queued_version() != since {
+            return;
+        }
+        let due = triggers
+            .iter()
+            .filter_map(|t| self.next_due(t))
+            .min()
+            .map(|at| Duration::from_millis(at.saturating_sub(now_ms()).max(1)));
+        let wait = due.map_or(max, |d| d.min(max));
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+
+    /// Waits until [`Self::published_version`] differs from `since` or `max` passes.
+    pub async fn wait_published(&self, since: u64, max: Duration) {
+        let notified = self.published();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.published_version() != since {
+            return;
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep(max) => {}
+        }
     }
 
     pub fn config(&self) -> &EmbeddedConfig {
@@ -859,10 +928,10 @@ impl Writer {
             }
         }
         if published {
-            self.shared.published.notify_waiters();
+            self.shared.wake_published();
         }
         if queued {
-            self.shared.queued.notify_waiters();
+            self.shared.wake_queued();
         }
     }
 }

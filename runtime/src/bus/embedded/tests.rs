@@ -97,6 +97,7 @@ async fn route_lease_ack_retry_and_dead_letter() {
     bus.configure_queue(
         "shop/t",
         &QueueConfig {
+            ordered: false,
             max_inflight: 10,
             lease: Duration::from_secs(5),
         },
@@ -209,6 +210,7 @@ async fn state_survives_reopen() {
         bus.configure_queue(
             "ns/t",
             &QueueConfig {
+                ordered: false,
                 max_inflight: 10,
                 lease: Duration::from_secs(5),
             },

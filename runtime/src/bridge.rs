@@ -1,0 +1,230 @@
+//! Bridges: Trigger sources outside Sluice (an MQTT topic filter, a plain NATS subject) whose
+//! messages become CloudEvents on the trigger's queue. A message that is already a structured
+//! CloudEvent (JSON with `specversion`) is taken as is; anything else is wrapped, the payload
+//! as `data`. MQTT messages are acknowledged (QoS 1) only after the enqueue is durable, so a
+//! crash re-sends rather than loses them.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use sluice_api::{TriggerSpec, trigger::MqttSource, trigger::NatsSource};
+use sluice_event::{CloudEvent, Extension};
+use sluice_pattern::Pattern;
+
+use crate::{
+    bus::{Enqueue, SharedBus, TriggerId, now_ms},
+    router::key_of,
+};
+
+/// Runs the bridge of one trigger until aborted, reconnecting after failures.
+pub async fn run(
+    trigger: TriggerId,
+    spec: TriggerSpec,
+    pattern: Option<Pattern>,
+    default_nats: Option<String>,
+    bus: SharedBus,
+) {
+    let bridge = Bridge {
+        trigger,
+        pattern,
+        ordering_key: spec.delivery.ordering.as_ref().map(|o| o.key.clone()),
+        bus,
+    };
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let result = if let Some(m) = &spec.source.mqtt {
+            bridge.mqtt(m).await
+        } else if let Some(n) = &spec.source.nats {
+            bridge.nats(n, default_nats.as_deref()).await
+        } else {
+            return;
+        };
+        if let Err(e) = result {
+            tracing::warn!(trigger = %bridge.trigger, error = %e, "bridge interrupted; reconnecting");
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+struct Bridge {
+    trigger: TriggerId,
+    pattern: Option<Pattern>,
+    ordering_key: Option<String>,
+    bus: SharedBus,
+}
+
+impl Bridge {
+    /// Turns one message into an enqueue, unless the trigger's pattern rejects it.
+    fn to_enqueue(&self, event: CloudEvent) -> Option<Enqueue> {
+        let json = event.to_json_value();
+        if let Some(p) = &self.pattern {
+            let mut m = sluice_pattern::Matcher::new();
+            m.insert(0usize, p);
+            if m.matches(&json).is_empty() {
+                return None;
+            }
+        }
+        Some(Enqueue {
+            trigger: self.trigger.clone(),
+            key: self.ordering_key.as_deref().and_then(|k| key_of(&json, k)),
+            event: Arc::new(event),
+            accepted_ms: now_ms(),
+        })
+    }
+
+    async fn nats(&self, src: &NatsSource, default_url: Option<&str>) -> anyhow::Result<()> {
+        let url = src
+            .url
+            .as_deref()
+            .or(default_url)
+            .unwrap_or("nats://127.0.0.1:4222");
+        let client = async_nats::connect(url).await?;
+        let mut sub = match &src.queue {
+            Some(q) => {
+                client
+                    .queue_subscribe(src.subject.clone(), q.clone())
+                    .await?
+            }
+            None => client.subscribe(src.subject.clone()).await?,
+        };
+        tracing::info!(trigger = %self.trigger, subject = %src.subject, "NATS bridge subscribed");
+        while let Some(msg) = sub.next().await {
+            let event = message_event(
+                &format!("nats://{}", msg.subject),
+                "dev.sluice.nats.message",
+                msg.subject.as_str(),
+                &msg.payload,
+            );
+            if let Some(item) = self.to_enqueue(event) {
+                self.bus.enqueue(vec![item]).await?;
+            }
+            // Core NATS has no acknowledgement: a request-reply sender learns it was taken.
+            if let Some(reply) = msg.reply {
+                let _ = client.publish(reply, "accepted".into()).await;
+            }
+        }
+        anyhow::bail!("subscription to {} ended", src.subject)
+    }
+
+    async fn mqtt(&self, src: &MqttSource) -> anyhow::Result<()> {
+        let (host, port) = parse_mqtt_url(&src.url)?;
+        // A stable client id with a persistent session: QoS 1 messages published while the
+        // bridge was away are delivered when it returns.
+        let id: String = format!("sluice-{}", self.trigger.replace('/', "-"))
+            .chars()
+            .take(64)
+            .collect();
+        let mut opts = rumqttc::MqttOptions::new(id, host, port);
+        opts.set_keep_alive(Duration::from_secs(15));
+        opts.set_clean_session(false);
+        opts.set_manual_acks(true);
+        let (client, mut events) = rumqttc::AsyncClient::new(opts, 64);
+        let qos = match src.qos {
+            0 => rumqttc::QoS::AtMostOnce,
+            1 => rumqttc::QoS::AtLeastOnce,
+            _ => rumqttc::QoS::ExactlyOnce,
+        };
+        client.subscribe(src.topic.clone(), qos).await?;
+        tracing::info!(trigger = %self.trigger, topic = %src.topic, "MQTT bridge subscribed");
+        loop {
+            match events.poll().await? {
+                rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => {
+                    let topic = p.topic.clone();
+                    let event = message_event(
+                        &format!("mqtt://{topic}"),
+                        "dev.sluice.mqtt.message",
+                        &topic,
+                        &p.payload,
+                    );
+                    if let Some(item) = self.to_enqueue(event) {
+                        self.bus.enqueue(vec![item]).await?;
+                    }
+                    client.ack(&p).await?;
+                }
+                rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)) => {
+                    // A new session (the broker forgot us) needs the subscription again.
+                    client.subscribe(src.topic.clone(), qos).await?;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A bridged message as a CloudEvent.
+pub fn message_event(source: &str, ty: &str, subject: &str, payload: &[u8]) -> CloudEvent {
+    if let Ok(e) = CloudEvent::from_json(payload) {
+        return e;
+    }
+    let mut e = CloudEvent::new(uuid::Uuid::new_v4().to_string(), source, ty);
+    e.subject = Some(subject.to_owned());
+    e.time = Some(sluice_event::now_rfc3339());
+    let json = serde_json::from_slice::<serde_json::Value>(payload).is_ok();
+    e.datacontenttype = Some(
+        if json {
+            "application/json"
+        } else {
+            "application/octet-stream"
+        }
+        .into(),
+    );
+    e.extensions
+        .insert("sluicebridge".into(), Extension::String(source.to_owned()));
+    if !payload.is_empty() {
+        e.data = Some(payload.to_vec());
+    }
+    e
+}
+
+/// `mqtt://host:port` → (host, port); port 1883 when omitted.
+pub fn parse_mqtt_url(url: &str) -> anyhow::Result<(String, u16)> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .ok_or_else(|| anyhow::anyhow!("spec.source.mqtt.url: {url:?} is not mqtt://host:port (mqtts:// is not supported yet)"))?;
+    let rest = rest.trim_end_matches('/');
+    match rest.rsplit_once(':') {
+        Some((h, p)) => Ok((
+            h.to_owned(),
+            p.parse()
+                .map_err(|_| anyhow::anyhow!("spec.source.mqtt.url: bad port in {url:?}"))?,
+        )),
+        None => Ok((rest.to_owned(), 1883)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wraps_plain_payloads_and_keeps_cloudevents() {
+        let e = message_event(
+            "mqtt://a/b",
+            "dev.sluice.mqtt.message",
+            "a/b",
+            br#"{"t":1}"#,
+        );
+        assert_eq!(e.datacontenttype.as_deref(), Some("application/json"));
+        assert_eq!(e.data.as_deref(), Some(&br#"{"t":1}"#[..]));
+        assert_eq!(e.subject.as_deref(), Some("a/b"));
+        let ce = br#"{"specversion":"1.0","id":"x","source":"/s","type":"t"}"#;
+        let e = message_event("mqtt://a", "ignored", "a", ce);
+        assert_eq!((e.id.as_str(), e.ty.as_str()), ("x", "t"));
+    }
+
+    #[test]
+    fn mqtt_urls() {
+        assert_eq!(
+            parse_mqtt_url("mqtt://127.0.0.1:1883").unwrap(),
+            ("127.0.0.1".into(), 1883)
+        );
+        assert_eq!(
+            parse_mqtt_url("mqtt://broker").unwrap(),
+            ("broker".into(), 1883)
+        );
+        assert!(parse_mqtt_url("http://x").is_err());
+        assert!(parse_mqtt_url("mqtt://x:notaport").is_err());
+    }
+}

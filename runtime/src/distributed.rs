@@ -1,0 +1,380 @@
+//! Distributed mode on NATS JetStream: the three processes a cluster runs instead of one
+//! `sluice dev`. `sluice ingress` publishes producers' events; `sluice router` routes every
+//! bus once (several may run) and fires schedules and bridges; `sluice worker` runs one
+//! Function's handlers from its trigger queues. Each reads its Functions and Triggers from
+//! `--manifests DIR` (the operator writes them into ConfigMaps) and re-reads on change.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+
+use crate::{
+    bridge,
+    bus::{
+        SharedBus,
+        nats::{NatsBus, NatsConfig, router as nats_router},
+    },
+    delivery::{
+        DEFAULT_HOP_LIMIT,
+        worker::{FunctionRuntime, SharedFunction, run_worker},
+    },
+    dev::{Loader, shutdown_signal},
+    ingress::{self, AppState, HttpRoutes, IngressConfig, NoHttpRoutes},
+    local::{
+        FunctionDef, HttpRoute, TriggerDef, http_route, queue_config, run_schedule, trigger_route,
+    },
+    metrics::Metrics,
+    router::{RouteTable, RouteTarget, SharedTable},
+};
+
+/// How often manifests are checked for changes (a ConfigMap volume updates in place).
+const POLL: Duration = Duration::from_secs(1);
+
+/// `sluice ingress`: the CloudEvents HTTP endpoints onto JetStream.
+pub async fn run_ingress(
+    nats: NatsConfig,
+    listen: SocketAddr,
+    cfg: IngressConfig,
+) -> anyhow::Result<()> {
+    let bus = NatsBus::connect(nats).await?;
+    let state = AppState {
+        bus: Arc::new(bus),
+        metrics: Metrics::new(),
+        http: Arc::new(NoHttpRoutes),
+        cfg: Arc::new(cfg),
+        ready: Arc::new(AtomicBool::new(true)),
+    };
+    serve(listen, state, "sluice ingress").await
+}
+
+async fn serve(listen: SocketAddr, state: AppState, what: &str) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("--listen {listen}"))?;
+    println!("{what}: serving on http://{}", listener.local_addr()?);
+    axum::serve(listener, ingress::app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+struct RouterSlot {
+    table: SharedTable,
+    stop: watch::Sender<bool>,
+}
+
+/// `sluice router`: routes every bus named by a Trigger, fires schedules, runs bridges.
+pub async fn run_router(
+    nats: NatsConfig,
+    manifests: PathBuf,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    let bus = NatsBus::connect(nats.clone()).await?;
+    let shared: SharedBus = Arc::new(bus.clone());
+    let metrics = Metrics::new();
+    let mut loader = Loader::triggers_only(manifests.clone());
+    let ready = Arc::new(AtomicBool::new(false));
+    if let Some(addr) = listen {
+        let state = AppState {
+            bus: shared.clone(),
+            metrics: metrics.clone(),
+            http: Arc::new(NoHttpRoutes),
+            cfg: Arc::new(IngressConfig::default()),
+            ready: ready.clone(),
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("--listen {addr}"))?;
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, ingress::app(state)).await;
+        });
+    }
+    let mut routers: HashMap<String, RouterSlot> = HashMap::new();
+    let mut sources: HashMap<String, (String, tokio::task::JoinHandle<()>)> = HashMap::new();
+    let mut last = None;
+    println!("sluice router: routing from {}", manifests.display());
+    let mut term = std::pin::pin!(shutdown_signal());
+    loop {
+        let now = loader.fingerprint();
+        if last.as_ref() != Some(&now) {
+            let (_, triggers) = loader.load().await;
+            apply_routes(&bus, &metrics, &triggers, &mut routers);
+            apply_sources(&shared, &nats, &triggers, &mut sources);
+            ready.store(true, Ordering::Release);
+            last = Some(loader.fingerprint());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = &mut term => break,
+        }
+    }
+    for r in routers.values() {
+        r.stop.send_replace(true);
+    }
+    for (_, (_, h)) in sources {
+        h.abort();
+    }
+    // Routers ack only what they enqueued; anything pulled but not acked is redelivered.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(())
+}
+
+/// One router per bus a Trigger names; tables swapped in place on change.
+fn apply_routes(
+    bus: &NatsBus,
+    metrics: &Metrics,
+    triggers: &[TriggerDef],
+    routers: &mut HashMap<String, RouterSlot>,
+) {
+    let mut per_bus: HashMap<String, Vec<RouteTarget>> = HashMap::new();
+    for t in triggers {
+        if let Some(b) = &t.spec.source.bus {
+            per_bus.entry(b.clone()).or_default().push(RouteTarget {
+                id: t.id.clone(),
+                pattern: t.pattern.clone(),
+                ordering_key: t.spec.delivery.ordering.as_ref().map(|o| o.key.clone()),
+            });
+        }
+    }
+    let buses: HashSet<String> = per_bus.keys().chain(routers.keys()).cloned().collect();
+    for b in buses {
+        let table = Arc::new(RouteTable::new(per_bus.remove(&b).unwrap_or_default()));
+        match routers.get(&b) {
+            Some(r) => *r.table.write().unwrap_or_else(|p| p.into_inner()) = table,
+            None => {
+                let table: SharedTable = Arc::new(RwLock::new(table));
+                let (stop, rx) = watch::channel(false);
+                tokio::spawn(nats_router::run(
+                    bus.clone(),
+                    b.clone(),
+                    table.clone(),
+                    metrics.clone(),
+                    rx,
+                ));
+                routers.insert(b, RouterSlot { table, stop });
+            }
+        }
+    }
+}
+
+/// Schedules and bridges: restarted when their source changes, stopped when removed.
+fn apply_sources(
+    bus: &SharedBus,
+    nats: &NatsConfig,
+    triggers: &[TriggerDef],
+    running: &mut HashMap<String, (String, tokio::task::JoinHandle<()>)>,
+) {
+    let mut keep = HashSet::new();
+    for t in triggers {
+        let src = &t.spec.source;
+        let fingerprint = serde_json::to_string(&(src, &t.spec.pattern)).unwrap_or_default();
+        let task = if let Some(expr) = &src.schedule {
+            Some(tokio::spawn(run_schedule(
+                t.id.clone(),
+                expr.clone(),
+                bus.clone(),
+            )))
+        } else if src.mqtt.is_some() || src.nats.is_some() {
+            Some(tokio::spawn(bridge::run(
+                t.id.clone(),
+                t.spec.clone(),
+                t.pattern.clone(),
+                Some(nats.url.clone()),
+                bus.clone(),
+            )))
+        } else {
+            None
+        };
+        let Some(task) = task else { continue };
+        keep.insert(t.id.clone());
+        match running.get(&t.id) {
+            Some((f, _)) if *f == fingerprint => task.abort(),
+            _ => {
+                if let Some((_, old)) = running.insert(t.id.clone(), (fingerprint, task)) {
+                    old.abort();
+                }
+            }
+        }
+    }
+    running.retain(|id, (_, h)| {
+        let k = keep.contains(id);
+        if !k {
+            h.abort();
+        }
+        k
+    });
+}
+
+/// HTTP-source triggers of the worker's Function.
+#[derive(Default)]
+struct WorkerRoutes(RwLock<HashMap<(String, String), HttpRoute>>);
+
+impl HttpRoutes for WorkerRoutes {
+    fn http_route(&self, namespace: &str, path: &str) -> Option<HttpRoute> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(namespace.to_owned(), path.to_owned()))
+            .cloned()
+    }
+}
+
+/// `sluice worker`: one Function's handlers, fed from its trigger queues.
+pub async fn run_worker_process(
+    nats: NatsConfig,
+    function: String,
+    manifests: PathBuf,
+    listen: SocketAddr,
+    cache_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        function.split_once('/').is_some(),
+        "--function: expected NAMESPACE/NAME, got {function:?}"
+    );
+    let bus = NatsBus::connect(nats).await?;
+    let shared_bus: SharedBus = Arc::new(bus.clone());
+    let metrics = Metrics::new();
+    let engine = sluice_host::Engine::new(sluice_host::EngineConfig {
+        cache_dir,
+        ..Default::default()
+    })?;
+    let mut loader = Loader::new(manifests.clone(), engine).worker_of(&function);
+    let routes = Arc::new(WorkerRoutes::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let state = AppState {
+        bus: shared_bus.clone(),
+        metrics: metrics.clone(),
+        http: routes.clone(),
+        cfg: Arc::new(IngressConfig::default()),
+        ready: ready.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("--listen {listen}"))?;
+    println!(
+        "sluice worker: Function {function} from {}, serving on http://{}",
+        manifests.display(),
+        listener.local_addr()?
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, ingress::app(state)).await;
+    });
+
+    let (desired, desired_rx) = watch::channel(0u32);
+    let mut shared: Option<SharedFunction> = None;
+    let mut configured: HashSet<String> = HashSet::new();
+    let mut last = None;
+    let mut term = std::pin::pin!(shutdown_signal());
+    let mut depth_tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let now = loader.fingerprint();
+        if last.as_ref() != Some(&now) {
+            let (functions, triggers) = loader.load().await;
+            match functions.into_iter().find(|f| f.id == function) {
+                Some(f) => {
+                    let runtime = apply_worker(&bus, &f, &triggers, &routes, &mut configured).await;
+                    match &shared {
+                        Some(s) => *s.write().unwrap_or_else(|p| p.into_inner()) = runtime,
+                        None => {
+                            let s: SharedFunction = Arc::new(RwLock::new(runtime));
+                            desired.send_replace(1);
+                            tokio::spawn(run_worker(
+                                0,
+                                s.clone(),
+                                shared_bus.clone(),
+                                metrics.clone(),
+                                desired_rx.clone(),
+                            ));
+                            shared = Some(s);
+                        }
+                    }
+                    ready.store(true, Ordering::Release);
+                }
+                None => tracing::error!(
+                    "{}: no valid Function {function}; waiting for one",
+                    manifests.display()
+                ),
+            }
+            last = Some(loader.fingerprint());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = depth_tick.tick() => {
+                for t in &configured {
+                    if let Ok(d) = shared_bus.depth(t).await {
+                        metrics.set_depth(t, d.pending());
+                    }
+                }
+            }
+            _ = &mut term => break,
+        }
+    }
+    // Graceful shutdown: stop pulling, finish and ack what is in flight, then exit.
+    ready.store(false, Ordering::Release);
+    desired.send_replace(0);
+    if let Some(s) = shared {
+        for _ in 0..300 {
+            if Arc::strong_count(&s) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    bus.client().flush().await.ok();
+    Ok(())
+}
+
+async fn apply_worker(
+    bus: &NatsBus,
+    f: &FunctionDef,
+    triggers: &[TriggerDef],
+    routes: &WorkerRoutes,
+    configured: &mut HashSet<String>,
+) -> Arc<FunctionRuntime> {
+    let timeout = f.spec.limits.timeout.as_std();
+    let mine: Vec<&TriggerDef> = triggers
+        .iter()
+        .filter(|t| t.function_id() == f.id)
+        .collect();
+    let mut queue_routes = Vec::new();
+    let mut http = HashMap::new();
+    let mut now_configured = HashSet::new();
+    for t in mine {
+        if let Some(h) = &t.spec.source.http {
+            http.insert(
+                (t.namespace.clone(), h.path.clone()),
+                http_route(t, f.invoker.clone()),
+            );
+            continue;
+        }
+        match bus.configure_queue(&t.id, &queue_config(t, timeout)).await {
+            Ok(()) => {
+                now_configured.insert(t.id.clone());
+                queue_routes.push(trigger_route(t));
+            }
+            Err(e) => tracing::error!(trigger = %t.id, error = %e, "queue not configured"),
+        }
+    }
+    for gone in configured.difference(&now_configured) {
+        bus.unconfigure_queue(gone);
+    }
+    *configured = now_configured;
+    *routes.0.write().unwrap_or_else(|p| p.into_inner()) = http;
+    Arc::new(FunctionRuntime {
+        id: f.id.clone(),
+        invoker: f.invoker.clone(),
+        concurrency: f.spec.concurrency.max(1) as usize,
+        triggers: queue_routes,
+        hop_limit: DEFAULT_HOP_LIMIT,
+    })
+}
