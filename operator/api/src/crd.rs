@@ -3,7 +3,9 @@
 
 use std::sync::LazyLock;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray,
+};
 use kube::CustomResourceExt;
 use serde_json::Value;
 
@@ -33,6 +35,11 @@ pub fn all() -> Vec<(String, CustomResourceDefinition)> {
                 .and_then(|s| s.open_api_v3_schema.as_mut())
             {
                 schema.description = Some(description.into());
+                // Status is written by controllers, never defaulted; and API servers before
+                // 1.22 read `default: ''` as null and refuse the whole CRD.
+                if let Some(status) = schema.properties.as_mut().and_then(|p| p.get_mut("status")) {
+                    strip_defaults(status);
+                }
                 // An object without a spec has nothing to run; say so at apply time.
                 schema.required = Some(vec!["spec".into()]);
             }
@@ -43,6 +50,16 @@ pub fn all() -> Vec<(String, CustomResourceDefinition)> {
         )
     })
     .collect()
+}
+
+fn strip_defaults(s: &mut JSONSchemaProps) {
+    s.default = None;
+    for p in s.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        strip_defaults(p);
+    }
+    if let Some(JSONSchemaPropsOrArray::Schema(items)) = s.items.as_mut() {
+        strip_defaults(items);
+    }
 }
 
 /// The YAML text of one CRD as committed in `crds/`.

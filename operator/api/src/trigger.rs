@@ -143,7 +143,7 @@ pub struct NatsSource {
 }
 
 /// How matching events reach the Function.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Delivery {
     #[serde(default)]
@@ -163,6 +163,19 @@ pub struct Delivery {
 
 fn default_max_inflight() -> u32 {
     100
+}
+
+// Not derived: an omitted `delivery` must get the same `maxInflight` as an empty one (the CRD
+// schema's default for `delivery` is this value, and the API server refuses 0).
+impl Default for Delivery {
+    fn default() -> Self {
+        Self {
+            retry: Retry::default(),
+            dead_letter: None,
+            ordering: None,
+            max_inflight: default_max_inflight(),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
