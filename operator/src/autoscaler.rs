@@ -178,7 +178,9 @@ impl Autoscaler {
                 type_: EventType::Normal,
                 reason: "Scaled".into(),
                 note: Some(format!("workers {before} → {replicas} ({pending} pending)")),
-                action: "Scale".into(),
+                // The recorder folds Events with the same action into one series (keeping
+                // the first note), so each target count is its own action.
+                action: format!("ScaleTo{replicas}"),
                 secondary: None,
             };
             if let Err(e) = self.ctx.recorder.publish(&event, &f.object_ref(&())).await {

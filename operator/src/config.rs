@@ -41,8 +41,9 @@ pub struct Config {
     /// Address of `/metrics` and `/healthz`.
     #[arg(long, env = "SLUICE_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
-    /// How often the autoscaler reads queue depth and decides replicas.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    /// How often the autoscaler reads queue depth and decides replicas (two JetStream
+    /// requests per Trigger each time).
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     pub scale_interval: Duration,
     /// Run controllers only while holding the Lease (turn off for a single local replica).
     #[arg(long, env = "SLUICE_LEADER_ELECTION", default_value_t = true, action = ArgAction::Set)]

@@ -163,22 +163,25 @@ impl Resolver {
                         true,
                     ));
                 };
+                // binaryData normally; data too, since kubectl puts a module that happens to be
+                // valid UTF-8 there, and the ConfigMap volume projects either.
                 let bytes = found
                     .binary_data
                     .as_ref()
                     .and_then(|d| d.get(&cm.key))
-                    .map(|b| b.0.clone());
+                    .map(|b| b.0.clone())
+                    .or_else(|| {
+                        found
+                            .data
+                            .as_ref()
+                            .and_then(|d| d.get(&cm.key))
+                            .map(|s| s.clone().into_bytes())
+                    });
                 let Some(bytes) = bytes else {
-                    let in_data = found.data.as_ref().is_some_and(|d| d.contains_key(&cm.key));
-                    let hint = if in_data {
-                        " (it is in data; a Wasm module is binary: kubectl create configmap --from-file puts it in binaryData)"
-                    } else {
-                        ""
-                    };
                     return Err(ModuleError::new(
                         "ConfigMapKeyNotFound",
                         format!(
-                            "spec.module.configMap.key: ConfigMap {ns}/{} has no binaryData key {:?}{hint}",
+                            "spec.module.configMap.key: ConfigMap {ns}/{} has no key {:?} in binaryData or data",
                             cm.name, cm.key
                         ),
                         true,

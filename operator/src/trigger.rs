@@ -42,17 +42,26 @@ async fn dispatch(t: Arc<Trigger>, ctx: &Context) -> Result<Action> {
     let ns = t.namespace().unwrap_or_default();
     let object = format!("Trigger {ns}/{}", t.name_any());
     let api = Api::<Trigger>::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, FINALIZER, t, |event| async {
+    match finalizer(&api, FINALIZER, t, |event| async {
         match event {
             Finalizer::Apply(t) => apply(&t, ctx).await,
             Finalizer::Cleanup(t) => cleanup(&t, ctx).await,
         }
     })
     .await
-    .map_err(|e| Error::Finalizer {
-        object,
-        source: Box::new(e),
-    })
+    {
+        Ok(action) => Ok(action),
+        // A second reconcile of a Trigger whose finalizer was just removed: it is gone.
+        Err(kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(s)))
+            if s.code == 404 =>
+        {
+            Ok(Action::await_change())
+        }
+        Err(e) => Err(Error::Finalizer {
+            object,
+            source: Box::new(e),
+        }),
+    }
 }
 
 pub fn error_policy(t: Arc<Trigger>, e: &Error, _ctx: Arc<Context>) -> Action {
