@@ -1,7 +1,7 @@
 # The two commands a user needs: `make run` and `make test`. See README.md.
 CARGO ?= cargo
 
-.PHONY: run test setup functions fmt lint check crds bench-e2e
+.PHONY: run test setup functions fmt lint check crds bench-e2e chart
 
 ## run: the main job: build the example handlers, then `sluice dev functions/examples` on
 ## 127.0.0.1:8080 (it prints a ready-to-paste `sluice publish` and curl line).
@@ -34,6 +34,13 @@ bench-e2e: setup
 	cd tests/guests && $(CARGO) build --quiet --release --target wasm32-wasip1 --target-dir ../../target/guests
 	$(CARGO) run --quiet --release --bin sluice -- bench e2e --module target/guests/wasm32-wasip1/release/tester.wasm
 
-## crds: regenerate crds/ from the Rust types (never edit crds/ by hand).
+## crds: regenerate crds/ from the Rust types (never edit crds/ by hand), and the chart's copy.
 crds:
 	$(CARGO) run --quiet --bin sluice -- crds --out crds
+	cp crds/*.yaml charts/sluice/crds/
+
+## chart: only the Helm chart's tests (lint, kubernetes-validate, schema, install into a local
+## API server with the operator reconciling the cluster example, uninstall).
+chart: setup
+	$(MAKE) -C functions rust
+	$(CARGO) test -p sluice-tests --test chart

@@ -8,8 +8,9 @@ use std::{
     collections::BTreeSet,
     io::Write,
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::{Child, Command, Output, Stdio},
     sync::OnceLock,
+    time::{Duration, Instant},
 };
 
 use serde_json::Value;
@@ -375,7 +376,9 @@ fn components_run_the_contracted_commands() {
             "--nats",
             "$(SLUICE_NATS_URL)",
             "--manifests",
-            "/etc/sluice/routes"
+            "/etc/sluice/routes",
+            "--listen",
+            "0.0.0.0:8080"
         ]
     );
     let ingress = args(&docs, "sluice-ingress");
@@ -547,4 +550,445 @@ fn cluster_example_validates() {
     assert_eq!(out.status.code(), Some(0), "{report}");
     assert!(report.contains("Function shop/invoice: ok"), "{report}");
     assert!(report.contains("Trigger shop/paid-orders: ok"), "{report}");
+}
+
+/// A local control plane; stopped when dropped.
+struct ControlPlane {
+    dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+}
+
+impl ControlPlane {
+    /// `scripts/control-plane.sh`: etcd, kube-apiserver and kube-controller-manager v1.20.2
+    /// on loopback, built once and cached under /var/cache/sluice (no kubelet: pods never run).
+    fn start() -> ControlPlane {
+        let script = workspace().join("scripts/control-plane.sh");
+        let build = Command::new(&script)
+            .arg("build")
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", script.display()));
+        assert!(
+            build.status.success(),
+            "control-plane.sh build:\n{}",
+            text(&build)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let start = Command::new(&script)
+            .arg("start")
+            .arg(dir.path())
+            .output()
+            .expect("control-plane.sh runs");
+        let cp = ControlPlane {
+            kubeconfig: dir.path().join("kubeconfig"),
+            dir,
+        };
+        assert!(
+            start.status.success(),
+            "control-plane.sh start:\n{}",
+            text(&start)
+        );
+        cp
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .current_dir(workspace())
+            .output()
+            .expect("kubectl runs (Debian package kubernetes-client)")
+    }
+
+    /// `kubectl ARGS`, which must succeed; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {}:\n{}",
+            args.join(" "),
+            text(&out)
+        );
+        stdout(&out)
+    }
+
+    fn helm(&self, args: &[&str]) -> Output {
+        let mut a = args.to_vec();
+        let kubeconfig = self.kubeconfig.to_str().unwrap();
+        a.extend(["--kubeconfig", kubeconfig]);
+        helm(&a)
+    }
+
+    /// The API server's address, from the admin kubeconfig.
+    fn server(&self) -> String {
+        let config = std::fs::read_to_string(&self.kubeconfig).unwrap();
+        let at = config.find("server: \"").expect("server in kubeconfig") + 9;
+        config[at..].split('"').next().unwrap().to_owned()
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let pids = std::fs::read_to_string(self.dir.path().join("pids")).unwrap_or_default();
+        for pid in pids.split_whitespace() {
+            let _ = Command::new("kill").arg(pid).status();
+        }
+    }
+}
+
+/// A process killed when dropped, its output in a log file.
+struct Process {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Path of a freshly built `sluice-operator` of this test's profile.
+fn operator_bin() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace()).args([
+        "build",
+        "--quiet",
+        "-p",
+        "sluice-operator",
+        "--bin",
+        "sluice-operator",
+    ]);
+    if !cfg!(debug_assertions) {
+        cmd.arg("--release");
+    }
+    assert!(
+        cmd.status().expect("cargo runs").success(),
+        "building sluice-operator failed"
+    );
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .join("sluice-operator")
+}
+
+/// Polls `f` every 200 ms until it returns Some, or panics with `what` after `timeout`.
+fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `helm install` into a real API server (v1.20.2); the operator, run locally with its
+/// ServiceAccount's own token (so the chart's RBAC is what it gets), reconciles the cluster
+/// example applied with kubectl into a worker Deployment and the routers' ConfigMap;
+/// `helm uninstall` then removes every object the chart created.
+#[test]
+fn helm_install_reconcile_and_uninstall_on_a_real_api_server() {
+    let wasm = workspace().join("functions/rust/invoice/invoice.wasm");
+    assert!(
+        wasm.exists(),
+        "{} is not built: run `make functions` (or `make -C functions rust`)",
+        wasm.display()
+    );
+    let operator = operator_bin();
+    let cp = ControlPlane::start();
+
+    // Install, as the README says.
+    let nats = "nats://127.0.0.1:4222";
+    let started = Instant::now();
+    let out = cp.helm(&[
+        "install",
+        "sluice",
+        CHART,
+        "--namespace",
+        "sluice",
+        "--create-namespace",
+        "--set",
+        &format!("nats.url={nats}"),
+    ]);
+    let notes = text(&out);
+    assert!(out.status.success(), "helm install:\n{notes}");
+    eprintln!("helm install: {:?}", started.elapsed());
+    assert!(notes.contains("STATUS: deployed"), "{notes}");
+    assert!(
+        notes.contains("kubectl apply -f functions/cluster/invoice.yaml"),
+        "NOTES tell what to apply next:\n{notes}"
+    );
+    cp.ok(&[
+        "wait",
+        "--for",
+        "condition=established",
+        "--timeout",
+        "60s",
+        "crd/functions.sluice.dev",
+        "crd/triggers.sluice.dev",
+    ]);
+    let manifest = cp.helm(&["get", "manifest", "sluice", "--namespace", "sluice"]);
+    assert!(manifest.status.success(), "{}", text(&manifest));
+    let created: Vec<(String, String, String)> = documents(&stdout(&manifest))
+        .iter()
+        .map(|d| {
+            let kind = d["kind"].as_str().unwrap().to_owned();
+            let ns = d["metadata"]["namespace"].as_str().unwrap_or("").to_owned();
+            (kind, ns, d["metadata"]["name"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    let kinds: BTreeSet<_> = created.iter().map(|c| c.0.as_str()).collect();
+    for kind in [
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "PodDisruptionBudget",
+    ] {
+        assert!(kinds.contains(kind), "the release has no {kind}: {kinds:?}");
+    }
+    let pdb = cp.ok(&[
+        "-n",
+        "sluice",
+        "get",
+        "pdb",
+        "sluice-router",
+        "-o",
+        "jsonpath={.apiVersion}",
+    ]);
+    assert_eq!(
+        pdb, "policy/v1beta1",
+        "1.20 has no policy/v1 PodDisruptionBudget"
+    );
+
+    // The operator runs with the token of the ServiceAccount the chart created.
+    let secret = eventually(
+        Duration::from_secs(60),
+        "a token for sluice-operator",
+        || {
+            let name = stdout(&cp.kubectl(&[
+                "-n",
+                "sluice",
+                "get",
+                "sa",
+                "sluice-operator",
+                "-o",
+                "jsonpath={.secrets[0].name}",
+            ]));
+            (!name.is_empty()).then_some(name)
+        },
+    );
+    let token = cp.ok(&[
+        "-n",
+        "sluice",
+        "get",
+        "secret",
+        &secret,
+        "-o",
+        "go-template={{.data.token | base64decode}}",
+    ]);
+    let sa_kubeconfig = cp.dir.path().join("operator.kubeconfig");
+    std::fs::write(
+        &sa_kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\n\
+             clusters: [{{name: local, cluster: {{server: \"{}\", insecure-skip-tls-verify: true}}}}]\n\
+             users: [{{name: sluice-operator, user: {{token: \"{token}\"}}}}]\n\
+             contexts: [{{name: local, context: {{cluster: local, user: sluice-operator, namespace: sluice}}}}]\n\
+             current-context: local\n",
+            cp.server()
+        ),
+    )
+    .unwrap();
+    let port = sluice_tests::free_port();
+    let log = cp.dir.path().join("operator.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let op = Process {
+        child: Command::new(&operator)
+            .args(["--nats", nats, "--namespace", "sluice", "--image", IMAGE])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("KUBECONFIG", &sa_kubeconfig)
+            .env("RUST_LOG", "info")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("sluice-operator starts"),
+        log,
+    };
+    let addr = format!("127.0.0.1:{port}");
+    eventually(Duration::from_secs(60), "the operator's /healthz", || {
+        matches!(
+            sluice_tests::http(&addr, "GET", "/healthz", &[], b""),
+            Ok((200, _, _))
+        )
+        .then_some(())
+    });
+
+    // The cluster example, as the README applies it.
+    cp.ok(&["create", "namespace", "shop"]);
+    cp.ok(&[
+        "-n",
+        "shop",
+        "create",
+        "configmap",
+        "invoice-wasm",
+        "--from-file=module.wasm=functions/rust/invoice/invoice.wasm",
+    ]);
+    let applied = Instant::now();
+    cp.ok(&["apply", "-f", "functions/cluster/invoice.yaml"]);
+    let worker = eventually(
+        Duration::from_secs(60),
+        "the worker Deployment of shop/invoice",
+        || {
+            let out = cp.kubectl(&["-n", "shop", "get", "deployments", "-o", "json"]);
+            let list: Value = serde_json::from_slice(&out.stdout).ok()?;
+            list["items"]
+                .as_array()?
+                .iter()
+                .find(|d| {
+                    d["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|o| {
+                            o.iter()
+                                .any(|r| r["kind"] == "Function" && r["name"] == "invoice")
+                        })
+                })
+                .cloned()
+        },
+    );
+    eprintln!(
+        "worker Deployment {} after {:?}",
+        worker["metadata"]["name"],
+        applied.elapsed()
+    );
+    let containers = &worker["spec"]["template"]["spec"]["containers"];
+    assert!(
+        containers
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["image"] == IMAGE),
+        "worker image: {containers}\noperator log:\n{}",
+        op.log_text()
+    );
+    let routes = eventually(
+        Duration::from_secs(60),
+        "sluice-routes with shop/paid-orders",
+        || {
+            let out = cp.kubectl(&[
+                "-n",
+                "sluice",
+                "get",
+                "configmap",
+                "sluice-routes",
+                "-o",
+                "jsonpath={.data.triggers\\.yaml}",
+            ]);
+            let t = stdout(&out);
+            t.contains("paid-orders").then_some(t)
+        },
+    );
+    assert!(routes.contains("invoice"), "{routes}");
+    let fn_status = cp.ok(&[
+        "-n",
+        "shop",
+        "get",
+        "fn",
+        "invoice",
+        "-o",
+        "jsonpath={.status}",
+    ]);
+    assert!(
+        fn_status.contains("sha256:"),
+        "Function status: {fn_status}\n{}",
+        op.log_text()
+    );
+    // Everything it did, it was allowed to do with the chart's RBAC.
+    let log = op.log_text();
+    assert!(
+        !log.to_lowercase().contains("forbidden"),
+        "the operator was refused something:\n{log}"
+    );
+    drop(op);
+
+    // Uninstall: every object of the release is gone; the CRDs (and so the Functions) stay.
+    let started = Instant::now();
+    let out = cp.helm(&[
+        "uninstall",
+        "sluice",
+        "--namespace",
+        "sluice",
+        "--wait",
+        "--timeout",
+        "120s",
+    ]);
+    assert!(out.status.success(), "helm uninstall:\n{}", text(&out));
+    eprintln!("helm uninstall --wait: {:?}", started.elapsed());
+    for (kind, ns, name) in &created {
+        let mut args = vec![
+            "get",
+            kind.as_str(),
+            name.as_str(),
+            "--ignore-not-found",
+            "-o",
+            "name",
+        ];
+        if !ns.is_empty() {
+            args.extend(["-n", ns.as_str()]);
+        }
+        let left = cp.ok(&args);
+        assert!(
+            left.trim().is_empty(),
+            "{kind} {ns}/{name} is still there after helm uninstall"
+        );
+    }
+    eventually(
+        Duration::from_secs(60),
+        "no ReplicaSets or Pods of the release",
+        || {
+            let left = cp.ok(&[
+                "get",
+                "replicasets,pods,secrets",
+                "-A",
+                "-l",
+                "app.kubernetes.io/instance=sluice",
+                "-o",
+                "name",
+            ]);
+            left.trim().is_empty().then_some(())
+        },
+    );
+    let releases = cp.ok(&[
+        "-n",
+        "sluice",
+        "get",
+        "secrets",
+        "-l",
+        "owner=helm",
+        "-o",
+        "name",
+    ]);
+    assert!(
+        releases.trim().is_empty(),
+        "Helm release records left: {releases}"
+    );
+    cp.ok(&["get", "crd", "functions.sluice.dev", "triggers.sluice.dev"]);
+    cp.ok(&["-n", "shop", "get", "fn", "invoice"]);
 }
