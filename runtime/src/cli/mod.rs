@@ -9,6 +9,7 @@ pub mod dev;
 pub mod distributed;
 pub mod dlq;
 pub mod invoke;
+pub mod operator;
 pub mod publish;
 pub mod tail;
 pub mod test_pattern;
@@ -40,6 +41,11 @@ pub enum Command {
     Router(distributed::RouterArgs),
     /// Distributed mode: run one Function's handlers from its trigger queues.
     Worker(distributed::WorkerArgs),
+    /// Run the Kubernetes operator (the same program as `sluice-operator`).
+    Operator(operator::OperatorArgs),
+    /// Fetch a module and verify its digest (the worker pods' init container).
+    #[command(subcommand)]
+    Module(operator::Module),
     /// Send one event to a bus of a running Sluice.
     Publish(publish::Args),
     /// Follow a bus of a running Sluice, one JSON line per event.
@@ -62,6 +68,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Ingress(args) => distributed::ingress(args),
         Command::Router(args) => distributed::router(args),
         Command::Worker(args) => distributed::worker(args),
+        Command::Operator(args) => operator::run_operator(args),
+        Command::Module(cmd) => operator::run_module(cmd),
         Command::Publish(args) => publish::run(args),
         Command::Tail(args) => tail::run(args),
         Command::Invoke(args) => invoke::run(args),
