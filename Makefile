@@ -44,3 +44,10 @@ crds:
 chart: setup
 	$(MAKE) -C functions rust
 	$(CARGO) test -p sluice-tests --test chart
+
+## control-plane: build once (cached outside the clone) the etcd + kube-apiserver +
+## kube-controller-manager v1.20.2 the operator's integration tests start, and install kubectl.
+.PHONY: control-plane
+control-plane:
+	./scripts/control-plane.sh build
+test: control-plane

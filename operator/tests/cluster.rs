@@ -86,6 +86,64 @@ impl ControlPlane {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// A kubeconfig for ServiceAccount sluice/sluice-operator bound to operator/rbac.yaml.
+    async fn service_account_kubeconfig(&self, client: &Client) -> Result<PathBuf> {
+        self.kubectl(
+            &["apply", "-f", &format!("{REPO}/operator/rbac.yaml")],
+            None,
+        )?;
+        self.kubectl(
+            &[
+                "-n",
+                "sluice",
+                "create",
+                "serviceaccount",
+                "sluice-operator",
+            ],
+            None,
+        )?;
+        self.kubectl(
+            &[
+                "create",
+                "clusterrolebinding",
+                "sluice-operator",
+                "--clusterrole=sluice-operator",
+                "--serviceaccount=sluice:sluice-operator",
+            ],
+            None,
+        )?;
+        // Kubernetes 1.20's token controller writes the ServiceAccount's token Secret.
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(client.clone(), "sluice");
+        let token = eventually("the ServiceAccount token", Duration::from_secs(30), || {
+            let s = secrets.clone();
+            async move {
+                let list = s.list(&ListParams::default()).await?;
+                Ok(list.items.into_iter().find_map(|s| {
+                    let sa = s
+                        .metadata
+                        .annotations
+                        .as_ref()?
+                        .get("kubernetes.io/service-account.name")?
+                        .clone();
+                    (sa == "sluice-operator").then_some(())?;
+                    let t = s.data?.get("token")?.0.clone();
+                    String::from_utf8(t).ok()
+                }))
+            }
+        })
+        .await?;
+        let admin = std::fs::read_to_string(&self.kubeconfig)?;
+        let start = admin.find("token: \"").context("token in kubeconfig")? + 8;
+        let end = start + admin[start..].find('"').context("token end")?;
+        let path = self.dir.path().join("operator.kubeconfig");
+        std::fs::write(
+            &path,
+            format!("{}{token}{}", &admin[..start], &admin[end..]),
+        )?;
+        Ok(path)
+    }
+
     async fn client(&self) -> Result<Client> {
         let kc = Kubeconfig::read_from(&self.kubeconfig)?;
         let config = KubeConfig::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
@@ -252,7 +310,9 @@ async fn operator_against_a_real_control_plane() -> Result<()> {
         .context("NATS JetStream must listen on 127.0.0.1:4222 (scripts/setup.sh starts it)")?;
     let js = jetstream::new(nats);
 
-    let operator = Operator::start(&cp.kubeconfig)?;
+    // The operator runs as a ServiceAccount holding exactly operator/rbac.yaml.
+    let operator_kubeconfig = cp.service_account_kubeconfig(&client).await?;
+    let operator = Operator::start(&operator_kubeconfig)?;
     let health = operator.health.clone();
     eventually("operator /healthz", Duration::from_secs(20), || {
         let url = format!("{health}/healthz");
