@@ -92,6 +92,7 @@ pub fn app(state: AppState) -> Router {
             "/admin/triggers/{namespace}/{name}/dlq/redrive",
             post(dlq_redrive),
         )
+        .route("/admin/triggers/{namespace}/{name}/depth", get(depth))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -430,6 +431,20 @@ async fn dlq_list(State(s): State<AppState>, Path((ns, name)): Path<(String, Str
             let items: Vec<_> = list.iter().map(|d| d.to_event().to_json_value()).collect();
             Json(json!({ "trigger": format!("{ns}/{name}"), "deadLetters": items })).into_response()
         }
+        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// A trigger's queue depth as the bus reports it (the autoscaling signal).
+async fn depth(State(s): State<AppState>, Path((ns, name)): Path<(String, String)>) -> Response {
+    match s.bus.depth(&format!("{ns}/{name}")).await {
+        Ok(d) => Json(json!({
+            "trigger": format!("{ns}/{name}"),
+            "queued": d.queued,
+            "inflight": d.inflight,
+            "pending": d.pending(),
+        }))
+        .into_response(),
         Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }

@@ -1,6 +1,8 @@
 //! Shared helpers for the end-to-end tests in `tests/tests/`: they run the real `sluice`
 //! binary, built once per test process by cargo itself, the way a user would.
 
+pub mod system;
+
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
@@ -142,29 +144,33 @@ impl Dev {
 
     /// Every event on `bus` so far, oldest first.
     pub fn events(&self, bus: &str) -> Vec<serde_json::Value> {
-        let mut out = Vec::new();
-        let mut after = 0u64;
-        loop {
-            let path = format!("/buses/{bus}/events?after={after}&limit=10000");
-            let (status, headers, body) =
-                self.request("GET", &path, &[], b"").expect("tail request");
-            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-            let before = out.len();
-            for line in String::from_utf8_lossy(&body)
-                .lines()
-                .filter(|l| !l.is_empty())
-            {
-                out.push(serde_json::from_str(line).expect("tail gives JSON lines"));
-            }
-            if out.len() == before {
-                return out;
-            }
-            after = headers
-                .iter()
-                .find(|(k, _)| k == "x-sluice-next")
-                .and_then(|(_, v)| v.parse().ok())
-                .expect("x-sluice-next");
+        events_at(&self.addr, bus)
+    }
+}
+
+/// Every event on `bus` of the Sluice at `addr` so far, oldest first.
+pub fn events_at(addr: &str, bus: &str) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let mut after = 0u64;
+    loop {
+        let path = format!("/buses/{bus}/events?after={after}&limit=10000");
+        let (status, headers, body) = http(addr, "GET", &path, &[], b"").expect("tail request");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let before = out.len();
+        for line in String::from_utf8_lossy(&body)
+            .lines()
+            .filter(|l| !l.is_empty())
+        {
+            out.push(serde_json::from_str(line).expect("tail gives JSON lines"));
         }
+        if out.len() == before {
+            return out;
+        }
+        after = headers
+            .iter()
+            .find(|(k, _)| k == "x-sluice-next")
+            .and_then(|(_, v)| v.parse().ok())
+            .expect("x-sluice-next");
     }
 }
 

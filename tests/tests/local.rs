@@ -1,11 +1,11 @@
-//! Reliability of `sluice dev`, driven through the real binary over HTTP: crash safety under
-//! load, retries into the dead-letter bus and redrive, the hop limit, malformed input, and a
-//! real CloudEvents SDK as the client.
+//! `sluice dev` specifics, driven through the real binary over HTTP: malformed input, a real
+//! CloudEvents SDK as the client, and reloading manifests. Delivery semantics shared with the
+//! NATS bus (crashes, retries, dead letters, hop limit, ordering) are in `conformance.rs`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use serde_json::{Value, json};
-use sluice_tests::{Dev, free_port, sluice, stdout, tester_manifests, wait_for};
+use sluice_tests::{Dev, free_port, tester_manifests, wait_for};
 
 const TRIGGER: &str = "apiVersion: sluice.dev/v1alpha1
 kind: Trigger
@@ -28,21 +28,6 @@ spec:
   delivery:
     deadLetter: { bus: dead }
 ";
-
-fn work(id: &str, data: Value) -> Value {
-    json!({"specversion": "1.0", "id": id, "source": "/e2e", "type": "com.example.work", "data": data})
-}
-
-fn post_batch(dev: &Dev, events: &[Value]) -> std::io::Result<u16> {
-    let body = serde_json::to_vec(events).unwrap();
-    dev.request(
-        "POST",
-        "/buses/default/events",
-        &[("content-type", "application/cloudevents-batch+json")],
-        &body,
-    )
-    .map(|r| r.0)
-}
 
 /// POSTs one event in structured mode to the default bus; returns the status.
 fn post_event(dev: &Dev, event: &Value) -> u16 {
@@ -71,152 +56,6 @@ fn done(dev: &Dev) -> HashMap<String, usize> {
         }
     }
     m
-}
-
-#[test]
-fn kill_9_mid_load_loses_nothing_accepted() {
-    let (_tmp, dir, data) = setup();
-    let port = free_port();
-    let mut dev = Dev::start(&dir, &data, port, &[]);
-    const TOTAL: usize = 20_000;
-    let events: Vec<Value> = (0..TOTAL)
-        .map(|i| work(&format!("w{i}"), json!({"n": i})))
-        .collect();
-    let mut accepted: HashSet<String> = HashSet::new();
-    let mut next = 0;
-    let mut killed = false;
-    while next < TOTAL {
-        let batch = &events[next..(next + 100).min(TOTAL)];
-        match post_batch(&dev, batch) {
-            Ok(202) => {
-                accepted.extend(batch.iter().map(|e| e["id"].as_str().unwrap().to_owned()));
-                next += batch.len();
-            }
-            other => panic!("batch at {next} refused: {other:?}\n{}", dev.log_text()),
-        }
-        if !killed && next >= TOTAL / 2 {
-            // Crash in the middle: deliveries are in flight, retries and routing half done.
-            dev.kill9();
-            killed = true;
-            dev = Dev::start(&dir, &data, port, &[]);
-        }
-    }
-    assert_eq!(accepted.len(), TOTAL);
-    let handled = wait_for(600, || {
-        let d = done(&dev);
-        (accepted.iter().all(|id| d.contains_key(id))).then_some(d)
-    });
-    let handled = handled.unwrap_or_else(|| {
-        let d = done(&dev);
-        let missing = accepted.iter().filter(|id| !d.contains_key(*id)).count();
-        panic!(
-            "{missing} accepted events never handled\n{}",
-            dev.log_text()
-        );
-    });
-    let duplicates: usize = handled.values().map(|n| n - 1).sum();
-    // At most what was in flight at the crash: 2 workers × concurrency 32.
-    assert!(duplicates <= 64, "{duplicates} duplicate deliveries");
-    let dead = dev.events("dead");
-    assert!(dead.is_empty(), "nothing should be dead-lettered: {dead:?}");
-}
-
-#[test]
-fn failures_reach_the_dead_letter_bus_after_max_attempts_and_redrive_replays_them() {
-    let (_tmp, dir, data) = setup();
-    let dev = Dev::start(&dir, &data, free_port(), &[]);
-    let batch = vec![
-        work("ok-1", json!({})),
-        work("bad-1", json!({"fail": true})),
-        work("ok-2", json!({})),
-        work("bad-2", json!({"fail": true})),
-        work("fatal-1", json!({"fatal": true})),
-    ];
-    assert_eq!(post_batch(&dev, &batch).unwrap(), 202);
-    let dead = wait_for(60, || {
-        let d = dev.events("dead");
-        (d.len() >= 3).then_some(d)
-    })
-    .unwrap_or_else(|| panic!("dead letters did not arrive\n{}", dev.log_text()));
-    assert_eq!(dead.len(), 3, "{dead:?}");
-    let by_id: HashMap<&str, &Value> = dead
-        .iter()
-        .map(|e| (e["id"].as_str().unwrap(), e))
-        .collect();
-    for id in ["bad-1", "bad-2"] {
-        let e = by_id[id];
-        assert_eq!(e["sluicereason"], "exhausted", "{e}");
-        assert_eq!(e["sluiceattempts"], 3, "{e}");
-        assert_eq!(e["sluicetrigger"], "e2e/work", "{e}");
-        assert!(
-            e["sluicelasterror"].as_str().unwrap().contains("exit"),
-            "{e}"
-        );
-        assert_eq!(
-            e["type"], "com.example.work",
-            "the original event is kept: {e}"
-        );
-    }
-    assert_eq!(by_id["fatal-1"]["sluicereason"], "fatal");
-    assert_eq!(
-        by_id["fatal-1"]["sluiceattempts"], 1,
-        "fatal skips the remaining attempts"
-    );
-    let handled = done(&dev);
-    assert!(
-        handled.contains_key("ok-1") && handled.contains_key("ok-2"),
-        "{handled:?}"
-    );
-
-    let url = format!("http://{}", dev.addr);
-    let list = sluice(&["dlq", "list", "--trigger", "e2e/work", "--url", &url]);
-    assert_eq!(list.status.code(), Some(0));
-    assert_eq!(stdout(&list).lines().count(), 3, "{}", stdout(&list));
-    let redrive = sluice(&["dlq", "redrive", "--trigger", "e2e/work", "--url", &url]);
-    assert_eq!(stdout(&redrive).trim(), "redriven 3");
-    // Redriven events are delivered again: they fail again, all attempts anew.
-    let again = wait_for(60, || {
-        let d = dev.events("dead");
-        (d.len() >= 6).then_some(d)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "redriven events were not delivered again\n{}",
-            dev.log_text()
-        )
-    });
-    let retried: Vec<&Value> = again[3..]
-        .iter()
-        .filter(|e| e["sluicereason"] == "exhausted")
-        .collect();
-    assert_eq!(retried.len(), 2);
-    assert!(retried.iter().all(|e| e["sluiceattempts"] == 3));
-    let purge = sluice(&["dlq", "purge", "--trigger", "e2e/work", "--url", &url]);
-    assert_eq!(stdout(&purge).trim(), "purged 3");
-}
-
-#[test]
-fn a_self_triggering_handler_is_stopped_by_the_hop_limit() {
-    let (_tmp, dir, data) = setup();
-    let dev = Dev::start(&dir, &data, free_port(), &[]);
-    let ping = json!({"specversion": "1.0", "id": "p-1", "source": "/e2e", "type": "com.example.ping", "data": {"loop": true}});
-    assert_eq!(post_event(&dev, &ping), 202);
-    let dead = wait_for(60, || {
-        let d = dev.events("dead");
-        (!d.is_empty()).then_some(d)
-    })
-    .unwrap_or_else(|| panic!("the loop was not stopped\n{}", dev.log_text()));
-    assert_eq!(dead[0]["sluicereason"], "loop", "{}", dead[0]);
-    assert_eq!(dead[0]["sluicehops"], 17, "{}", dead[0]);
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let pings: Vec<Value> = dev
-        .events("default")
-        .into_iter()
-        .filter(|e| e["type"] == "com.example.ping")
-        .collect();
-    assert_eq!(pings.len(), 17, "the original plus 16 hops");
-    assert_eq!(pings.last().unwrap()["sluicehops"], 16);
-    assert_eq!(dev.events("dead").len(), 1, "nothing after the stop");
 }
 
 #[test]

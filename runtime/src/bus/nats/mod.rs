@@ -100,7 +100,9 @@ fn split_id(trigger: &str) -> Result<(&str, &str), BusError> {
 }
 
 struct QueueState {
-    consumers: Vec<PullConsumer>,
+    /// Each consumer with its `max_ack_pending`: a pull asking for more than that is refused
+    /// by the server (409), so requests never exceed it.
+    consumers: Vec<(PullConsumer, usize)>,
 }
 
 struct Inner {
@@ -313,7 +315,7 @@ impl NatsBus {
                     stream.create_consumer(config).await.map_err(nats_err)?
                 }
             };
-            consumers.push(c);
+            consumers.push((c, max_ack_pending as usize));
         }
         lock(&self.0.queues).insert(trigger.to_owned(), Arc::new(QueueState { consumers }));
         self.start_doorbell(trigger, ns, name).await
@@ -426,25 +428,12 @@ impl NatsBus {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        for c in &q.consumers {
-            let want = max.saturating_sub(out.len());
+        for (c, cap) in &q.consumers {
+            let want = max.saturating_sub(out.len()).min(*cap);
             if want == 0 {
                 break;
             }
-            let mut msgs = c
-                .fetch()
-                .max_messages(want)
-                .messages()
-                .await
-                .map_err(nats_err)?;
-            while let Some(m) = msgs.next().await {
-                let m = match m {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::debug!(trigger, error = %e, "fetch ended");
-                        break;
-                    }
-                };
+            for m in pull(c, want).await? {
                 if let Some(d) = self.to_delivery(trigger, m).await {
                     out.push(d);
                 }
@@ -519,13 +508,7 @@ impl NatsBus {
         let mut out = Vec::new();
         while out.len() < limit {
             let before = out.len();
-            let mut msgs = c
-                .fetch()
-                .max_messages((limit - out.len()).min(1000))
-                .messages()
-                .await
-                .map_err(nats_err)?;
-            while let Some(Ok(m)) = msgs.next().await {
+            for m in pull(&c, (limit - out.len()).min(1000)).await? {
                 if let Ok(i) = m.info() {
                     out.push((i.stream_sequence, m));
                 }
@@ -836,6 +819,35 @@ impl Bus for NatsBus {
     fn purge<'a>(&'a self, trigger: &'a str) -> BusFuture<'a, usize> {
         self.purge_now(trigger).boxed()
     }
+}
+
+/// Takes up to `n` messages available now from a pull consumer. Bounded in time: a request
+/// the server never answers (it restarted meanwhile) must not stall the caller; anything
+/// pulled but not acked is delivered again after the consumer's AckWait.
+pub(crate) async fn pull(c: &PullConsumer, n: usize) -> Result<Vec<jetstream::Message>, BusError> {
+    let fetch = async {
+        let mut msgs = c
+            .fetch()
+            .max_messages(n)
+            .messages()
+            .await
+            .map_err(nats_err)?;
+        let mut out = Vec::with_capacity(n.min(1024));
+        while let Some(m) = msgs.next().await {
+            match m {
+                Ok(m) => out.push(m),
+                // The end of a no-wait pull comes as a status (404/408/409): done.
+                Err(e) => {
+                    tracing::trace!(error = %e, "pull ended");
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    };
+    tokio::time::timeout(Duration::from_secs(5), fetch)
+        .await
+        .map_err(|_| nats_err("pull request unanswered for 5s"))?
 }
 
 fn stream_missing(e: &jetstream::context::GetStreamError) -> bool {

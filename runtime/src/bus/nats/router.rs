@@ -64,7 +64,8 @@ async fn route_until_error(
             pull::Config {
                 durable_name: Some(names::ROUTER_CONSUMER.into()),
                 ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
+                // A router that dies holding events hands them to its peers after this.
+                ack_wait: Duration::from_secs(10),
                 max_ack_pending: 20_000,
                 deliver_policy: DeliverPolicy::All,
                 ..Default::default()
@@ -81,22 +82,7 @@ async fn route_until_error(
         if *stop.borrow() {
             return Ok(());
         }
-        let mut msgs = consumer
-            .fetch()
-            .max_messages(BATCH)
-            .messages()
-            .await
-            .map_err(super::nats_err)?;
-        let mut batch = Vec::new();
-        while let Some(m) = msgs.next().await {
-            match m {
-                Ok(m) => batch.push(m),
-                Err(e) => {
-                    tracing::debug!(bus = %bus_name, error = %e, "fetch ended");
-                    break;
-                }
-            }
-        }
+        let batch = super::pull(&consumer, BATCH).await?;
         if batch.is_empty() {
             // Drain rings that arrived meanwhile, then wait for the next one (or look again
             // in a while: a redelivery after a peer router died rings no bell).

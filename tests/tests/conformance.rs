@@ -1,0 +1,318 @@
+//! Delivery semantics (DESIGN §5), one suite run against both buses: `sluice dev` on the
+//! embedded bus, and `sluice ingress` + `router` + `worker` on a nats-server of its own. Each
+//! case is a function of the backend; `both!` makes one test per backend.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+use sluice_tests::{
+    sluice, stdout,
+    system::{Backend, System},
+    tester_manifests, wait_for,
+};
+
+const TRIGGERS: &str = "apiVersion: sluice.dev/v1alpha1
+kind: Trigger
+metadata: { name: work, namespace: e2e }
+spec:
+  source: { bus: default }
+  pattern: { type: [com.example.work] }
+  function: tester
+  delivery:
+    retry: { maxAttempts: 3, backoff: exponential, initialDelay: 300ms, maxDelay: 600ms }
+    deadLetter: { bus: dead }
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Trigger
+metadata: { name: ping, namespace: e2e }
+spec:
+  source: { bus: default }
+  pattern: { type: [com.example.ping] }
+  function: tester
+  delivery:
+    deadLetter: { bus: dead }
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Trigger
+metadata: { name: ordered, namespace: e2e }
+spec:
+  source: { bus: default }
+  pattern: { type: [com.example.ordered] }
+  function: tester
+  delivery:
+    ordering: { key: data.k }
+";
+
+macro_rules! both {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            #[test]
+            fn embedded() {
+                super::$case(sluice_tests::system::Backend::Embedded)
+            }
+            #[test]
+            fn nats() {
+                super::$case(sluice_tests::system::Backend::Nats)
+            }
+        }
+    )*};
+}
+
+both!(
+    retries_then_dead_letters_with_reasons_and_redrive,
+    producer_duplicates_are_dropped_within_the_window,
+    events_sharing_an_ordering_key_are_handled_in_bus_order,
+    a_self_triggering_handler_is_stopped_by_the_hop_limit,
+    a_worker_killed_mid_flight_loses_nothing,
+);
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    sys: System,
+}
+
+fn start(backend: Backend) -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("manifests");
+    std::fs::create_dir_all(&dir).unwrap();
+    tester_manifests(&dir, TRIGGERS);
+    let sys = System::start(backend, &dir, &tmp.path().join("data"), "e2e/tester");
+    Setup { _tmp: tmp, sys }
+}
+
+fn event(ty: &str, id: &str, data: Value) -> Value {
+    json!({"specversion": "1.0", "id": id, "source": "/e2e", "type": ty, "data": data})
+}
+
+fn work(id: &str, data: Value) -> Value {
+    event("com.example.work", id, data)
+}
+
+/// POSTs a batch to the default bus; returns the status and the answer.
+fn post_batch(sys: &System, events: &[Value]) -> (u16, Value) {
+    let body = serde_json::to_vec(events).unwrap();
+    let (status, _, answer) = sys
+        .request(
+            "POST",
+            "/buses/default/events",
+            &[("content-type", "application/cloudevents-batch+json")],
+            &body,
+        )
+        .expect("ingress answers");
+    (status, serde_json::from_slice(&answer).unwrap_or_default())
+}
+
+/// For each input id, how many `com.example.done` replies were made.
+fn done(sys: &System) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for e in sys.events("default") {
+        if e["type"] == "com.example.done" {
+            *m.entry(e["data"]["of"].as_str().unwrap_or_default().to_owned())
+                .or_default() += 1;
+        }
+    }
+    m
+}
+
+fn retries_then_dead_letters_with_reasons_and_redrive(backend: Backend) {
+    let Setup { sys, .. } = &start(backend);
+    let batch = vec![
+        work("ok-1", json!({})),
+        work("bad-1", json!({"fail": true})),
+        work("ok-2", json!({})),
+        work("bad-2", json!({"fail": true})),
+        work("fatal-1", json!({"fatal": true})),
+    ];
+    let published = Instant::now();
+    assert_eq!(post_batch(sys, &batch).0, 202);
+    let dead = wait_for(60, || {
+        let d = sys.events("dead");
+        (d.len() >= 3).then_some(d)
+    })
+    .unwrap_or_else(|| panic!("dead letters did not arrive\n{}", sys.logs()));
+    // Two retries, each after at least initialDelay (300 ms): exhaustion cannot come sooner.
+    assert!(
+        published.elapsed() >= Duration::from_millis(600),
+        "retries came faster than initialDelay allows: {:?}",
+        published.elapsed()
+    );
+    assert_eq!(dead.len(), 3, "{dead:?}");
+    let by_id: HashMap<&str, &Value> = dead
+        .iter()
+        .map(|e| (e["id"].as_str().unwrap(), e))
+        .collect();
+    for id in ["bad-1", "bad-2"] {
+        let e = by_id[id];
+        assert_eq!(e["sluicereason"], "exhausted", "{e}");
+        assert_eq!(e["sluiceattempts"], 3, "exactly maxAttempts: {e}");
+        assert_eq!(e["sluicetrigger"], "e2e/work", "{e}");
+        assert!(
+            e["sluicelasterror"].as_str().unwrap().contains("exit"),
+            "{e}"
+        );
+        assert_eq!(e["type"], "com.example.work", "the original is kept: {e}");
+        assert_eq!(e["data"], json!({"fail": true}), "{e}");
+    }
+    assert_eq!(by_id["fatal-1"]["sluicereason"], "fatal");
+    assert_eq!(
+        by_id["fatal-1"]["sluiceattempts"], 1,
+        "fatal skips the remaining attempts"
+    );
+    let handled = done(sys);
+    assert!(
+        handled.contains_key("ok-1") && handled.contains_key("ok-2"),
+        "{handled:?}"
+    );
+
+    let url = format!("http://{}", sys.addr);
+    let list = sluice(&["dlq", "list", "--trigger", "e2e/work", "--url", &url]);
+    assert_eq!(list.status.code(), Some(0));
+    assert_eq!(stdout(&list).lines().count(), 3, "{}", stdout(&list));
+    let redrive = sluice(&["dlq", "redrive", "--trigger", "e2e/work", "--url", &url]);
+    assert_eq!(stdout(&redrive).trim(), "redriven 3");
+    // Redriven events are delivered again: they fail again, all attempts anew.
+    let again = wait_for(60, || {
+        let d = sys.events("dead");
+        (d.len() >= 6).then_some(d)
+    })
+    .unwrap_or_else(|| panic!("redriven events were not delivered again\n{}", sys.logs()));
+    let retried: Vec<&Value> = again[3..]
+        .iter()
+        .filter(|e| e["sluicereason"] == "exhausted")
+        .collect();
+    assert_eq!(retried.len(), 2, "{again:?}");
+    assert!(retried.iter().all(|e| e["sluiceattempts"] == 3));
+    let purge = sluice(&["dlq", "purge", "--trigger", "e2e/work", "--url", &url]);
+    assert_eq!(stdout(&purge).trim(), "purged 3");
+    let list = sluice(&["dlq", "list", "--trigger", "e2e/work", "--url", &url]);
+    assert_eq!(stdout(&list).trim(), "", "purge leaves nothing");
+}
+
+fn producer_duplicates_are_dropped_within_the_window(backend: Backend) {
+    let Setup { sys, .. } = &start(backend);
+    let e = work("dup-1", json!({"n": 1}));
+    let (status, first) = post_batch(sys, std::slice::from_ref(&e));
+    assert_eq!(status, 202);
+    assert_eq!(first["accepted"], 1, "{first}");
+    // The same (source, id) again, alone and inside a batch with a new event.
+    let (_, again) = post_batch(sys, std::slice::from_ref(&e));
+    assert_eq!(again["accepted"], 0, "{again}");
+    assert_eq!(again["events"][0]["duplicate"], true, "{again}");
+    let (_, mixed) = post_batch(sys, &[e.clone(), work("dup-2", json!({}))]);
+    assert_eq!(mixed["accepted"], 1, "{mixed}");
+    // Same id from another source is another event.
+    let mut other = e.clone();
+    other["source"] = json!("/elsewhere");
+    assert_eq!(post_batch(sys, &[other]).1["accepted"], 1);
+    let handled = wait_for(30, || {
+        let d = done(sys);
+        (d.contains_key("dup-2") && d.get("dup-1") == Some(&2)).then_some(d)
+    })
+    .unwrap_or_else(|| panic!("not handled: {:?}\n{}", done(sys), sys.logs()));
+    std::thread::sleep(Duration::from_millis(500));
+    let works: Vec<Value> = sys
+        .events("default")
+        .into_iter()
+        .filter(|e| e["type"] == "com.example.work")
+        .collect();
+    assert_eq!(works.len(), 3, "one copy per (source, id): {works:?}");
+    assert_eq!(done(sys), handled, "no late duplicates");
+}
+
+fn events_sharing_an_ordering_key_are_handled_in_bus_order(backend: Backend) {
+    let Setup { sys, .. } = &start(backend);
+    const KEYS: usize = 4;
+    const PER_KEY: usize = 40;
+    let events: Vec<Value> = (0..KEYS * PER_KEY)
+        .map(|i| {
+            event(
+                "com.example.ordered",
+                &format!("o{i}"),
+                json!({"k": format!("key-{}", i % KEYS), "n": i}),
+            )
+        })
+        .collect();
+    for chunk in events.chunks(20) {
+        assert_eq!(post_batch(sys, chunk).0, 202);
+    }
+    let replies = wait_for(60, || {
+        let r: Vec<Value> = sys
+            .events("default")
+            .into_iter()
+            .filter(|e| e["type"] == "com.example.done")
+            .collect();
+        (r.len() >= KEYS * PER_KEY).then_some(r)
+    })
+    .unwrap_or_else(|| panic!("not all handled\n{}", sys.logs()));
+    // Replies are published in handling order; per key, n must rise.
+    let mut last: HashMap<usize, i64> = HashMap::new();
+    for r in &replies {
+        let n = r["data"]["n"].as_i64().unwrap();
+        let key = n as usize % KEYS;
+        if let Some(prev) = last.insert(key, n) {
+            assert!(prev < n, "key-{key}: {n} handled after {prev}");
+        }
+    }
+    assert_eq!(last.len(), KEYS);
+}
+
+fn a_self_triggering_handler_is_stopped_by_the_hop_limit(backend: Backend) {
+    let Setup { sys, .. } = &start(backend);
+    let ping = event("com.example.ping", "p-1", json!({"loop": true}));
+    assert_eq!(post_batch(sys, &[ping]).0, 202);
+    let dead = wait_for(60, || {
+        let d = sys.events("dead");
+        (!d.is_empty()).then_some(d)
+    })
+    .unwrap_or_else(|| panic!("the loop was not stopped\n{}", sys.logs()));
+    assert_eq!(dead[0]["sluicereason"], "loop", "{}", dead[0]);
+    assert_eq!(dead[0]["sluicehops"], 17, "{}", dead[0]);
+    std::thread::sleep(Duration::from_millis(500));
+    let pings: Vec<Value> = sys
+        .events("default")
+        .into_iter()
+        .filter(|e| e["type"] == "com.example.ping")
+        .collect();
+    assert_eq!(pings.len(), 17, "the original plus 16 hops");
+    assert_eq!(pings.last().unwrap()["sluicehops"], 16);
+    assert_eq!(sys.events("dead").len(), 1, "nothing after the stop");
+}
+
+fn a_worker_killed_mid_flight_loses_nothing(backend: Backend) {
+    let Setup { sys, .. } = &mut start(backend);
+    const TOTAL: usize = 4_000;
+    let mut accepted: HashSet<String> = HashSet::new();
+    let mut next = 0;
+    let mut killed = false;
+    while next < TOTAL {
+        let batch: Vec<Value> = (next..(next + 100).min(TOTAL))
+            .map(|i| work(&format!("w{i}"), json!({"n": i})))
+            .collect();
+        let (status, answer) = post_batch(sys, &batch);
+        assert_eq!(status, 202, "batch at {next}: {answer}\n{}", sys.logs());
+        accepted.extend(batch.iter().map(|e| e["id"].as_str().unwrap().to_owned()));
+        next += batch.len();
+        if !killed && next >= TOTAL / 2 {
+            // Deliveries are in flight, retries and routing half done.
+            sys.crash_and_restart_worker();
+            killed = true;
+        }
+    }
+    let handled = wait_for(300, || {
+        let d = done(sys);
+        accepted.iter().all(|id| d.contains_key(id)).then_some(d)
+    })
+    .unwrap_or_else(|| {
+        let d = done(sys);
+        let missing = accepted.iter().filter(|id| !d.contains_key(*id)).count();
+        panic!("{missing} accepted events never handled\n{}", sys.logs());
+    });
+    let duplicates: usize = handled.values().map(|n| n - 1).sum();
+    // At most what was in flight at the crash: two worker tasks × concurrency 32 (the NATS
+    // worker runs one task; its consumer holds at most maxInflight 100).
+    assert!(duplicates <= 100, "{duplicates} duplicate deliveries");
+    assert!(sys.events("dead").is_empty(), "nothing dead-lettered");
+}

@@ -1,0 +1,273 @@
+//! Distributed mode under faults, each test on a nats-server of its own (free port, own store):
+//! the server restarting mid-load, a router crashing mid-load, depth as JetStream counts it,
+//! graceful worker shutdown, and the NATS and MQTT bridges.
+
+use std::{collections::HashMap, time::Duration};
+
+use futures::TryStreamExt;
+use serde_json::{Value, json};
+use sluice_tests::{
+    http,
+    system::{Backend, System},
+    tester_manifests, wait_for,
+};
+
+const TRIGGERS: &str = "apiVersion: sluice.dev/v1alpha1
+kind: Trigger
+metadata: { name: work, namespace: e2e }
+spec:
+  source: { bus: default }
+  pattern: { type: [com.example.work] }
+  function: tester
+  delivery:
+    retry: { maxAttempts: 5, initialDelay: 60s, maxDelay: 60s }
+";
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    sys: System,
+}
+
+fn start(triggers: &str) -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("manifests");
+    std::fs::create_dir_all(&dir).unwrap();
+    tester_manifests(&dir, triggers);
+    let sys = System::start(Backend::Nats, &dir, &tmp.path().join("data"), "e2e/tester");
+    Setup { _tmp: tmp, sys }
+}
+
+fn work(id: &str, data: Value) -> Value {
+    json!({"specversion": "1.0", "id": id, "source": "/e2e", "type": "com.example.work", "data": data})
+}
+
+/// POSTs a batch, retrying while the bus is unavailable (the producer's side of at-least-once).
+fn publish_until_accepted(sys: &System, events: &[Value]) {
+    let body = serde_json::to_vec(events).unwrap();
+    let ok = wait_for(60, || {
+        let r = sys.request(
+            "POST",
+            "/buses/default/events",
+            &[("content-type", "application/cloudevents-batch+json")],
+            &body,
+        );
+        matches!(r, Ok((202, _, _))).then_some(())
+    });
+    assert!(ok.is_some(), "batch never accepted\n{}", sys.logs());
+}
+
+fn done(sys: &System) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for e in sys.events("default") {
+        if e["type"] == "com.example.done" {
+            *m.entry(e["data"]["of"].as_str().unwrap_or_default().to_owned())
+                .or_default() += 1;
+        }
+    }
+    m
+}
+
+/// Publishes `total` events in batches of 100, running `midway` once at half.
+fn load(sys: &mut System, total: usize, midway: impl FnOnce(&mut System)) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut midway = Some(midway);
+    for start in (0..total).step_by(100) {
+        let batch: Vec<Value> = (start..(start + 100).min(total))
+            .map(|i| work(&format!("w{i}"), json!({"n": i})))
+            .collect();
+        publish_until_accepted(sys, &batch);
+        ids.extend(batch.iter().map(|e| e["id"].as_str().unwrap().to_owned()));
+        if start >= total / 2
+            && let Some(f) = midway.take()
+        {
+            f(sys);
+        }
+    }
+    ids
+}
+
+fn all_handled(sys: &System, ids: &[String]) -> HashMap<String, usize> {
+    wait_for(180, || {
+        let d = done(sys);
+        ids.iter().all(|id| d.contains_key(id)).then_some(d)
+    })
+    .unwrap_or_else(|| {
+        let d = done(sys);
+        let missing = ids.iter().filter(|id| !d.contains_key(*id)).count();
+        panic!("{missing} accepted events never handled\n{}", sys.logs())
+    })
+}
+
+#[test]
+fn restarting_nats_server_mid_load_loses_nothing() {
+    let Setup { sys, .. } = &mut start(TRIGGERS);
+    let ids = load(sys, 3_000, |sys| {
+        let nats = sys.nats.as_mut().unwrap();
+        nats.kill9();
+        std::thread::sleep(Duration::from_millis(500));
+        nats.restart();
+    });
+    let handled = all_handled(sys, &ids);
+    let duplicates: usize = handled.values().map(|n| n - 1).sum();
+    assert!(
+        duplicates <= 200,
+        "{duplicates} duplicates: more than was in flight"
+    );
+}
+
+#[test]
+fn a_crashed_router_routes_each_event_once() {
+    let Setup { sys, .. } = &mut start(TRIGGERS);
+    let ids = load(sys, 3_000, |sys| {
+        let router = sys.router.as_mut().unwrap();
+        router.kill9();
+        router.restart();
+    });
+    let handled = all_handled(sys, &ids);
+    // Events the dead router had pulled are routed again by its successor, and the queue
+    // drops the second copy by message id: no trigger sees an event twice.
+    let twice: Vec<_> = handled.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "routed twice: {twice:?}");
+}
+
+/// Consumer numbers straight from JetStream: (num_pending, num_ack_pending) summed.
+fn jetstream_numbers(url: &str, ns: &str, trigger: &str) -> (u64, u64) {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let client = async_nats::connect(url).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let stream = js
+            .get_stream(sluice_api::jetstream::queue_stream(ns, trigger))
+            .await
+            .unwrap();
+        let infos: Vec<_> = stream.consumers().try_collect().await.unwrap();
+        infos.iter().fold((0, 0), |(p, a), i| {
+            (p + i.num_pending, a + i.num_ack_pending as u64)
+        })
+    })
+}
+
+#[test]
+fn depth_equals_jetstream_consumer_numbers_and_a_worker_stops_gracefully() {
+    let Setup { sys, .. } = &mut start(TRIGGERS);
+    let depth = |sys: &System| -> Value {
+        let (status, _, body) = sys
+            .request("GET", "/admin/triggers/e2e/work/depth", &[], b"")
+            .unwrap();
+        assert_eq!(status, 200);
+        serde_json::from_slice(&body).unwrap()
+    };
+    // Ten failures wait a minute for their retry: in flight (acked later) on JetStream.
+    let failing: Vec<Value> = (0..10)
+        .map(|i| work(&format!("f{i}"), json!({"fail": true})))
+        .collect();
+    publish_until_accepted(sys, &failing);
+    wait_for(30, || (depth(sys)["inflight"] == 10).then_some(()))
+        .unwrap_or_else(|| panic!("failures not pending retry: {}\n{}", depth(sys), sys.logs()));
+    let worker = sys.worker.as_mut().unwrap();
+    let status = worker.terminate().expect("worker was running");
+    assert!(
+        status.success(),
+        "SIGTERM ends the worker cleanly: {status:?}"
+    );
+    // Twenty more with no worker: queued.
+    let queued: Vec<Value> = (0..20).map(|i| work(&format!("q{i}"), json!({}))).collect();
+    publish_until_accepted(sys, &queued);
+    let url = sys.nats.as_ref().unwrap().url();
+    let d = wait_for(30, || {
+        let d = depth(sys);
+        (d["queued"] == 20).then_some(d)
+    })
+    .unwrap_or_else(|| panic!("not queued: {}", depth(sys)));
+    let (pending, ack_pending) = jetstream_numbers(&url, "e2e", "work");
+    assert_eq!(d["queued"], pending, "{d}");
+    assert_eq!(d["inflight"], ack_pending, "{d}");
+    assert_eq!(d["pending"], 30, "{d}");
+}
+
+const BRIDGES: &str = "apiVersion: sluice.dev/v1alpha1
+kind: Trigger
+metadata: { name: from-mqtt, namespace: e2e }
+spec:
+  source: { mqtt: { url: 'mqtt://127.0.0.1:1883', topic: 'sluice-e2e/+/readings', qos: 1 } }
+  pattern: { data: { celsius: [ { numeric: ['>', 30] } ] } }
+  function: tester
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Trigger
+metadata: { name: from-nats, namespace: e2e }
+spec:
+  source: { nats: { subject: 'sensors.>' } }
+  function: tester
+";
+
+#[test]
+fn mqtt_and_nats_messages_become_cloudevents_for_their_triggers() {
+    // The MQTT topic is unique per run: Mosquitto on 127.0.0.1:1883 is shared.
+    let run = format!("r{}", std::process::id());
+    let Setup { sys, .. } = &start(&BRIDGES.replace("sluice-e2e/", &format!("sluice-e2e-{run}/")));
+    let router = sys.router_addr.clone().unwrap();
+    let url = sys.nats.as_ref().unwrap().url();
+    // Bridges subscribe once the router has applied the manifests; give them a moment.
+    wait_for(30, || {
+        matches!(http(&router, "GET", "/readyz", &[], b""), Ok((200, _, _))).then_some(())
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let client = async_nats::connect(&url).await.unwrap();
+        client
+            .publish("sensors.kitchen", r#"{"celsius": 21}"#.into())
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+        let opts = rumqttc_options(&run);
+        let (mqtt, mut events) = rumqttc::AsyncClient::new(opts, 10);
+        let topic = |room: &str| format!("sluice-e2e-{run}/{room}/readings");
+        for (room, c) in [("hall", 35), ("cellar", 12)] {
+            mqtt.publish(
+                topic(room),
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                format!(r#"{{"celsius": {c}}}"#),
+            )
+            .await
+            .unwrap();
+        }
+        // Drive the MQTT connection until both publishes are acknowledged.
+        let mut acked = 0;
+        while acked < 2 {
+            if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) =
+                tokio::time::timeout(Duration::from_secs(10), events.poll())
+                    .await
+                    .expect("MQTT broker answers")
+            {
+                acked += 1;
+            }
+        }
+    });
+    let replies = wait_for(30, || {
+        let r: Vec<Value> = sys
+            .events("default")
+            .into_iter()
+            .filter(|e| e["type"] == "com.example.done")
+            .collect();
+        (r.len() >= 2).then_some(r)
+    })
+    .unwrap_or_else(|| panic!("bridged messages not handled\n{}", sys.logs()));
+    std::thread::sleep(Duration::from_millis(500));
+    let handled = sys
+        .events("default")
+        .into_iter()
+        .filter(|e| e["type"] == "com.example.done")
+        .count();
+    assert_eq!(
+        handled, 2,
+        "the kitchen (NATS) and the hall (MQTT, > 30 °C); not the cellar: {replies:?}"
+    );
+}
+
+fn rumqttc_options(run: &str) -> rumqttc::MqttOptions {
+    let mut o = rumqttc::MqttOptions::new(format!("sluice-test-{run}"), "127.0.0.1", 1883);
+    o.set_keep_alive(Duration::from_secs(5));
+    o
+}
