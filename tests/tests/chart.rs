@@ -524,7 +524,52 @@ fn optional_objects_follow_their_settings() {
     );
 }
 
-/// Every (apiGroup, resource, resourceName, verb) a list of RBAC rules grants.
+/// The chart grants the operator exactly what its own manifest, operator/rbac.yaml, says its
+/// code calls. Rules are compared as sets of (apiGroup, resource, resourceName, verb), so
+/// grouping and order do not matter. When operator/rbac.yaml also has a Role, ClusterRole and
+/// Role are compared each to each; when it is one ClusterRole, the chart may still narrow some
+/// of it (the leader Lease) to a Role in its namespace, so the union is compared.
+#[test]
+fn operator_rbac_matches_operator_rbac_yaml() {
+    let path = workspace().join("operator/rbac.yaml");
+    let source = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}: the operator's RBAC manifest is the source of the chart's rules",
+            path.display()
+        )
+    });
+    let theirs = documents(&source);
+    let ours = rendered(&default_values(), "1.28.0");
+    let grants = |docs: &[Value], kinds: &[&str]| {
+        let mut out = BTreeSet::new();
+        for d in docs
+            .iter()
+            .filter(|d| kinds.iter().any(|k| d["kind"] == *k))
+        {
+            out.extend(permissions(&d["rules"]));
+        }
+        out
+    };
+    assert!(
+        theirs.iter().any(|d| d["kind"] == "ClusterRole"),
+        "operator/rbac.yaml holds no ClusterRole"
+    );
+    let kinds: &[&[&str]] = if theirs.iter().any(|d| d["kind"] == "Role") {
+        &[&["ClusterRole"], &["Role"]]
+    } else {
+        &[&["ClusterRole", "Role"]]
+    };
+    for k in kinds {
+        let (o, t) = (grants(&ours, k), grants(&theirs, k));
+        assert!(
+            o == t,
+            "{k:?}: the chart grants more: {:?}\nthe chart lacks: {:?}",
+            o.difference(&t).collect::<Vec<_>>(),
+            t.difference(&o).collect::<Vec<_>>()
+        );
+    }
+}
+
 fn permissions(rules: &Value) -> BTreeSet<(String, String, String, String)> {
     let mut out = BTreeSet::new();
     for rule in rules.as_array().into_iter().flatten() {
@@ -541,6 +586,26 @@ fn permissions(rules: &Value) -> BTreeSet<(String, String, String, String)> {
         }
     }
     out
+}
+
+#[test]
+fn permissions_ignore_how_rules_are_grouped() {
+    let grouped = serde_json::json!([
+        { "apiGroups": ["apps"], "resources": ["deployments", "deployments/scale"], "verbs": ["get", "patch"] }
+    ]);
+    let split = serde_json::json!([
+        { "apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["patch", "get"] },
+        { "apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"] },
+        { "apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["patch"] }
+    ]);
+    assert_eq!(permissions(&grouped), permissions(&split));
+    assert_eq!(permissions(&grouped).len(), 4);
+    let named = serde_json::json!([
+        { "apiGroups": [""], "resources": ["secrets"], "resourceNames": ["a"], "verbs": ["get"] }
+    ]);
+    let any =
+        serde_json::json!([{ "apiGroups": [""], "resources": ["secrets"], "verbs": ["get"] }]);
+    assert_ne!(permissions(&named), permissions(&any));
 }
 
 #[test]
