@@ -153,9 +153,25 @@ impl ControlPlane {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
+        // Controller manager, then API server, then etcd: an API server whose etcd went first
+        // can hang in its graceful shutdown, so each gets 5 s and then SIGKILL.
         if let Ok(pids) = std::fs::read_to_string(self.dir.path().join("pids")) {
-            for pid in pids.split_whitespace() {
-                let _ = Command::new("kill").arg(pid).status();
+            for pid in pids.split_whitespace().rev() {
+                let _ = Command::new("kill").arg(pid).stderr(Stdio::null()).status();
+                let alive = || {
+                    Command::new("kill")
+                        .args(["-0", pid])
+                        .stderr(Stdio::null())
+                        .status()
+                        .is_ok_and(|s| s.success())
+                };
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while alive() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                if alive() {
+                    let _ = Command::new("kill").args(["-KILL", pid]).status();
+                }
             }
         }
     }
