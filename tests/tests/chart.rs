@@ -693,10 +693,26 @@ impl ControlPlane {
 }
 
 impl Drop for ControlPlane {
+    /// Stops kube-controller-manager, kube-apiserver, then etcd (the reverse of their start:
+    /// an API server left without its etcd can hang), each with SIGKILL after 5 s.
     fn drop(&mut self) {
         let pids = std::fs::read_to_string(self.dir.path().join("pids")).unwrap_or_default();
-        for pid in pids.split_whitespace() {
+        for pid in pids.split_whitespace().rev() {
+            let alive = || {
+                Command::new("kill")
+                    .args(["-0", pid])
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
             let _ = Command::new("kill").arg(pid).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while alive() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if alive() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
         }
     }
 }
