@@ -109,12 +109,16 @@ impl Bridge {
 
     async fn mqtt(&self, src: &MqttSource) -> anyhow::Result<()> {
         let (host, port) = parse_mqtt_url(&src.url)?;
-        // A stable client id with a persistent session: QoS 1 messages published while the
-        // bridge was away are delivered when it returns.
-        let id: String = format!("sluice-{}", self.trigger.replace('/', "-"))
-            .chars()
-            .take(64)
-            .collect();
+        // A client id stable per (trigger, broker, topic, host) with a persistent session:
+        // QoS 1 messages published while this bridge was away are delivered when it returns.
+        // Several routers share the topic through an MQTT shared subscription, so each
+        // message is bridged once.
+        let id = mqtt_client_id(&self.trigger, &src.url, &src.topic);
+        let filter = format!(
+            "$share/sluice-{}/{}",
+            self.trigger.replace('/', "-"),
+            src.topic
+        );
         let mut opts = rumqttc::MqttOptions::new(id, host, port);
         opts.set_keep_alive(Duration::from_secs(15));
         opts.set_clean_session(false);
@@ -125,7 +129,7 @@ impl Bridge {
             1 => rumqttc::QoS::AtLeastOnce,
             _ => rumqttc::QoS::ExactlyOnce,
         };
-        client.subscribe(src.topic.clone(), qos).await?;
+        client.subscribe(filter.clone(), qos).await?;
         tracing::info!(trigger = %self.trigger, topic = %src.topic, "MQTT bridge subscribed");
         loop {
             match events.poll().await? {
@@ -144,7 +148,7 @@ impl Bridge {
                 }
                 rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)) => {
                     // A new session (the broker forgot us) needs the subscription again.
-                    client.subscribe(src.topic.clone(), qos).await?;
+                    client.subscribe(filter.clone(), qos).await?;
                 }
                 _ => {}
             }
@@ -175,6 +179,23 @@ pub fn message_event(source: &str, ty: &str, subject: &str, payload: &[u8]) -> C
         e.data = Some(payload.to_vec());
     }
     e
+}
+
+/// The MQTT client id of a bridge: per trigger, broker and topic (two bridges of one host
+/// never take each other's session over), and per host (each router its own session).
+pub fn mqtt_client_id(trigger: &str, url: &str, topic: &str) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| std::process::id().to_string());
+    use sha2::Digest as _;
+    let digest = hex::encode(&sha2::Sha256::digest(format!("{url}\n{topic}").as_bytes())[..4]);
+    format!("sluice-{}-{digest}-{host}", trigger.replace('/', "-"))
+        .chars()
+        .take(128)
+        .collect()
 }
 
 /// `mqtt://host:port` → (host, port); port 1883 when omitted.

@@ -210,28 +210,43 @@ impl Local {
             }
         }
 
-        // Schedules: restarted when their expression changes.
-        let mut schedules = HashSet::new();
+        // Schedules and bridges (sources outside the bus): restarted when their source or
+        // pattern changes, stopped when their trigger goes.
+        let mut sources = HashSet::new();
         for t in &triggers {
-            let Some(expr) = &t.spec.source.schedule else {
+            let src = &t.spec.source;
+            if src.schedule.is_none() && src.mqtt.is_none() && src.nats.is_none() {
                 continue;
-            };
-            schedules.insert(t.id.clone());
-            if a.schedules.get(&t.id).is_some_and(|(e, _)| e == expr) {
+            }
+            sources.insert(t.id.clone());
+            let fingerprint = serde_json::to_string(&(src, &t.spec.pattern)).unwrap_or_default();
+            if a.schedules
+                .get(&t.id)
+                .is_some_and(|(f, _)| *f == fingerprint)
+            {
                 continue;
             }
             if let Some((_, h)) = a.schedules.remove(&t.id) {
                 h.abort();
             }
-            let handle = tokio::spawn(run_schedule(
-                t.id.clone(),
-                expr.clone(),
-                self.shared_bus.clone(),
-            ));
-            a.schedules.insert(t.id.clone(), (expr.clone(), handle));
+            let handle = match &src.schedule {
+                Some(expr) => tokio::spawn(run_schedule(
+                    t.id.clone(),
+                    expr.clone(),
+                    self.shared_bus.clone(),
+                )),
+                None => tokio::spawn(crate::bridge::run(
+                    t.id.clone(),
+                    t.spec.clone(),
+                    t.pattern.clone(),
+                    None,
+                    self.shared_bus.clone(),
+                )),
+            };
+            a.schedules.insert(t.id.clone(), (fingerprint, handle));
         }
         a.schedules.retain(|id, (_, h)| {
-            let keep = schedules.contains(id);
+            let keep = sources.contains(id);
             if !keep {
                 h.abort();
             }

@@ -67,6 +67,7 @@ both!(
     events_sharing_an_ordering_key_are_handled_in_bus_order,
     a_self_triggering_handler_is_stopped_by_the_hop_limit,
     a_worker_killed_mid_flight_loses_nothing,
+    mqtt_and_nats_messages_become_cloudevents_for_their_triggers,
 );
 
 struct Setup {
@@ -75,10 +76,14 @@ struct Setup {
 }
 
 fn start(backend: Backend) -> Setup {
+    start_with(backend, TRIGGERS)
+}
+
+fn start_with(backend: Backend, triggers: &str) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("manifests");
     std::fs::create_dir_all(&dir).unwrap();
-    tester_manifests(&dir, TRIGGERS);
+    tester_manifests(&dir, triggers);
     let sys = System::start(backend, &dir, &tmp.path().join("data"), "e2e/tester");
     Setup { _tmp: tmp, sys }
 }
@@ -315,4 +320,97 @@ fn a_worker_killed_mid_flight_loses_nothing(backend: Backend) {
     // worker runs one task; its consumer holds at most maxInflight 100).
     assert!(duplicates <= 100, "{duplicates} duplicate deliveries");
     assert!(sys.events("dead").is_empty(), "nothing dead-lettered");
+}
+
+const BRIDGES: &str = "apiVersion: sluice.dev/v1alpha1
+kind: Trigger
+metadata: { name: from-mqtt, namespace: e2e }
+spec:
+  source: { mqtt: { url: 'mqtt://127.0.0.1:1883', topic: 'sluice-e2e/+/readings', qos: 1 } }
+  pattern: { data: { celsius: [ { numeric: ['>', 30] } ] } }
+  function: tester
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Trigger
+metadata: { name: from-nats, namespace: e2e }
+spec:
+  source: { nats: { subject: 'sensors.>' } }
+  function: tester
+";
+
+fn mqtt_and_nats_messages_become_cloudevents_for_their_triggers(backend: Backend) {
+    // The MQTT topic is unique per run: Mosquitto on 127.0.0.1:1883 is shared.
+    let run = format!("r{}", std::process::id());
+    let triggers = BRIDGES
+        .replace("sluice-e2e/", &format!("sluice-e2e-{run}-{backend:?}/"))
+        .replace("sensors.", &format!("sensors-{run}-{backend:?}."));
+    let Setup { sys, .. } = &start_with(backend, &triggers);
+    // `sluice dev` bridges a NATS source without a url from the machine's server.
+    let url = sys
+        .nats
+        .as_ref()
+        .map_or_else(|| "nats://127.0.0.1:4222".to_owned(), |n| n.url());
+    // Bridges subscribe once the manifests are applied (the processes are ready); give the
+    // subscriptions a moment to reach the brokers.
+    std::thread::sleep(Duration::from_secs(1));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let client = async_nats::connect(&url).await.unwrap();
+        client
+            .publish(
+                format!("sensors-{run}-{backend:?}.kitchen"),
+                r#"{"celsius": 21}"#.into(),
+            )
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+        let opts = rumqttc_options(&format!("{run}-{backend:?}"));
+        let (mqtt, mut events) = rumqttc::AsyncClient::new(opts, 10);
+        let topic = |room: &str| format!("sluice-e2e-{run}-{backend:?}/{room}/readings");
+        for (room, c) in [("hall", 35), ("cellar", 12)] {
+            mqtt.publish(
+                topic(room),
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                format!(r#"{{"celsius": {c}}}"#),
+            )
+            .await
+            .unwrap();
+        }
+        // Drive the MQTT connection until both publishes are acknowledged.
+        let mut acked = 0;
+        while acked < 2 {
+            if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) =
+                tokio::time::timeout(Duration::from_secs(10), events.poll())
+                    .await
+                    .expect("MQTT broker answers")
+            {
+                acked += 1;
+            }
+        }
+    });
+    let replies = wait_for(30, || {
+        let r: Vec<Value> = sys
+            .events("default")
+            .into_iter()
+            .filter(|e| e["type"] == "com.example.done")
+            .collect();
+        (r.len() >= 2).then_some(r)
+    })
+    .unwrap_or_else(|| panic!("bridged messages not handled\n{}", sys.logs()));
+    std::thread::sleep(Duration::from_millis(500));
+    let handled = sys
+        .events("default")
+        .into_iter()
+        .filter(|e| e["type"] == "com.example.done")
+        .count();
+    assert_eq!(
+        handled, 2,
+        "the kitchen (NATS) and the hall (MQTT, > 30 °C); not the cellar: {replies:?}"
+    );
+}
+
+fn rumqttc_options(run: &str) -> rumqttc::MqttOptions {
+    let mut o = rumqttc::MqttOptions::new(format!("sluice-test-{run}"), "127.0.0.1", 1883);
+    o.set_keep_alive(Duration::from_secs(5));
+    o
 }

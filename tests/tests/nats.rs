@@ -1,13 +1,12 @@
 //! Distributed mode under faults, each test on a nats-server of its own (free port, own store):
 //! the server restarting mid-load, a router crashing mid-load, depth as JetStream counts it,
-//! graceful worker shutdown, and the NATS and MQTT bridges.
+//! and graceful worker shutdown.
 
 use std::{collections::HashMap, time::Duration};
 
 use futures::TryStreamExt;
 use serde_json::{Value, json};
 use sluice_tests::{
-    http,
     system::{Backend, System},
     tester_manifests, wait_for,
 };
@@ -182,92 +181,4 @@ fn depth_equals_jetstream_consumer_numbers_and_a_worker_stops_gracefully() {
     assert_eq!(d["queued"], pending, "{d}");
     assert_eq!(d["inflight"], ack_pending, "{d}");
     assert_eq!(d["pending"], 30, "{d}");
-}
-
-const BRIDGES: &str = "apiVersion: sluice.dev/v1alpha1
-kind: Trigger
-metadata: { name: from-mqtt, namespace: e2e }
-spec:
-  source: { mqtt: { url: 'mqtt://127.0.0.1:1883', topic: 'sluice-e2e/+/readings', qos: 1 } }
-  pattern: { data: { celsius: [ { numeric: ['>', 30] } ] } }
-  function: tester
----
-apiVersion: sluice.dev/v1alpha1
-kind: Trigger
-metadata: { name: from-nats, namespace: e2e }
-spec:
-  source: { nats: { subject: 'sensors.>' } }
-  function: tester
-";
-
-#[test]
-fn mqtt_and_nats_messages_become_cloudevents_for_their_triggers() {
-    // The MQTT topic is unique per run: Mosquitto on 127.0.0.1:1883 is shared.
-    let run = format!("r{}", std::process::id());
-    let Setup { sys, .. } = &start(&BRIDGES.replace("sluice-e2e/", &format!("sluice-e2e-{run}/")));
-    let router = sys.router_addr.clone().unwrap();
-    let url = sys.nats.as_ref().unwrap().url();
-    // Bridges subscribe once the router has applied the manifests; give them a moment.
-    wait_for(30, || {
-        matches!(http(&router, "GET", "/readyz", &[], b""), Ok((200, _, _))).then_some(())
-    })
-    .unwrap();
-    std::thread::sleep(Duration::from_secs(1));
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let client = async_nats::connect(&url).await.unwrap();
-        client
-            .publish("sensors.kitchen", r#"{"celsius": 21}"#.into())
-            .await
-            .unwrap();
-        client.flush().await.unwrap();
-        let opts = rumqttc_options(&run);
-        let (mqtt, mut events) = rumqttc::AsyncClient::new(opts, 10);
-        let topic = |room: &str| format!("sluice-e2e-{run}/{room}/readings");
-        for (room, c) in [("hall", 35), ("cellar", 12)] {
-            mqtt.publish(
-                topic(room),
-                rumqttc::QoS::AtLeastOnce,
-                false,
-                format!(r#"{{"celsius": {c}}}"#),
-            )
-            .await
-            .unwrap();
-        }
-        // Drive the MQTT connection until both publishes are acknowledged.
-        let mut acked = 0;
-        while acked < 2 {
-            if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) =
-                tokio::time::timeout(Duration::from_secs(10), events.poll())
-                    .await
-                    .expect("MQTT broker answers")
-            {
-                acked += 1;
-            }
-        }
-    });
-    let replies = wait_for(30, || {
-        let r: Vec<Value> = sys
-            .events("default")
-            .into_iter()
-            .filter(|e| e["type"] == "com.example.done")
-            .collect();
-        (r.len() >= 2).then_some(r)
-    })
-    .unwrap_or_else(|| panic!("bridged messages not handled\n{}", sys.logs()));
-    std::thread::sleep(Duration::from_millis(500));
-    let handled = sys
-        .events("default")
-        .into_iter()
-        .filter(|e| e["type"] == "com.example.done")
-        .count();
-    assert_eq!(
-        handled, 2,
-        "the kitchen (NATS) and the hall (MQTT, > 30 °C); not the cellar: {replies:?}"
-    );
-}
-
-fn rumqttc_options(run: &str) -> rumqttc::MqttOptions {
-    let mut o = rumqttc::MqttOptions::new(format!("sluice-test-{run}"), "127.0.0.1", 1883);
-    o.set_keep_alive(Duration::from_secs(5));
-    o
 }

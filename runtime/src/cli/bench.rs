@@ -13,6 +13,8 @@ pub enum Bench {
     Match(MatchArgs),
     /// The whole local data path: HTTP ingress → match → Wasm handler → ack.
     E2e(super::bench_e2e::E2eArgs),
+    /// Distributed mode on NATS JetStream next to a raw JetStream baseline.
+    Nats(super::bench_nats::NatsBenchArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -32,6 +34,7 @@ pub fn run(cmd: Bench) -> anyhow::Result<i32> {
     match cmd {
         Bench::Match(args) => run_match(args),
         Bench::E2e(args) => super::bench_e2e::run(args),
+        Bench::Nats(args) => super::bench_nats::run(args),
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod bench_e2e;
+pub mod bench_nats;
 pub mod client;
 pub mod crds;
 pub mod dev;

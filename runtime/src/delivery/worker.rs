@@ -64,8 +64,20 @@ pub async fn run_worker(
         // Read before leasing: a wake-up between the lease and the wait is then not missed.
         let version = bus.queued_version();
         // Fill free slots round-robin over the triggers so one busy trigger cannot starve the rest.
+        // A lease from a remote bus is a round trip: wait for a quarter of the slots to be
+        // free (or none in flight) rather than pull one event per completion.
+        let min_free = if bus.kind() == "embedded" {
+            1
+        } else {
+            (f.concurrency / 4).max(1)
+        };
+        let free_now = f.concurrency.saturating_sub(inflight.len());
         let mut leased_any = false;
-        let n = f.triggers.len();
+        let n = if free_now >= min_free || inflight.is_empty() {
+            f.triggers.len()
+        } else {
+            0
+        };
         for i in 0..n {
             let free = f.concurrency.saturating_sub(inflight.len());
             if free == 0 {
