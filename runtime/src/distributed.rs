@@ -95,6 +95,10 @@ pub async fn run_router(
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("--listen {addr}"))?;
+        println!(
+            "sluice router: health and metrics on http://{}",
+            listener.local_addr()?
+        );
         tokio::spawn(async move {
             let _ = axum::serve(listener, ingress::app(state)).await;
         });

@@ -23,6 +23,8 @@ pub struct Proc {
     args: Vec<String>,
     log: PathBuf,
     child: Option<Child>,
+    /// Starts so far (each announces its address once).
+    starts: usize,
 }
 
 impl Proc {
@@ -32,6 +34,7 @@ impl Proc {
             args,
             log,
             child: None,
+            starts: 0,
         };
         p.restart();
         p
@@ -51,6 +54,7 @@ impl Proc {
             .spawn()
             .unwrap_or_else(|e| panic!("{} starts: {e}", self.program.display()));
         self.child = Some(child);
+        self.starts += 1;
     }
 
     /// SIGKILL, as a crash would.
@@ -81,7 +85,33 @@ impl Proc {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The address the latest start announced (`… on http://ADDR`): processes listen on port
+    /// 0, so parallel tests never race for a port.
+    pub fn wait_addr(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let log = self.log_text();
+            let starts = log.matches(ANNOUNCE).count();
+            if starts >= self.starts
+                && let Some(addr) = log
+                    .rsplit(ANNOUNCE)
+                    .next()
+                    .and_then(|rest| rest.split(|c: char| c.is_whitespace() || c == ')').next())
+            {
+                return addr.to_owned();
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("{} exited ({status}):\n{log}", self.program.display());
+            }
+            assert!(Instant::now() < deadline, "no address announced:\n{log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
+
+/// What every Sluice process prints once it listens.
+const ANNOUNCE: &str = " on http://";
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -165,8 +195,7 @@ impl System {
     /// keeping state under `data`, and waits until every process is ready.
     pub fn start(backend: Backend, dir: &Path, data: &Path, function: &str) -> System {
         std::fs::create_dir_all(data).expect("data dir");
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = "127.0.0.1:0".to_owned();
         let s = |x: &Path| x.display().to_string();
         let sys = match backend {
             Backend::Embedded => System {
@@ -193,8 +222,8 @@ impl System {
             Backend::Nats => {
                 let nats = NatsServer::start(&data.join("nats"));
                 let url = nats.url();
-                let router_addr = format!("127.0.0.1:{}", free_port());
-                let worker_addr = format!("127.0.0.1:{}", free_port());
+                let router_addr = addr.clone();
+                let worker_addr = addr.clone();
                 let front = Proc::spawn(
                     sluice_bin(),
                     vec![
@@ -248,8 +277,21 @@ impl System {
                 }
             }
         };
+        let mut sys = sys;
+        sys.refresh_addrs();
         sys.wait_ready();
         sys
+    }
+
+    /// Reads the addresses the processes announced (they change with every restart).
+    fn refresh_addrs(&mut self) {
+        self.addr = self.front.wait_addr();
+        if let Some(r) = &mut self.router {
+            self.router_addr = Some(r.wait_addr());
+        }
+        if let Some(w) = &mut self.worker {
+            self.worker_addr = Some(w.wait_addr());
+        }
     }
 
     /// Waits until every process answers `/readyz` with 200.
@@ -299,6 +341,7 @@ impl System {
                 self.front.restart();
             }
         }
+        self.refresh_addrs();
         self.wait_ready();
     }
 
