@@ -52,6 +52,16 @@ const ACCEPTED: &str = "Sluice-Accepted";
 /// Header carrying the ordering key of a queued event.
 const KEY: &str = "Sluice-Key";
 
+/// A routed event, still in its stored JSON form, for a trigger queue.
+pub struct RawEnqueue {
+    pub trigger: TriggerId,
+    pub key: Option<String>,
+    pub accepted_ms: u64,
+    pub payload: bytes::Bytes,
+    /// `Nats-Msg-Id`: the same (bus, position) routed twice is queued once.
+    pub id: String,
+}
+
 /// The JetStream message behind a delivery, for acking it.
 pub struct Receipt(jetstream::Message);
 
@@ -388,6 +398,37 @@ impl NatsBus {
             ack.await.map_err(nats_err)?;
         }
         Ok(())
+    }
+
+    /// Sends already-encoded events to trigger queues; returns the publish acks to await.
+    pub async fn enqueue_raw(
+        &self,
+        items: Vec<RawEnqueue>,
+    ) -> Result<Vec<jetstream::context::PublishAckFuture>, BusError> {
+        let mut acks = Vec::with_capacity(items.len());
+        for item in items {
+            self.ensure_queue_stream_once(&item.trigger).await?;
+            let (ns, name) = split_id(&item.trigger)?;
+            let partition = item.key.as_deref().map_or(0, partition_of);
+            let mut headers = HeaderMap::new();
+            headers.insert(ACCEPTED, item.accepted_ms.to_string().as_str());
+            if let Some(k) = &item.key {
+                headers.insert(KEY, header_safe(k).as_str());
+            }
+            headers.insert("Nats-Msg-Id", item.id.as_str());
+            acks.push(
+                self.0
+                    .js
+                    .publish_with_headers(
+                        names::queue_subject(ns, name, partition),
+                        headers,
+                        item.payload,
+                    )
+                    .await
+                    .map_err(nats_err)?,
+            );
+        }
+        Ok(acks)
     }
 
     async fn publish_all(&self, items: Vec<Publish>) -> Result<Vec<Published>, BusError> {
@@ -848,6 +889,30 @@ pub(crate) async fn pull(c: &PullConsumer, n: usize) -> Result<Vec<jetstream::Me
     tokio::time::timeout(Duration::from_secs(5), fetch)
         .await
         .map_err(|_| nats_err("pull request unanswered for 5s"))?
+}
+
+/// Waits up to `wait` for the first message of a pull consumer and returns it alone.
+pub(crate) async fn pull_wait(
+    c: &PullConsumer,
+    wait: Duration,
+) -> Result<Vec<jetstream::Message>, BusError> {
+    let fetch = async {
+        let mut msgs = c
+            .batch()
+            .max_messages(1)
+            .expires(wait)
+            .messages()
+            .await
+            .map_err(nats_err)?;
+        let mut out = Vec::new();
+        if let Some(Ok(m)) = msgs.next().await {
+            out.push(m);
+        }
+        Ok(out)
+    };
+    tokio::time::timeout(wait + Duration::from_secs(5), fetch)
+        .await
+        .map_err(|_| nats_err("pull request unanswered"))?
 }
 
 fn stream_missing(e: &jetstream::context::GetStreamError) -> bool {

@@ -7,20 +7,16 @@
 use std::{sync::Arc, time::Duration};
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
-use futures::StreamExt;
 use sluice_api::jetstream as names;
-use sluice_event::CloudEvent;
 use tokio::sync::watch;
 
-use super::NatsBus;
-use crate::{
-    bus::{BusError, Enqueue},
-    metrics::Metrics,
-    router::SharedTable,
-};
+use super::{NatsBus, RawEnqueue};
+use crate::{bus::BusError, metrics::Metrics, router::SharedTable};
 
 /// Events pulled per routing round.
 const BATCH: usize = 512;
+/// Routed batches whose enqueues may await confirmation at once.
+const IN_FLIGHT_BATCHES: usize = 4;
 
 /// Routes `bus_name` until `stop` turns true. Errors (the server restarting, say) are logged
 /// and retried; nothing is acked that was not enqueued.
@@ -73,67 +69,76 @@ async fn route_until_error(
         )
         .await
         .map_err(super::nats_err)?;
-    let mut doorbell = bus
-        .client()
-        .subscribe(names::bus_subject(bus_name))
-        .await
-        .map_err(super::nats_err)?;
+    let inflight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_BATCHES));
     loop {
         if *stop.borrow() {
             return Ok(());
         }
-        let batch = super::pull(&consumer, BATCH).await?;
+        let mut batch = super::pull(&consumer, BATCH).await?;
         if batch.is_empty() {
-            // Drain rings that arrived meanwhile, then wait for the next one (or look again
-            // in a while: a redelivery after a peer router died rings no bell).
-            while futures::FutureExt::now_or_never(doorbell.next())
-                .flatten()
-                .is_some()
-            {}
+            // Idle: one long-poll pull answers as soon as an event arrives (or a peer's
+            // redelivery falls due), without a subscription copying every event to us.
+            let wait = super::pull_wait(&consumer, Duration::from_secs(1));
             tokio::select! {
-                _ = doorbell.next() => {}
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                got = wait => batch = got?,
                 _ = stop.changed() => return Ok(()),
             }
-            continue;
+            if batch.is_empty() {
+                continue;
+            }
         }
         let table = table
             .read()
             .map(|t| t.clone())
             .unwrap_or_else(|p| p.into_inner().clone());
         let mut items = Vec::new();
-        let mut ids = Vec::new();
         for m in &batch {
             let Ok(info) = m.info() else { continue };
             let pos = info.stream_sequence;
             let accepted_ms = u64::try_from(info.published.timestamp_millis()).unwrap_or(0);
-            let event = match CloudEvent::from_json(&m.payload) {
-                Ok(e) => e,
+            // The stored form is the event's structured JSON, which is what patterns are
+            // applied to: match on it as is and forward the same bytes, no re-encoding.
+            let json: serde_json::Value = match serde_json::from_slice(&m.payload) {
+                Ok(v) => v,
                 Err(e) => {
                     tracing::error!(bus = %bus_name, pos, error = %e, "unreadable event skipped");
                     continue;
                 }
             };
-            let json = event.to_json_value();
-            let hits = table.route(&json);
-            if hits.is_empty() {
-                continue;
-            }
-            let event = Arc::new(event);
-            for (trigger, key) in hits {
+            for (trigger, key) in table.route(&json) {
                 metrics.matched(trigger);
-                ids.push(format!("{bus_name}:{pos}"));
-                items.push(Enqueue {
+                items.push(RawEnqueue {
                     trigger: trigger.clone(),
-                    event: event.clone(),
-                    accepted_ms,
                     key,
+                    accepted_ms,
+                    payload: m.payload.clone(),
+                    id: format!("{bus_name}:{pos}"),
                 });
             }
         }
-        bus.enqueue_with_ids(items, Some(ids)).await?;
-        for m in &batch {
-            m.ack().await.map_err(super::nats_err)?;
-        }
+        let acks = bus.enqueue_raw(items).await?;
+        // Confirmation of this batch's enqueues overlaps with routing the next ones; its
+        // events are acked only once every enqueue is confirmed (else they come back after
+        // AckWait and the queues drop the copies by message id).
+        let permit = inflight
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| BusError::Closed)?;
+        let bus_name = bus_name.to_owned();
+        tokio::spawn(async move {
+            for a in acks {
+                if let Err(e) = a.await {
+                    tracing::warn!(bus = %bus_name, error = %e, "enqueue unconfirmed; the batch will be routed again");
+                    return;
+                }
+            }
+            for m in &batch {
+                if let Err(e) = m.ack().await {
+                    tracing::warn!(bus = %bus_name, error = %e, "ack failed; the event will be routed again");
+                }
+            }
+            drop(permit);
+        });
     }
 }
