@@ -19,7 +19,6 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 
 use crate::{
-    bridge,
     bus::{
         SharedBus,
         nats::{NatsBus, NatsConfig, router as nats_router},
@@ -31,7 +30,8 @@ use crate::{
     dev::{Loader, shutdown_signal},
     ingress::{self, AppState, HttpRoutes, IngressConfig, NoHttpRoutes},
     local::{
-        FunctionDef, HttpRoute, TriggerDef, http_route, queue_config, run_schedule, trigger_route,
+        FunctionDef, HttpRoute, RunningSources, TriggerDef, http_route, queue_config, sync_sources,
+        trigger_route,
     },
     metrics::Metrics,
     router::{RouteTable, RouteTarget, SharedTable},
@@ -104,7 +104,7 @@ pub async fn run_router(
         });
     }
     let mut routers: HashMap<String, RouterSlot> = HashMap::new();
-    let mut sources: HashMap<String, (String, tokio::task::JoinHandle<()>)> = HashMap::new();
+    let mut sources = RunningSources::new();
     let mut last = None;
     println!("sluice router: routing from {}", manifests.display());
     let mut term = std::pin::pin!(shutdown_signal());
@@ -113,7 +113,7 @@ pub async fn run_router(
         if last.as_ref() != Some(&now) {
             let (_, triggers) = loader.load().await;
             apply_routes(&bus, &metrics, &triggers, &mut routers);
-            apply_sources(&shared, &nats, &triggers, &mut sources);
+            sync_sources(&mut sources, &triggers, &shared, Some(nats.url.clone()));
             ready.store(true, Ordering::Release);
             last = Some(loader.fingerprint());
         }
@@ -169,54 +169,6 @@ fn apply_routes(
             }
         }
     }
-}
-
-/// Schedules and bridges: restarted when their source changes, stopped when removed.
-fn apply_sources(
-    bus: &SharedBus,
-    nats: &NatsConfig,
-    triggers: &[TriggerDef],
-    running: &mut HashMap<String, (String, tokio::task::JoinHandle<()>)>,
-) {
-    let mut keep = HashSet::new();
-    for t in triggers {
-        let src = &t.spec.source;
-        let fingerprint = serde_json::to_string(&(src, &t.spec.pattern)).unwrap_or_default();
-        let task = if let Some(expr) = &src.schedule {
-            Some(tokio::spawn(run_schedule(
-                t.id.clone(),
-                expr.clone(),
-                bus.clone(),
-            )))
-        } else if src.mqtt.is_some() || src.nats.is_some() {
-            Some(tokio::spawn(bridge::run(
-                t.id.clone(),
-                t.spec.clone(),
-                t.pattern.clone(),
-                Some(nats.url.clone()),
-                bus.clone(),
-            )))
-        } else {
-            None
-        };
-        let Some(task) = task else { continue };
-        keep.insert(t.id.clone());
-        match running.get(&t.id) {
-            Some((f, _)) if *f == fingerprint => task.abort(),
-            _ => {
-                if let Some((_, old)) = running.insert(t.id.clone(), (fingerprint, task)) {
-                    old.abort();
-                }
-            }
-        }
-    }
-    running.retain(|id, (_, h)| {
-        let k = keep.contains(id);
-        if !k {
-            h.abort();
-        }
-        k
-    });
 }
 
 /// HTTP-source triggers of the worker's Function.

@@ -81,7 +81,8 @@ struct RouterSlot {
 struct Applied {
     functions: HashMap<String, FunctionSlot>,
     routers: HashMap<String, RouterSlot>,
-    schedules: HashMap<TriggerId, (String, tokio::task::JoinHandle<()>)>,
+    /// Schedules and bridges, each with the fingerprint of its source.
+    sources: RunningSources,
     http: HashMap<(String, String), HttpRoute>,
 }
 
@@ -210,48 +211,7 @@ impl Local {
             }
         }
 
-        // Schedules and bridges (sources outside the bus): restarted when their source or
-        // pattern changes, stopped when their trigger goes.
-        let mut sources = HashSet::new();
-        for t in &triggers {
-            let src = &t.spec.source;
-            if src.schedule.is_none() && src.mqtt.is_none() && src.nats.is_none() {
-                continue;
-            }
-            sources.insert(t.id.clone());
-            let fingerprint = serde_json::to_string(&(src, &t.spec.pattern)).unwrap_or_default();
-            if a.schedules
-                .get(&t.id)
-                .is_some_and(|(f, _)| *f == fingerprint)
-            {
-                continue;
-            }
-            if let Some((_, h)) = a.schedules.remove(&t.id) {
-                h.abort();
-            }
-            let handle = match &src.schedule {
-                Some(expr) => tokio::spawn(run_schedule(
-                    t.id.clone(),
-                    expr.clone(),
-                    self.shared_bus.clone(),
-                )),
-                None => tokio::spawn(crate::bridge::run(
-                    t.id.clone(),
-                    t.spec.clone(),
-                    t.pattern.clone(),
-                    None,
-                    self.shared_bus.clone(),
-                )),
-            };
-            a.schedules.insert(t.id.clone(), (fingerprint, handle));
-        }
-        a.schedules.retain(|id, (_, h)| {
-            let keep = sources.contains(id);
-            if !keep {
-                h.abort();
-            }
-            keep
-        });
+        sync_sources(&mut a.sources, &triggers, &self.shared_bus, None);
 
         // HTTP routes.
         a.http.clear();
@@ -374,7 +334,7 @@ impl Local {
                 slot.desired.send_replace(0);
                 slot.workers = 0;
             }
-            for (_, (_, h)) in a.schedules.drain() {
+            for (_, (_, h)) in a.sources.drain() {
                 h.abort();
             }
         }
@@ -411,6 +371,52 @@ impl HttpRoutes for Local {
             .get(&(namespace.to_owned(), path.to_owned()))
             .cloned()
     }
+}
+
+/// Running schedule and bridge tasks by trigger, with the fingerprint of their source.
+pub type RunningSources = HashMap<TriggerId, (String, tokio::task::JoinHandle<()>)>;
+
+/// Makes the running schedules and bridges (sources outside the bus) match `triggers`: a task
+/// is restarted when its source or pattern changes and stopped when its trigger goes.
+/// `default_nats` is the server a `nats` source without a `url` bridges from.
+pub fn sync_sources(
+    running: &mut RunningSources,
+    triggers: &[TriggerDef],
+    bus: &SharedBus,
+    default_nats: Option<String>,
+) {
+    let mut keep = HashSet::new();
+    for t in triggers {
+        let src = &t.spec.source;
+        if src.schedule.is_none() && src.mqtt.is_none() && src.nats.is_none() {
+            continue;
+        }
+        keep.insert(t.id.clone());
+        let fingerprint = serde_json::to_string(&(src, &t.spec.pattern)).unwrap_or_default();
+        if running.get(&t.id).is_some_and(|(f, _)| *f == fingerprint) {
+            continue;
+        }
+        let task = match &src.schedule {
+            Some(expr) => tokio::spawn(run_schedule(t.id.clone(), expr.clone(), bus.clone())),
+            None => tokio::spawn(crate::bridge::run(
+                t.id.clone(),
+                t.spec.clone(),
+                t.pattern.clone(),
+                default_nats.clone(),
+                bus.clone(),
+            )),
+        };
+        if let Some((_, old)) = running.insert(t.id.clone(), (fingerprint, task)) {
+            old.abort();
+        }
+    }
+    running.retain(|id, (_, h)| {
+        let k = keep.contains(id);
+        if !k {
+            h.abort();
+        }
+        k
+    });
 }
 
 /// How a trigger's queue hands out events: `maxInflight` at a time, leased for the function
