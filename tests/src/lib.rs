@@ -260,6 +260,19 @@ pub fn wait_for<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     }
 }
 
+/// For each input id, how many `com.example.done` replies the tester handler made (`events`
+/// from the default bus).
+pub fn done_counts(events: &[serde_json::Value]) -> std::collections::HashMap<String, usize> {
+    let mut m = std::collections::HashMap::new();
+    for e in events {
+        if e["type"] == "com.example.done" {
+            *m.entry(e["data"]["of"].as_str().unwrap_or_default().to_owned())
+                .or_default() += 1;
+        }
+    }
+    m
+}
+
 /// Writes a Function running the tester handler plus `triggers` (YAML) into `dir`.
 pub fn tester_manifests(dir: &Path, triggers: &str) {
     let f = format!(

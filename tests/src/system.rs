@@ -360,3 +360,21 @@ impl System {
         crate::events_at(&self.addr, bus)
     }
 }
+
+/// Sluice on `backend` running the tester handler (`e2e/tester`) with `triggers`, in a
+/// temporary directory that lives as long as this value.
+pub struct Tester {
+    _tmp: tempfile::TempDir,
+    pub sys: System,
+}
+
+impl Tester {
+    pub fn start(backend: Backend, triggers: &str) -> Tester {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().join("manifests");
+        std::fs::create_dir_all(&dir).expect("manifest dir");
+        crate::tester_manifests(&dir, triggers);
+        let sys = System::start(backend, &dir, &tmp.path().join("data"), "e2e/tester");
+        Tester { _tmp: tmp, sys }
+    }
+}

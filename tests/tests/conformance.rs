@@ -9,9 +9,9 @@ use std::{
 
 use serde_json::{Value, json};
 use sluice_tests::{
-    sluice, stdout,
-    system::{Backend, System},
-    tester_manifests, wait_for,
+    done_counts, sluice, stdout,
+    system::{Backend, System, Tester},
+    wait_for,
 };
 
 const TRIGGERS: &str = "apiVersion: sluice.dev/v1alpha1
@@ -70,22 +70,8 @@ both!(
     mqtt_and_nats_messages_become_cloudevents_for_their_triggers,
 );
 
-struct Setup {
-    _tmp: tempfile::TempDir,
-    sys: System,
-}
-
-fn start(backend: Backend) -> Setup {
-    start_with(backend, TRIGGERS)
-}
-
-fn start_with(backend: Backend, triggers: &str) -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("manifests");
-    std::fs::create_dir_all(&dir).unwrap();
-    tester_manifests(&dir, triggers);
-    let sys = System::start(backend, &dir, &tmp.path().join("data"), "e2e/tester");
-    Setup { _tmp: tmp, sys }
+fn start(backend: Backend) -> Tester {
+    Tester::start(backend, TRIGGERS)
 }
 
 fn event(ty: &str, id: &str, data: Value) -> Value {
@@ -110,20 +96,12 @@ fn post_batch(sys: &System, events: &[Value]) -> (u16, Value) {
     (status, serde_json::from_slice(&answer).unwrap_or_default())
 }
 
-/// For each input id, how many `com.example.done` replies were made.
 fn done(sys: &System) -> HashMap<String, usize> {
-    let mut m = HashMap::new();
-    for e in sys.events("default") {
-        if e["type"] == "com.example.done" {
-            *m.entry(e["data"]["of"].as_str().unwrap_or_default().to_owned())
-                .or_default() += 1;
-        }
-    }
-    m
+    done_counts(&sys.events("default"))
 }
 
 fn retries_then_dead_letters_with_reasons_and_redrive(backend: Backend) {
-    let Setup { sys, .. } = &start(backend);
+    let Tester { sys, .. } = &start(backend);
     let batch = vec![
         work("ok-1", json!({})),
         work("bad-1", json!({"fail": true})),
@@ -197,7 +175,7 @@ fn retries_then_dead_letters_with_reasons_and_redrive(backend: Backend) {
 }
 
 fn producer_duplicates_are_dropped_within_the_window(backend: Backend) {
-    let Setup { sys, .. } = &start(backend);
+    let Tester { sys, .. } = &start(backend);
     let e = work("dup-1", json!({"n": 1}));
     let (status, first) = post_batch(sys, std::slice::from_ref(&e));
     assert_eq!(status, 202);
@@ -228,7 +206,7 @@ fn producer_duplicates_are_dropped_within_the_window(backend: Backend) {
 }
 
 fn events_sharing_an_ordering_key_are_handled_in_bus_order(backend: Backend) {
-    let Setup { sys, .. } = &start(backend);
+    let Tester { sys, .. } = &start(backend);
     const KEYS: usize = 4;
     const PER_KEY: usize = 40;
     let events: Vec<Value> = (0..KEYS * PER_KEY)
@@ -265,7 +243,7 @@ fn events_sharing_an_ordering_key_are_handled_in_bus_order(backend: Backend) {
 }
 
 fn a_self_triggering_handler_is_stopped_by_the_hop_limit(backend: Backend) {
-    let Setup { sys, .. } = &start(backend);
+    let Tester { sys, .. } = &start(backend);
     let ping = event("com.example.ping", "p-1", json!({"loop": true}));
     assert_eq!(post_batch(sys, &[ping]).0, 202);
     let dead = wait_for(60, || {
@@ -287,7 +265,7 @@ fn a_self_triggering_handler_is_stopped_by_the_hop_limit(backend: Backend) {
 }
 
 fn a_worker_killed_mid_flight_loses_nothing(backend: Backend) {
-    let Setup { sys, .. } = &mut start(backend);
+    let Tester { sys, .. } = &mut start(backend);
     const TOTAL: usize = 4_000;
     let mut accepted: HashSet<String> = HashSet::new();
     let mut next = 0;
@@ -344,7 +322,7 @@ fn mqtt_and_nats_messages_become_cloudevents_for_their_triggers(backend: Backend
     let triggers = BRIDGES
         .replace("sluice-e2e/", &format!("sluice-e2e-{run}-{backend:?}/"))
         .replace("sensors.", &format!("sensors-{run}-{backend:?}."));
-    let Setup { sys, .. } = &start_with(backend, &triggers);
+    let Tester { sys, .. } = &Tester::start(backend, &triggers);
     // `sluice dev` bridges a NATS source without a url from the machine's server.
     let url = sys
         .nats

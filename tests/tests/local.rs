@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use serde_json::{Value, json};
-use sluice_tests::{Dev, free_port, tester_manifests, wait_for};
+use sluice_tests::{Dev, done_counts, free_port, tester_manifests, wait_for};
 
 const TRIGGER: &str = "apiVersion: sluice.dev/v1alpha1
 kind: Trigger
@@ -48,14 +48,7 @@ fn setup() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
 
 /// ids of the events `com.example.done` replies were made for, with multiplicity.
 fn done(dev: &Dev) -> HashMap<String, usize> {
-    let mut m = HashMap::new();
-    for e in dev.events("default") {
-        if e["type"] == "com.example.done" {
-            *m.entry(e["data"]["of"].as_str().unwrap_or_default().to_owned())
-                .or_default() += 1;
-        }
-    }
-    m
+    done_counts(&dev.events("default"))
 }
 
 #[test]

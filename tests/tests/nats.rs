@@ -7,8 +7,9 @@ use std::{collections::HashMap, time::Duration};
 use futures::TryStreamExt;
 use serde_json::{Value, json};
 use sluice_tests::{
-    system::{Backend, System},
-    tester_manifests, wait_for,
+    done_counts,
+    system::{Backend, System, Tester},
+    wait_for,
 };
 
 const TRIGGERS: &str = "apiVersion: sluice.dev/v1alpha1
@@ -22,18 +23,8 @@ spec:
     retry: { maxAttempts: 5, initialDelay: 60s, maxDelay: 60s }
 ";
 
-struct Setup {
-    _tmp: tempfile::TempDir,
-    sys: System,
-}
-
-fn start(triggers: &str) -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("manifests");
-    std::fs::create_dir_all(&dir).unwrap();
-    tester_manifests(&dir, triggers);
-    let sys = System::start(Backend::Nats, &dir, &tmp.path().join("data"), "e2e/tester");
-    Setup { _tmp: tmp, sys }
+fn start(triggers: &str) -> Tester {
+    Tester::start(Backend::Nats, triggers)
 }
 
 fn work(id: &str, data: Value) -> Value {
@@ -56,14 +47,7 @@ fn publish_until_accepted(sys: &System, events: &[Value]) {
 }
 
 fn done(sys: &System) -> HashMap<String, usize> {
-    let mut m = HashMap::new();
-    for e in sys.events("default") {
-        if e["type"] == "com.example.done" {
-            *m.entry(e["data"]["of"].as_str().unwrap_or_default().to_owned())
-                .or_default() += 1;
-        }
-    }
-    m
+    done_counts(&sys.events("default"))
 }
 
 /// Publishes `total` events in batches of 100, running `midway` once at half.
@@ -99,7 +83,7 @@ fn all_handled(sys: &System, ids: &[String]) -> HashMap<String, usize> {
 
 #[test]
 fn restarting_nats_server_mid_load_loses_nothing() {
-    let Setup { sys, .. } = &mut start(TRIGGERS);
+    let Tester { sys, .. } = &mut start(TRIGGERS);
     let ids = load(sys, 3_000, |sys| {
         let nats = sys.nats.as_mut().unwrap();
         nats.kill9();
@@ -116,7 +100,7 @@ fn restarting_nats_server_mid_load_loses_nothing() {
 
 #[test]
 fn a_crashed_router_routes_each_event_once() {
-    let Setup { sys, .. } = &mut start(TRIGGERS);
+    let Tester { sys, .. } = &mut start(TRIGGERS);
     let ids = load(sys, 3_000, |sys| {
         let router = sys.router.as_mut().unwrap();
         router.kill9();
@@ -147,7 +131,7 @@ fn jetstream_numbers(url: &str, ns: &str, trigger: &str) -> (u64, u64) {
 
 #[test]
 fn depth_equals_jetstream_consumer_numbers_and_a_worker_stops_gracefully() {
-    let Setup { sys, .. } = &mut start(TRIGGERS);
+    let Tester { sys, .. } = &mut start(TRIGGERS);
     let depth = |sys: &System| -> Value {
         let (status, _, body) = sys
             .request("GET", "/admin/triggers/e2e/work/depth", &[], b"")

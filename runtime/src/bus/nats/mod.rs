@@ -58,8 +58,9 @@ pub struct RawEnqueue {
     pub key: Option<String>,
     pub accepted_ms: u64,
     pub payload: bytes::Bytes,
-    /// `Nats-Msg-Id`: the same (bus, position) routed twice is queued once.
-    pub id: String,
+    /// `Nats-Msg-Id`: the same id enqueued twice (a (bus, position) routed again) is
+    /// queued once.
+    pub id: Option<String>,
 }
 
 /// The JetStream message behind a delivery, for acking it.
@@ -369,32 +370,18 @@ impl NatsBus {
         items: Vec<Enqueue>,
         ids: Option<Vec<String>>,
     ) -> Result<(), BusError> {
-        let mut acks = Vec::with_capacity(items.len());
-        for (i, item) in items.iter().enumerate() {
-            self.ensure_queue_stream_once(&item.trigger).await?;
-            let (ns, name) = split_id(&item.trigger)?;
-            let partition = item.key.as_deref().map_or(0, partition_of);
-            let mut headers = HeaderMap::new();
-            headers.insert(ACCEPTED, item.accepted_ms.to_string().as_str());
-            if let Some(k) = &item.key {
-                headers.insert(KEY, header_safe(k).as_str());
-            }
-            if let Some(id) = ids.as_ref().and_then(|v| v.get(i)) {
-                headers.insert("Nats-Msg-Id", id.as_str());
-            }
-            let ack = self
-                .0
-                .js
-                .publish_with_headers(
-                    names::queue_subject(ns, name, partition),
-                    headers,
-                    item.event.to_json().into(),
-                )
-                .await
-                .map_err(nats_err)?;
-            acks.push(ack);
-        }
-        for ack in acks {
+        let mut ids = ids.map(Vec::into_iter);
+        let raw = items
+            .into_iter()
+            .map(|item| RawEnqueue {
+                payload: item.event.to_json().into(),
+                trigger: item.trigger,
+                key: item.key,
+                accepted_ms: item.accepted_ms,
+                id: ids.as_mut().and_then(Iterator::next),
+            })
+            .collect();
+        for ack in self.enqueue_raw(raw).await? {
             ack.await.map_err(nats_err)?;
         }
         Ok(())
@@ -415,7 +402,9 @@ impl NatsBus {
             if let Some(k) = &item.key {
                 headers.insert(KEY, header_safe(k).as_str());
             }
-            headers.insert("Nats-Msg-Id", item.id.as_str());
+            if let Some(id) = &item.id {
+                headers.insert("Nats-Msg-Id", id.as_str());
+            }
             acks.push(
                 self.0
                     .js

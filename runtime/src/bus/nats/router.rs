@@ -112,7 +112,7 @@ async fn route_until_error(
                     key,
                     accepted_ms,
                     payload: m.payload.clone(),
-                    id: format!("{bus_name}:{pos}"),
+                    id: Some(format!("{bus_name}:{pos}")),
                 });
             }
         }
