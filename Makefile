@@ -13,7 +13,8 @@ run: setup
 test: setup functions
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) test --workspace
+	$(CARGO) build --workspace --bins
+	SLUICE_PREBUILT_BINS=1 $(CARGO) test --workspace
 
 setup:
 	./scripts/setup.sh

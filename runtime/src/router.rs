@@ -74,6 +74,31 @@ impl RouteTable {
             })
             .collect()
     }
+
+    /// [`Self::route`] on an event's JSON bytes, decoding only the fields some pattern names
+    /// (and the whole event only for a trigger with an ordering key).
+    pub fn route_json(
+        &self,
+        json: &[u8],
+    ) -> Result<Vec<(&TriggerId, Option<String>)>, sluice_pattern::EventError> {
+        let mut hits = Vec::new();
+        self.matcher.matches_json_into(json, &mut hits)?;
+        hits.extend_from_slice(&self.match_all);
+        hits.sort_unstable();
+        let mut tree: Option<Value> = None;
+        Ok(hits
+            .into_iter()
+            .filter_map(|i| self.targets.get(i))
+            .map(|t| {
+                let key = t.ordering_key.as_deref().and_then(|k| {
+                    let v = tree
+                        .get_or_insert_with(|| serde_json::from_slice(json).unwrap_or(Value::Null));
+                    key_of(v, k)
+                });
+                (&t.id, key)
+            })
+            .collect())
+    }
 }
 
 /// The value at a dotted path, as a string key; absent (or null) means unordered.
@@ -127,7 +152,7 @@ pub async fn route_batch(
     metrics: &Metrics,
 ) -> Result<usize, crate::bus::BusError> {
     let cursor = bus.route_cursor(bus_name);
-    let events = bus.read(bus_name, cursor, BATCH)?;
+    let events = bus.read_raw(bus_name, cursor, BATCH)?;
     let Some(last) = events.last().map(|e| e.0) else {
         return Ok(0);
     };
@@ -137,21 +162,33 @@ pub async fn route_batch(
         .map(|t| t.clone())
         .unwrap_or_else(|p| p.into_inner().clone());
     let mut items = Vec::new();
-    for (_, accepted_ms, event) in events {
-        let json = event.to_json_value();
-        let hits = table.route(&json);
-        if hits.is_empty() {
-            continue;
-        }
-        let event = Arc::new(event);
+    for (pos, accepted_ms, json) in &events {
+        // Matched on the stored bytes: an event no pattern wants (a reply, typically) is
+        // never decoded, and a matched one is decoded once and stored with the same bytes.
+        let hits = match table.route_json(json) {
+            Ok(h) if h.is_empty() => continue,
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(bus = %bus_name, pos, error = %e, "unreadable event skipped");
+                continue;
+            }
+        };
+        let event = match sluice_event::CloudEvent::from_json(json) {
+            Ok(e) => Arc::new(e),
+            Err(e) => {
+                tracing::error!(bus = %bus_name, pos, error = %e, "unreadable event skipped");
+                continue;
+            }
+        };
         for (trigger, key) in hits {
             metrics.matched(trigger);
-            items.push(Enqueue {
+            let item = Enqueue {
                 trigger: trigger.clone(),
                 event: event.clone(),
-                accepted_ms,
+                accepted_ms: *accepted_ms,
                 key,
-            });
+            };
+            items.push((item, Some(json.as_slice())));
         }
     }
     bus.route(bus_name, last, items).await?;

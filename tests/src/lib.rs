@@ -19,31 +19,35 @@ pub fn workspace() -> &'static Path {
 /// Path of a freshly built `sluice` binary of the same profile as this test.
 pub fn sluice_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let release = !cfg!(debug_assertions);
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(workspace()).args([
-            "build",
-            "--quiet",
-            "-p",
-            "sluice-runtime",
-            "--bin",
-            "sluice",
-        ]);
-        if release {
-            cmd.arg("--release");
+    BIN.get_or_init(|| workspace_bin("sluice"))
+}
+
+/// Path of the workspace binary `name` of this test's profile, built first (once per test
+/// process) unless `SLUICE_PREBUILT_BINS` says `make test` built them before starting the
+/// tests. (Cargo run from inside a test sees the test's environment, which build scripts
+/// notice: it would rebuild part of the dependency tree on every test run.)
+pub fn workspace_bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        if std::env::var_os("SLUICE_PREBUILT_BINS").is_none() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.current_dir(workspace())
+                .args(["build", "--quiet", "--workspace", "--bins"]);
+            if !cfg!(debug_assertions) {
+                cmd.arg("--release");
+            }
+            let status = cmd.status().expect("cargo runs");
+            assert!(status.success(), "building the workspace binaries failed");
         }
-        let status = cmd.status().expect("cargo runs");
-        assert!(status.success(), "building the sluice binary failed");
         // The test executable lives in target/<profile>/deps/.
         let exe = std::env::current_exe().expect("test executable path");
-        let profile_dir = exe
-            .parent()
+        exe.parent()
             .and_then(Path::parent)
-            .expect("target/<profile>");
-        profile_dir.join("sluice")
-    })
+            .expect("target/<profile>")
+            .to_path_buf()
+    });
+    dir.join(name)
 }
 
 /// Runs `sluice ARGS…` from the workspace root and returns its output.

@@ -14,7 +14,7 @@ use std::{
 };
 
 use serde_json::Value;
-use sluice_tests::{sluice, stdout, workspace};
+use sluice_tests::{sluice, stdout, workspace, workspace_bin};
 
 const CHART: &str = "charts/sluice";
 const NATS_URL: &str = "nats://nats.nats.svc.cluster.local:4222";
@@ -736,32 +736,6 @@ impl Drop for Process {
     }
 }
 
-/// Path of a freshly built `sluice-operator` of this test's profile.
-fn operator_bin() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace()).args([
-        "build",
-        "--quiet",
-        "-p",
-        "sluice-operator",
-        "--bin",
-        "sluice-operator",
-    ]);
-    if !cfg!(debug_assertions) {
-        cmd.arg("--release");
-    }
-    assert!(
-        cmd.status().expect("cargo runs").success(),
-        "building sluice-operator failed"
-    );
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .join("sluice-operator")
-}
-
 /// Polls `f` every 200 ms until it returns Some, or panics with `what` after `timeout`.
 fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
@@ -789,7 +763,7 @@ fn helm_install_reconcile_and_uninstall_on_a_real_api_server() {
         "{} is not built: run `make functions` (or `make -C functions rust`)",
         wasm.display()
     );
-    let operator = operator_bin();
+    let operator = workspace_bin("sluice-operator");
     let cp = ControlPlane::start();
 
     // Install, as the README says.

@@ -50,23 +50,33 @@ fn done(sys: &System) -> HashMap<String, usize> {
     done_counts(&sys.events("default"))
 }
 
-/// Publishes `total` events in batches of 100, running `midway` once at half.
-fn load(sys: &mut System, total: usize, midway: impl FnOnce(&mut System)) -> Vec<String> {
-    let mut ids = Vec::new();
+/// Publishes `total` events in batches of 100, running `midway` once at half. Returns the ids
+/// accepted before `midway` ran and those accepted after.
+fn load(
+    sys: &mut System,
+    total: usize,
+    midway: impl FnOnce(&mut System),
+) -> (Vec<String>, Vec<String>) {
+    let (mut before, mut after) = (Vec::new(), Vec::new());
     let mut midway = Some(midway);
     for start in (0..total).step_by(100) {
         let batch: Vec<Value> = (start..(start + 100).min(total))
             .map(|i| work(&format!("w{i}"), json!({"n": i})))
             .collect();
         publish_until_accepted(sys, &batch);
-        ids.extend(batch.iter().map(|e| e["id"].as_str().unwrap().to_owned()));
+        let ids = batch.iter().map(|e| e["id"].as_str().unwrap().to_owned());
+        if midway.is_some() {
+            before.extend(ids);
+        } else {
+            after.extend(ids);
+        }
         if start >= total / 2
             && let Some(f) = midway.take()
         {
             f(sys);
         }
     }
-    ids
+    (before, after)
 }
 
 fn all_handled(sys: &System, ids: &[String]) -> HashMap<String, usize> {
@@ -84,28 +94,41 @@ fn all_handled(sys: &System, ids: &[String]) -> HashMap<String, usize> {
 #[test]
 fn restarting_nats_server_mid_load_loses_nothing() {
     let Tester { sys, .. } = &mut start(TRIGGERS);
-    let ids = load(sys, 3_000, |sys| {
+    let (before, after) = load(sys, 3_000, |sys| {
         let nats = sys.nats.as_mut().unwrap();
         nats.kill9();
         std::thread::sleep(Duration::from_millis(500));
         nats.restart();
     });
-    let handled = all_handled(sys, &ids);
+    let all: Vec<String> = before.iter().chain(&after).cloned().collect();
+    let handled = all_handled(sys, &all);
+    // JetStream persists consumer acks lazily, so a crashed server forgets acks it had
+    // received, and a work-queue stream forgets the message ids of what it had already
+    // handed out: events routed or handled shortly before the crash may run again. That
+    // redelivery is confined to work the crash interrupted; everything accepted after the
+    // restart runs exactly once.
+    let twice_after: Vec<_> = after.iter().filter(|id| handled[*id] > 1).collect();
+    assert!(
+        twice_after.is_empty(),
+        "accepted after the restart, handled more than once: {twice_after:?}"
+    );
     let duplicates: usize = handled.values().map(|n| n - 1).sum();
     assert!(
-        duplicates <= 200,
-        "{duplicates} duplicates: more than was in flight"
+        duplicates <= before.len(),
+        "{duplicates} duplicates: more than the {} events accepted before the crash",
+        before.len()
     );
 }
 
 #[test]
 fn a_crashed_router_routes_each_event_once() {
     let Tester { sys, .. } = &mut start(TRIGGERS);
-    let ids = load(sys, 3_000, |sys| {
+    let (mut ids, after) = load(sys, 3_000, |sys| {
         let router = sys.router.as_mut().unwrap();
         router.kill9();
         router.restart();
     });
+    ids.extend(after);
     let handled = all_handled(sys, &ids);
     // Events the dead router had pulled are routed again by its successor, and the queue
     // drops the second copy by message id: no trigger sees an event twice.

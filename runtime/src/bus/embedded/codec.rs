@@ -62,11 +62,25 @@ pub fn encode_logged(accepted_ms: u64, event_json: &[u8]) -> Vec<u8> {
 }
 
 pub fn decode_logged(b: &[u8]) -> Result<(u64, CloudEvent), BusError> {
+    let (at, json) = split_logged(b)?;
+    let event =
+        CloudEvent::from_json(json).map_err(|e| BusError::Storage(format!("stored event: {e}")))?;
+    Ok((at, event))
+}
+
+/// A bus log record's acceptance time and the event's JSON, undecoded.
+pub fn split_logged(b: &[u8]) -> Result<(u64, &[u8]), BusError> {
     let mut r = Reader(b);
     let at = r.u64().ok_or_else(|| corrupt("event"))?;
-    let event =
-        CloudEvent::from_json(r.0).map_err(|e| BusError::Storage(format!("stored event: {e}")))?;
-    Ok((at, event))
+    Ok((at, r.0))
+}
+
+/// Sets the acceptance time of a record made by [`encode_logged`]: the writer stamps it at
+/// commit, after the publisher encoded the rest.
+pub fn stamp_logged(record: &mut [u8], accepted_ms: u64) {
+    if let Some(head) = record.get_mut(..8) {
+        head.copy_from_slice(&accepted_ms.to_le_bytes());
+    }
 }
 
 /// A queue entry as stored: everything needed to rebuild the in-memory queue on restart.
@@ -81,7 +95,11 @@ pub struct QueueRecord {
 }
 
 pub fn encode_queued(r: &QueueRecord) -> Vec<u8> {
-    let json = r.event.to_json();
+    encode_queued_json(r, &r.event.to_json())
+}
+
+/// [`encode_queued`] with the event's JSON already at hand (the router has the stored bytes).
+pub fn encode_queued_json(r: &QueueRecord, json: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(32 + json.len() + r.last_error.len());
     out.extend_from_slice(&r.attempts.to_le_bytes());
     out.extend_from_slice(&r.not_before.to_le_bytes());
@@ -94,7 +112,7 @@ pub fn encode_queued(r: &QueueRecord) -> Vec<u8> {
         None => out.push(0),
     }
     put_str32(&mut out, &r.last_error);
-    out.extend_from_slice(&json);
+    out.extend_from_slice(json);
     out
 }
 

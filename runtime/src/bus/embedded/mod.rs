@@ -109,14 +109,66 @@ impl Shared {
 
 type Reply<T> = oneshot::Sender<Result<T, BusError>>;
 
+/// An event encoded for the log by its publisher, so that the one writer thread does storage
+/// work only and encoding runs on every core.
+struct Logged {
+    bus: String,
+    /// The `(source, id)` dedupe key, when the publish is deduplicated.
+    dedupe: Option<String>,
+    /// [`codec::encode_logged`] with the acceptance time left for the writer to stamp.
+    record: Vec<u8>,
+}
+
+impl Logged {
+    fn new(p: &Publish) -> Self {
+        Self {
+            bus: p.bus.clone(),
+            dedupe: p
+                .dedupe
+                .then(|| format!("{}\0{}\0{}", p.bus, p.event.source, p.event.id)),
+            record: codec::encode_logged(0, &p.event.to_json()),
+        }
+    }
+}
+
+/// A queue entry encoded by its producer (see [`Logged`]).
+struct Queued {
+    trigger: TriggerId,
+    record: QueueRecord,
+    bytes: Vec<u8>,
+}
+
+impl Queued {
+    /// `json`: the event's JSON when the caller has it (the router reads it from the log).
+    fn new(e: Enqueue, json: Option<&[u8]>) -> Self {
+        let record = QueueRecord {
+            attempts: 0,
+            not_before: 0,
+            accepted_ms: e.accepted_ms,
+            key: e.key,
+            last_error: String::new(),
+            event: e.event,
+        };
+        let bytes = match json {
+            Some(json) => codec::encode_queued_json(&record, json),
+            None => codec::encode_queued(&record),
+        };
+        Self {
+            trigger: e.trigger,
+            record,
+            bytes,
+        }
+    }
+}
+
 enum Op {
     /// `bool`: fsync before answering. Producers' events need it; Sluice's own (replies) do
     /// not: commits are applied in order, so a reply lost in a crash takes the later ack of
     /// its delivery with it, and the redelivery publishes it again.
-    Publish(Vec<Publish>, bool, Reply<Vec<Published>>),
+    Publish(Vec<Logged>, bool, Reply<Vec<Published>>),
     Enqueue {
         cursor: Option<(String, u64)>,
-        items: Vec<Enqueue>,
+        items: Vec<Queued>,
         durable: bool,
         reply: Reply<()>,
     },
@@ -128,12 +180,13 @@ enum Op {
     Put {
         trigger: TriggerId,
         seq: u64,
-        record: Box<QueueRecord>,
+        record: Vec<u8>,
         reply: Reply<()>,
     },
     Dead {
         dead: Box<DeadLetter>,
-        publish: Option<Box<Publish>>,
+        record: Vec<u8>,
+        publish: Option<Box<Logged>>,
         reply: Reply<()>,
     },
     Redrive {
@@ -269,6 +322,7 @@ impl EmbeddedBus {
         if items.is_empty() {
             return Ok(Vec::new());
         }
+        let items = items.iter().map(Logged::new).collect();
         self.call(|r| Op::Publish(items, true, r)).await
     }
 
@@ -279,6 +333,7 @@ impl EmbeddedBus {
         if items.is_empty() {
             return Ok(Vec::new());
         }
+        let items = items.iter().map(Logged::new).collect();
         self.call(|r| Op::Publish(items, false, r)).await
     }
 
@@ -304,6 +359,29 @@ impl EmbeddedBus {
         Ok(out)
     }
 
+    /// Like [`Self::read`], with each event's JSON as stored, undecoded: (position,
+    /// accepted_ms, JSON).
+    pub fn read_raw(
+        &self,
+        bus: &str,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, u64, Vec<u8>)>, BusError> {
+        let r = self.db.begin_read().map_err(storage)?;
+        let t = r.open_table(EVENTS).map_err(storage)?;
+        let mut out = Vec::new();
+        for row in t
+            .range((bus, after.saturating_add(1))..=(bus, u64::MAX))
+            .map_err(storage)?
+            .take(max)
+        {
+            let (k, v) = row.map_err(storage)?;
+            let (accepted, json) = codec::split_logged(v.value())?;
+            out.push((k.value().1, accepted, json.to_vec()));
+        }
+        Ok(out)
+    }
+
     /// The last position written on `bus` (0 when empty).
     pub fn head(&self, bus: &str) -> u64 {
         self.shared.state().heads.get(bus).copied().unwrap_or(0)
@@ -323,12 +401,17 @@ impl EmbeddedBus {
 
     /// Puts routed events on their trigger queues and moves `bus`'s routing cursor to
     /// `through`, in one commit: an event is routed once, or (after a crash) again as a whole.
+    /// Each item may come with the event's JSON as read from the log, saving a re-encode.
     pub async fn route(
         &self,
         bus: &str,
         through: u64,
-        items: Vec<Enqueue>,
+        items: Vec<(Enqueue, Option<&[u8]>)>,
     ) -> Result<(), BusError> {
+        let items = items
+            .into_iter()
+            .map(|(e, json)| Queued::new(e, json))
+            .collect();
         let cursor = Some((bus.to_owned(), through));
         self.call(|reply| Op::Enqueue {
             cursor,
@@ -341,6 +424,7 @@ impl EmbeddedBus {
 
     /// Puts events straight on trigger queues (schedules), durably.
     pub async fn enqueue(&self, items: Vec<Enqueue>) -> Result<(), BusError> {
+        let items = items.into_iter().map(|e| Queued::new(e, None)).collect();
         self.call(|reply| Op::Enqueue {
             cursor: None,
             items,
@@ -433,10 +517,11 @@ impl EmbeddedBus {
         };
         self.shared.wake_queued();
         let (trigger, seq) = (d.trigger.clone(), d.seq);
+        let record = codec::encode_queued(&record);
         self.call(|reply| Op::Put {
             trigger,
             seq,
-            record: Box::new(record),
+            record,
             reply,
         })
         .await
@@ -457,14 +542,22 @@ impl EmbeddedBus {
             .map(|q| q.remove(dead.seq));
         self.shared.wake_queued();
         let publish = to_bus.map(|bus| {
-            Box::new(Publish {
+            Box::new(Logged::new(&Publish {
                 bus: bus.to_owned(),
                 event: dead.to_event(),
                 dedupe: false,
-            })
+            }))
         });
+        let record = codec::encode_dead(
+            &dead.reason,
+            dead.attempts,
+            dead.at_ms,
+            &dead.last_error,
+            &dead.event,
+        );
         self.call(|reply| Op::Dead {
             dead: Box::new(dead),
+            record,
             publish,
             reply,
         })
@@ -715,7 +808,7 @@ impl Writer {
                     Op::Publish(items, _, _) => {
                         let mut added = Vec::new();
                         let out = items
-                            .iter()
+                            .iter_mut()
                             .map(|p| log.append(p, &mut heads, &mut added))
                             .collect::<Result<Vec<_>, _>>()?;
                         afters.push(After::Heads(added));
@@ -726,21 +819,10 @@ impl Writer {
                         for it in items.drain(..) {
                             let seq = *next_qseq;
                             *next_qseq += 1;
-                            let rec = QueueRecord {
-                                attempts: 0,
-                                not_before: 0,
-                                accepted_ms: it.accepted_ms,
-                                key: it.key,
-                                last_error: String::new(),
-                                event: it.event,
-                            };
                             queue
-                                .insert(
-                                    (it.trigger.as_str(), seq),
-                                    codec::encode_queued(&rec).as_slice(),
-                                )
+                                .insert((it.trigger.as_str(), seq), it.bytes.as_slice())
                                 .map_err(storage)?;
-                            pushed.push((it.trigger, seq, rec));
+                            pushed.push((it.trigger, seq, it.record));
                         }
                         if let Some((bus, through)) = cursor {
                             cursors.insert(bus.as_str(), *through).map_err(storage)?;
@@ -760,14 +842,16 @@ impl Writer {
                         ..
                     } => {
                         queue
-                            .insert(
-                                (trigger.as_str(), *seq),
-                                codec::encode_queued(record).as_slice(),
-                            )
+                            .insert((trigger.as_str(), *seq), record.as_slice())
                             .map_err(storage)?;
                         OpResult::Unit
                     }
-                    Op::Dead { dead, publish, .. } => {
+                    Op::Dead {
+                        dead,
+                        record,
+                        publish,
+                        ..
+                    } => {
                         // Queue positions start at 1, so 0 means "not from the queue" (a reply
                         // stopped by the hop limit). Dead letters get positions of their own.
                         if dead.seq != 0 {
@@ -777,15 +861,8 @@ impl Writer {
                         }
                         let dseq = *next_qseq;
                         *next_qseq += 1;
-                        let rec = codec::encode_dead(
-                            &dead.reason,
-                            dead.attempts,
-                            dead.at_ms,
-                            &dead.last_error,
-                            &dead.event,
-                        );
                         dead_t
-                            .insert((dead.trigger.as_str(), dseq), rec.as_slice())
+                            .insert((dead.trigger.as_str(), dseq), record.as_slice())
                             .map_err(storage)?;
                         if let Some(p) = publish {
                             let mut added = Vec::new();
@@ -951,18 +1028,17 @@ struct Log<'a, 't> {
 impl Log<'_, '_> {
     fn append(
         &mut self,
-        p: &Publish,
+        p: &mut Logged,
         heads: &mut HashMap<String, u64>,
         added: &mut Vec<(String, u64, u64)>,
     ) -> Result<Published, BusError> {
-        if p.dedupe {
-            let key = format!("{}\0{}\0{}", p.bus, p.event.source, p.event.id);
+        if let Some(key) = &p.dedupe {
             let recent = self
                 .dedupe
                 .get(key.as_str())
                 .map_err(storage)?
                 .is_some_and(|v| self.now.saturating_sub(v.value()) < self.window);
-            if recent || !self.seen.insert(key.clone()) {
+            if recent || !self.seen.insert(key.to_owned()) {
                 return Ok(Published::Duplicate);
             }
             self.dedupe
@@ -973,12 +1049,12 @@ impl Log<'_, '_> {
             .entry(p.bus.clone())
             .or_insert_with(|| self.state_heads.get(&p.bus).copied().unwrap_or(0));
         *head += 1;
-        let bytes = codec::encode_logged(self.now, &p.event.to_json());
+        codec::stamp_logged(&mut p.record, self.now);
         self.events
-            .insert((p.bus.as_str(), *head), bytes.as_slice())
+            .insert((p.bus.as_str(), *head), p.record.as_slice())
             .map_err(storage)?;
         self.heads.insert(p.bus.as_str(), *head).map_err(storage)?;
-        added.push((p.bus.clone(), *head, bytes.len() as u64));
+        added.push((p.bus.clone(), *head, p.record.len() as u64));
         Ok(Published::Appended(*head))
     }
 }

@@ -35,11 +35,14 @@ async fn route_all(bus: &EmbeddedBus, name: &str, trigger: &str) -> usize {
     let n = events.len();
     let items = events
         .into_iter()
-        .map(|(_, at, e)| Enqueue {
-            trigger: trigger.into(),
-            key: None,
-            accepted_ms: at,
-            event: Arc::new(e),
+        .map(|(_, at, e)| {
+            let e = Enqueue {
+                trigger: trigger.into(),
+                key: None,
+                accepted_ms: at,
+                event: Arc::new(e),
+            };
+            (e, None)
         })
         .collect();
     bus.route(name, last, items).await.unwrap();
