@@ -344,19 +344,12 @@ impl EmbeddedBus {
         after: u64,
         max: usize,
     ) -> Result<Vec<(u64, u64, CloudEvent)>, BusError> {
-        let r = self.db.begin_read().map_err(storage)?;
-        let t = r.open_table(EVENTS).map_err(storage)?;
-        let mut out = Vec::new();
-        for row in t
-            .range((bus, after.saturating_add(1))..=(bus, u64::MAX))
-            .map_err(storage)?
-            .take(max)
-        {
-            let (k, v) = row.map_err(storage)?;
-            let (accepted, event) = codec::decode_logged(v.value())?;
-            out.push((k.value().1, accepted, event));
-        }
-        Ok(out)
+        self.read_raw(bus, after, max)?
+            .into_iter()
+            .map(|(pos, accepted, json)| {
+                codec::decode_event(&json).map(|event| (pos, accepted, event))
+            })
+            .collect()
     }
 
     /// Like [`Self::read`], with each event's JSON as stored, undecoded: (position,
