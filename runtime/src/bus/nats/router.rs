@@ -98,14 +98,14 @@ async fn route_until_error(
             let accepted_ms = u64::try_from(info.published.timestamp_millis()).unwrap_or(0);
             // The stored form is the event's structured JSON, which is what patterns are
             // applied to: match on it as is and forward the same bytes, no re-encoding.
-            let json: serde_json::Value = match serde_json::from_slice(&m.payload) {
-                Ok(v) => v,
+            let hits = match table.route_json(&m.payload) {
+                Ok(h) => h,
                 Err(e) => {
                     tracing::error!(bus = %bus_name, pos, error = %e, "unreadable event skipped");
                     continue;
                 }
             };
-            for (trigger, key) in table.route(&json) {
+            for (trigger, key) in hits {
                 metrics.matched(trigger);
                 items.push(RawEnqueue {
                     trigger: trigger.clone(),
