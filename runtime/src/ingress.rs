@@ -215,9 +215,10 @@ fn ensure_traceparent(e: &mut CloudEvent, headers: &HeaderMap) {
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .unwrap_or_else(|| {
-            let id = uuid::Uuid::new_v4().simple().to_string();
-            let span = &uuid::Uuid::new_v4().simple().to_string()[..16];
-            format!("00-{id}-{span}-01")
+            // The thread's RNG, not a syscall per event as `Uuid::new_v4` makes. All-zero ids
+            // are invalid in W3C trace context, hence the `max(1)`.
+            let (trace, span) = (rand::random::<u128>().max(1), rand::random::<u64>().max(1));
+            format!("00-{trace:032x}-{span:016x}-01")
         });
     e.extensions
         .insert("traceparent".into(), Extension::String(tp));

@@ -1,6 +1,7 @@
 //! The router of one bus: reads the log from its cursor, evaluates every Trigger's pattern in
 //! one pass of the compiled matcher, and enqueues each match on that trigger's queue together
-//! with the cursor move (one commit), so an event is routed once. Trigger changes swap the
+//! with the cursor move (one commit), so an event is routed once; workers see the matches
+//! without waiting for that commit (see `EmbeddedBus::route_now`). Trigger changes swap the
 //! route table; the next batch uses it, with no restart.
 
 use std::{
@@ -176,7 +177,17 @@ pub async fn route_batch(
             items.push((item, Some(json.as_slice())));
         }
     }
-    bus.route(bus_name, last, items).await?;
+    // Workers may lease the matches now; the commit is confirmed in the background, so the
+    // next batch is routed while this one is stored.
+    let committed = bus.route_now(bus_name, last, items).await?;
+    let bus_name = bus_name.to_owned();
+    tokio::spawn(async move {
+        if let Ok(Err(e)) = committed.await {
+            // Nothing is lost: the cursor move was not stored either, so after a restart these
+            // events are routed again.
+            tracing::error!(bus = %bus_name, error = %e, "storing routed events failed");
+        }
+    });
     Ok(n)
 }
 

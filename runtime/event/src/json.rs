@@ -187,9 +187,78 @@ impl CloudEvent {
         Value::Object(map)
     }
 
-    /// Structured-mode JSON bytes.
+    /// Structured-mode JSON bytes: exactly `to_json_value()` serialized (members in key
+    /// order, `data` re-serialized compactly), written straight to bytes. Every event is
+    /// encoded several times on its way (log, handler stdin, replies), and building the
+    /// `Value` tree first cost an allocation per attribute each time.
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.to_json_value()).unwrap_or_default()
+        enum Member<'a> {
+            Str(&'a str),
+            Int(i64),
+            Bool(bool),
+            Json(Value),
+            Base64(String),
+        }
+        let mut members: Vec<(&str, Member<'_>)> = Vec::with_capacity(10 + self.extensions.len());
+        members.push(("specversion", Member::Str(SPEC_VERSION)));
+        members.push(("id", Member::Str(&self.id)));
+        members.push(("source", Member::Str(&self.source)));
+        members.push(("type", Member::Str(&self.ty)));
+        for (k, v) in [
+            ("subject", &self.subject),
+            ("time", &self.time),
+            ("datacontenttype", &self.datacontenttype),
+            ("dataschema", &self.dataschema),
+        ] {
+            if let Some(v) = v {
+                members.push((k, Member::Str(v)));
+            }
+        }
+        for (k, v) in &self.extensions {
+            members.push((
+                k,
+                match v {
+                    Extension::String(s) => Member::Str(s),
+                    Extension::Integer(i) => Member::Int(*i),
+                    Extension::Boolean(b) => Member::Bool(*b),
+                },
+            ));
+        }
+        if let Some(data) = &self.data {
+            if let Some(json) = self.data_json() {
+                members.push(("data", Member::Json(json)));
+            } else if let (true, Ok(text)) = (
+                is_text(self.datacontenttype.as_deref()),
+                std::str::from_utf8(data),
+            ) {
+                members.push(("data", Member::Str(text)));
+            } else {
+                let b64 = base64::engine::general_purpose::STANDARD.encode(data);
+                members.push(("data_base64", Member::Base64(b64)));
+            }
+        }
+        // serde_json's `Map` is ordered by key (no `preserve_order`), and names are unique:
+        // extension names cannot be context attribute names.
+        members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut out = Vec::with_capacity(self.size() + 64 + 16 * members.len());
+        out.push(b'{');
+        for (i, (k, v)) in members.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            // Writing into a Vec cannot fail; a string always serializes.
+            let _ = serde_json::to_writer(&mut out, k);
+            out.push(b':');
+            let _ = match v {
+                Member::Str(s) => serde_json::to_writer(&mut out, s),
+                Member::Base64(s) => serde_json::to_writer(&mut out, s),
+                Member::Int(n) => serde_json::to_writer(&mut out, n),
+                Member::Bool(b) => serde_json::to_writer(&mut out, b),
+                Member::Json(j) => serde_json::to_writer(&mut out, j),
+            };
+        }
+        out.push(b'}');
+        out
     }
 }
 
@@ -404,6 +473,43 @@ mod tests {
             e.extensions.insert("hops".into(), Extension::Integer(n));
             let back = CloudEvent::from_json(&e.to_json()).unwrap();
             prop_assert_eq!(back, e);
+        }
+
+        /// The direct encoder writes exactly what serializing `to_json_value()` writes, byte
+        /// for byte (handlers may checksum their stdin), whatever the attributes and payload.
+        #[test]
+        fn direct_encoding_equals_the_value_tree(
+            id in "\\PC{0,8}",
+            subject in proptest::option::of("[ -~\\u{e9}\\u{1f600}\"\\\\\n]{0,10}"),
+            time in proptest::option::of(Just("2026-12-02T07:00:00Z".to_owned())),
+            ct in proptest::option::of(prop_oneof![
+                Just("application/json".to_owned()),
+                Just("text/plain".to_owned()),
+                Just("application/octet-stream".to_owned()),
+                Just("application/cloudevents+json; charset=utf-8".to_owned()),
+            ]),
+            exts in proptest::collection::btree_map("[a-z0-9]{1,9}", prop_oneof![
+                "\\PC{0,6}".prop_map(Extension::String),
+                any::<i64>().prop_map(Extension::Integer),
+                any::<bool>().prop_map(Extension::Boolean),
+            ], 0..5),
+            data in proptest::option::of(prop_oneof![
+                Just(br#"{ "z": 1, "a": [true, null, 2.50, "x\u00e9"] }"#.to_vec()),
+                Just(b"plain text".to_vec()),
+                Just(vec![0u8, 159, 146, 150]),
+                "\\PC{0,12}".prop_map(String::into_bytes),
+            ]),
+        ) {
+            let mut e = CloudEvent::new(id, "/src", "com.example.t");
+            e.subject = subject;
+            e.time = time;
+            e.datacontenttype = ct;
+            e.dataschema = Some("https://example.com/s".into());
+            e.extensions = exts;
+            e.data = data;
+            let via_tree = serde_json::to_vec(&e.to_json_value()).unwrap();
+            let direct = e.to_json();
+            prop_assert_eq!(String::from_utf8_lossy(&direct), String::from_utf8_lossy(&via_tree));
         }
     }
 }

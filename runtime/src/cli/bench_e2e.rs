@@ -325,7 +325,7 @@ async fn observe(bus: EmbeddedBus, seen: Seen) {
         let notified = bus.published();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let Ok(events) = bus.read("default", after, 4096) else {
+        let Ok(events) = bus.read_raw("default", after, 4096) else {
             return;
         };
         if events.is_empty() {
@@ -333,13 +333,30 @@ async fn observe(bus: EmbeddedBus, seen: Seen) {
             continue;
         }
         let now = Instant::now();
+        // The observer shares the cores with what it measures: only replies are decoded, and
+        // only their `data.of`.
+        #[derive(serde::Deserialize)]
+        struct Reply {
+            #[serde(rename = "type")]
+            ty: String,
+            data: Option<Of>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Of {
+            of: Option<String>,
+        }
+        const DONE: &[u8] = b"com.example.done";
         if let Ok(mut m) = seen.lock() {
-            for (seq, _, e) in &events {
+            for (seq, _, json) in &events {
                 after = *seq;
-                if e.ty == "com.example.done"
-                    && let Some(of) = e
-                        .data_json()
-                        .and_then(|d| d["of"].as_str().map(str::to_owned))
+                if !json.windows(DONE.len()).any(|w| w == DONE) {
+                    continue;
+                }
+                if let Ok(Reply {
+                    ty,
+                    data: Some(Of { of: Some(of) }),
+                }) = serde_json::from_slice(json)
+                    && ty == "com.example.done"
                 {
                     m.entry(of).or_insert(now);
                 }

@@ -85,6 +85,10 @@ struct Shared {
     /// looking cannot miss a wake-up that came in between.
     queued_version: std::sync::atomic::AtomicU64,
     published_version: std::sync::atomic::AtomicU64,
+    /// The next queue / dead-letter position. Taken when an entry is made, so a routed entry
+    /// can be leased before its commit; stored with every commit (`META`), always above every
+    /// position the commit writes.
+    next_qseq: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -98,6 +102,11 @@ impl Shared {
         self.published_version
             .fetch_add(1, std::sync::atomic::Ordering::Release);
         self.published.notify_waiters();
+    }
+
+    fn take_qseq(&self) -> u64 {
+        self.next_qseq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -134,13 +143,14 @@ impl Logged {
 /// A queue entry encoded by its producer (see [`Logged`]).
 struct Queued {
     trigger: TriggerId,
+    seq: u64,
     record: QueueRecord,
     bytes: Vec<u8>,
 }
 
 impl Queued {
     /// `json`: the event's JSON when the caller has it (the router reads it from the log).
-    fn new(e: Enqueue, json: Option<&[u8]>) -> Self {
+    fn new(e: Enqueue, json: Option<&[u8]>, seq: u64) -> Self {
         let record = QueueRecord {
             attempts: 0,
             not_before: 0,
@@ -155,6 +165,7 @@ impl Queued {
         };
         Self {
             trigger: e.trigger,
+            seq,
             record,
             bytes,
         }
@@ -170,6 +181,8 @@ enum Op {
         cursor: Option<(String, u64)>,
         items: Vec<Queued>,
         durable: bool,
+        /// Already on the in-memory queues (routed events): the commit only stores them.
+        visible: bool,
         reply: Reply<()>,
     },
     Remove {
@@ -276,7 +289,15 @@ impl EmbeddedBus {
                 q.push(seq, entry_of(rec));
             }
         }
+        let next_qseq = {
+            let r = db.begin_read().map_err(storage)?;
+            let t = r.open_table(META).map_err(storage)?;
+            t.get("next_qseq")
+                .map_err(storage)?
+                .map_or(1, |v| v.value())
+        };
         let shared = Arc::new(Shared {
+            next_qseq: next_qseq.into(),
             state: Mutex::new(state),
             published: Notify::new(),
             queued: Notify::new(),
@@ -301,6 +322,15 @@ impl EmbeddedBus {
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Op) -> Result<T, BusError> {
+        self.send(make).await?.await.map_err(|_| BusError::Closed)?
+    }
+
+    /// Hands an op to the writer; resolves once it is in the writer's channel (the order
+    /// of ops is the order of commits), to the receiver of its result.
+    async fn send<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Op,
+    ) -> Result<oneshot::Receiver<Result<T, BusError>>, BusError> {
         let (tx, rx) = oneshot::channel();
         let op = make(tx);
         let ops = self.ops.clone();
@@ -314,7 +344,7 @@ impl EmbeddedBus {
                 .map_err(|_| BusError::Closed)?,
             Err(mpsc::TrySendError::Disconnected(_)) => return Err(BusError::Closed),
         }
-        rx.await.map_err(|_| BusError::Closed)?
+        Ok(rx)
     }
 
     /// Appends events durably (fsync'd before this returns).
@@ -401,27 +431,64 @@ impl EmbeddedBus {
         through: u64,
         items: Vec<(Enqueue, Option<&[u8]>)>,
     ) -> Result<(), BusError> {
-        let items = items
+        self.route_now(bus, through, items)
+            .await?
+            .await
+            .map_err(|_| BusError::Closed)?
+    }
+
+    /// [`Self::route`] without waiting for the commit: the entries can be leased, and the
+    /// cursor has moved, as soon as this returns; the receiver says how the commit went.
+    /// That is safe because commits apply in order: an ack, retry or reply of a delivery is
+    /// an op sent after this one, so no crash can keep it while losing the entry, and a lost
+    /// entry loses its cursor move with it, so the event is routed again.
+    pub async fn route_now(
+        &self,
+        bus: &str,
+        through: u64,
+        items: Vec<(Enqueue, Option<&[u8]>)>,
+    ) -> Result<oneshot::Receiver<Result<(), BusError>>, BusError> {
+        let items: Vec<Queued> = items
             .into_iter()
-            .map(|(e, json)| Queued::new(e, json))
+            .map(|(e, json)| Queued::new(e, json, self.shared.take_qseq()))
+            .collect();
+        let visible: Vec<(TriggerId, u64, QueueRecord)> = items
+            .iter()
+            .map(|q| (q.trigger.clone(), q.seq, q.record.clone()))
             .collect();
         let cursor = Some((bus.to_owned(), through));
-        self.call(|reply| Op::Enqueue {
-            cursor,
-            items,
-            durable: false,
-            reply,
-        })
-        .await
+        // In the channel first, then visible: whatever a worker does with an entry is an op
+        // that comes after its commit.
+        let rx = self
+            .send(|reply| Op::Enqueue {
+                cursor,
+                items,
+                durable: false,
+                visible: true,
+                reply,
+            })
+            .await?;
+        {
+            let mut s = self.shared.state();
+            push_entries(&mut s, visible);
+            let c = s.cursors.entry(bus.to_owned()).or_default();
+            *c = (*c).max(through);
+        }
+        self.shared.wake_queued();
+        Ok(rx)
     }
 
     /// Puts events straight on trigger queues (schedules), durably.
     pub async fn enqueue(&self, items: Vec<Enqueue>) -> Result<(), BusError> {
-        let items = items.into_iter().map(|e| Queued::new(e, None)).collect();
+        let items = items
+            .into_iter()
+            .map(|e| Queued::new(e, None, self.shared.take_qseq()))
+            .collect();
         self.call(|reply| Op::Enqueue {
             cursor: None,
             items,
             durable: true,
+            visible: false,
             reply,
         })
         .await
@@ -693,6 +760,15 @@ impl EmbeddedBus {
     }
 }
 
+fn push_entries(s: &mut State, items: Vec<(TriggerId, u64, QueueRecord)>) {
+    for (trigger, seq, rec) in items {
+        s.queues
+            .entry(trigger)
+            .or_insert_with(|| Queue::new(100))
+            .push(seq, entry_of(rec));
+    }
+}
+
 fn entry_of(rec: QueueRecord) -> QueueEntry<Payload> {
     QueueEntry {
         attempts: rec.attempts,
@@ -720,7 +796,6 @@ struct Writer {
 
 impl Writer {
     fn run(self, rx: mpsc::Receiver<Op>) {
-        let mut next_qseq = self.load_next_qseq();
         while let Ok(first) = rx.recv() {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
@@ -729,10 +804,8 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let mut saved_qseq = next_qseq;
-            match self.commit(&mut batch, &mut saved_qseq) {
+            match self.commit(&mut batch) {
                 Ok((afters, results)) => {
-                    next_qseq = saved_qseq;
                     self.apply(afters);
                     for (op, result) in batch.into_iter().zip(results) {
                         reply(op, Ok(result));
@@ -748,23 +821,8 @@ impl Writer {
         }
     }
 
-    fn load_next_qseq(&self) -> u64 {
-        let read = || -> Result<u64, BusError> {
-            let r = self.db.begin_read().map_err(storage)?;
-            let t = r.open_table(META).map_err(storage)?;
-            Ok(t.get("next_qseq")
-                .map_err(storage)?
-                .map_or(1, |v| v.value()))
-        };
-        read().unwrap_or(1)
-    }
-
     /// Applies the whole batch in one transaction. Results are per op, in order.
-    fn commit(
-        &self,
-        batch: &mut [Op],
-        next_qseq: &mut u64,
-    ) -> Result<(Vec<After>, Vec<OpResult>), BusError> {
+    fn commit(&self, batch: &mut [Op]) -> Result<(Vec<After>, Vec<OpResult>), BusError> {
         let mut w = self.db.begin_write().map_err(storage)?;
         let durable = batch.iter().any(Op::durable);
         w.set_durability(if durable {
@@ -807,20 +865,28 @@ impl Writer {
                         afters.push(After::Heads(added));
                         OpResult::Published(out)
                     }
-                    Op::Enqueue { cursor, items, .. } => {
+                    Op::Enqueue {
+                        cursor,
+                        items,
+                        visible,
+                        ..
+                    } => {
                         let mut pushed = Vec::with_capacity(items.len());
                         for it in items.drain(..) {
-                            let seq = *next_qseq;
-                            *next_qseq += 1;
                             queue
-                                .insert((it.trigger.as_str(), seq), it.bytes.as_slice())
+                                .insert((it.trigger.as_str(), it.seq), it.bytes.as_slice())
                                 .map_err(storage)?;
-                            pushed.push((it.trigger, seq, it.record));
+                            if !*visible {
+                                pushed.push((it.trigger, it.seq, it.record));
+                            }
                         }
                         if let Some((bus, through)) = cursor {
                             cursors.insert(bus.as_str(), *through).map_err(storage)?;
                         }
-                        afters.push(After::Queued(pushed, cursor.take()));
+                        // A visible enqueue moved the in-memory cursor when it was sent;
+                        // routing may have gone further since.
+                        let cursor = if *visible { None } else { cursor.take() };
+                        afters.push(After::Queued(pushed, cursor));
                         OpResult::Unit
                     }
                     Op::Flush { .. } => OpResult::Unit,
@@ -852,8 +918,7 @@ impl Writer {
                                 .remove((dead.trigger.as_str(), dead.seq))
                                 .map_err(storage)?;
                         }
-                        let dseq = *next_qseq;
-                        *next_qseq += 1;
+                        let dseq = self.shared.take_qseq();
                         dead_t
                             .insert((dead.trigger.as_str(), dseq), record.as_slice())
                             .map_err(storage)?;
@@ -879,8 +944,7 @@ impl Writer {
                         let mut pushed = Vec::with_capacity(moved.len());
                         for (_, bytes) in &moved {
                             let (_, _, _, _, event) = codec::decode_dead(bytes)?;
-                            let seq = *next_qseq;
-                            *next_qseq += 1;
+                            let seq = self.shared.take_qseq();
                             // A redriven event starts over: fresh attempts and a fresh maxAge.
                             let rec = QueueRecord {
                                 attempts: 0,
@@ -957,7 +1021,11 @@ impl Writer {
                 results.push(result);
             }
             let mut meta = w.open_table(META).map_err(storage)?;
-            meta.insert("next_qseq", *next_qseq).map_err(storage)?;
+            let next_qseq = self
+                .shared
+                .next_qseq
+                .load(std::sync::atomic::Ordering::Relaxed);
+            meta.insert("next_qseq", next_qseq).map_err(storage)?;
         }
         w.commit().map_err(storage)?;
         Ok((afters, results))
@@ -977,13 +1045,8 @@ impl Writer {
                         }
                     }
                     After::Queued(items, cursor) => {
-                        for (trigger, seq, rec) in items {
-                            s.queues
-                                .entry(trigger)
-                                .or_insert_with(|| Queue::new(100))
-                                .push(seq, entry_of(rec));
-                            queued = true;
-                        }
+                        queued |= !items.is_empty();
+                        push_entries(&mut s, items);
                         if let Some((bus, through)) = cursor {
                             s.cursors.insert(bus, through);
                         }
