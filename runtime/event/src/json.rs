@@ -141,6 +141,16 @@ impl CloudEvent {
         Ok(event)
     }
 
+    /// The optional context attributes, by name.
+    fn optional_attributes(&self) -> [(&'static str, &Option<String>); 4] {
+        [
+            ("subject", &self.subject),
+            ("time", &self.time),
+            ("datacontenttype", &self.datacontenttype),
+            ("dataschema", &self.dataschema),
+        ]
+    }
+
     /// The structured-mode JSON object. `data` is inlined as JSON when it is JSON, as a string
     /// when it is text, and as `data_base64` otherwise.
     pub fn to_json_value(&self) -> Value {
@@ -149,12 +159,7 @@ impl CloudEvent {
         map.insert("id".into(), self.id.clone().into());
         map.insert("source".into(), self.source.clone().into());
         map.insert("type".into(), self.ty.clone().into());
-        for (k, v) in [
-            ("subject", &self.subject),
-            ("time", &self.time),
-            ("datacontenttype", &self.datacontenttype),
-            ("dataschema", &self.dataschema),
-        ] {
+        for (k, v) in self.optional_attributes() {
             if let Some(v) = v {
                 map.insert(k.into(), v.clone().into());
             }
@@ -204,12 +209,7 @@ impl CloudEvent {
         members.push(("id", Member::Str(&self.id)));
         members.push(("source", Member::Str(&self.source)));
         members.push(("type", Member::Str(&self.ty)));
-        for (k, v) in [
-            ("subject", &self.subject),
-            ("time", &self.time),
-            ("datacontenttype", &self.datacontenttype),
-            ("dataschema", &self.dataschema),
-        ] {
+        for (k, v) in self.optional_attributes() {
             if let Some(v) = v {
                 members.push((k, Member::Str(v)));
             }
