@@ -345,11 +345,11 @@ async fn observe(bus: EmbeddedBus, seen: Seen) {
         struct Of {
             of: Option<String>,
         }
-        const DONE: &[u8] = b"com.example.done";
+        let done = memchr::memmem::Finder::new(b"com.example.done");
         if let Ok(mut m) = seen.lock() {
             for (seq, _, json) in &events {
                 after = *seq;
-                if !json.windows(DONE.len()).any(|w| w == DONE) {
+                if done.find(json).is_none() {
                     continue;
                 }
                 if let Ok(Reply {

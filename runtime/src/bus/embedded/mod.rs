@@ -255,7 +255,7 @@ impl EmbeddedBus {
             .map_err(|e| storage(format!("opening {}: {e}", path.display())))?;
         let db = Arc::new(db);
         let mut state = State::default();
-        {
+        let next_qseq = {
             let w = db.begin_write().map_err(storage)?;
             for t in [EVENTS, QUEUE, DEAD] {
                 w.open_table(t).map_err(storage)?;
@@ -288,11 +288,8 @@ impl EmbeddedBus {
                     .or_insert_with(|| Queue::new(100));
                 q.push(seq, entry_of(rec));
             }
-        }
-        let next_qseq = {
-            let r = db.begin_read().map_err(storage)?;
-            let t = r.open_table(META).map_err(storage)?;
-            t.get("next_qseq")
+            let meta = r.open_table(META).map_err(storage)?;
+            meta.get("next_qseq")
                 .map_err(storage)?
                 .map_or(1, |v| v.value())
         };
@@ -784,7 +781,7 @@ fn entry_of(rec: QueueRecord) -> QueueEntry<Payload> {
 /// What to do to the in-memory state once a commit is on disk.
 enum After {
     Heads(Vec<(String, u64, u64)>),
-    Queued(Vec<(TriggerId, u64, QueueRecord)>, Option<(String, u64)>),
+    Queued(Vec<(TriggerId, u64, QueueRecord)>),
     Trimmed(Vec<(String, u64)>),
 }
 
@@ -880,13 +877,12 @@ impl Writer {
                                 pushed.push((it.trigger, it.seq, it.record));
                             }
                         }
+                        // The in-memory cursor moved when the routed entries were sent
+                        // (`route_now`); routing may have gone further since.
                         if let Some((bus, through)) = cursor {
                             cursors.insert(bus.as_str(), *through).map_err(storage)?;
                         }
-                        // A visible enqueue moved the in-memory cursor when it was sent;
-                        // routing may have gone further since.
-                        let cursor = if *visible { None } else { cursor.take() };
-                        afters.push(After::Queued(pushed, cursor));
+                        afters.push(After::Queued(pushed));
                         OpResult::Unit
                     }
                     Op::Flush { .. } => OpResult::Unit,
@@ -962,7 +958,7 @@ impl Writer {
                                 .map_err(storage)?;
                             pushed.push((trigger.clone(), seq, rec));
                         }
-                        afters.push(After::Queued(pushed, None));
+                        afters.push(After::Queued(pushed));
                         OpResult::Count(moved.len())
                     }
                     Op::Purge { trigger, .. } => {
@@ -1044,12 +1040,9 @@ impl Writer {
                             published = true;
                         }
                     }
-                    After::Queued(items, cursor) => {
+                    After::Queued(items) => {
                         queued |= !items.is_empty();
                         push_entries(&mut s, items);
-                        if let Some((bus, through)) = cursor {
-                            s.cursors.insert(bus, through);
-                        }
                     }
                     After::Trimmed(removed) => {
                         for (bus, freed) in removed {
