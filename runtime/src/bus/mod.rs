@@ -23,8 +23,6 @@ pub trait Bus: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     /// Appends producers' events; resolves once they are durable.
     fn publish(&self, items: Vec<Publish>) -> BusFuture<'_, Vec<Published>>;
-    /// Appends Sluice's own events (handler replies).
-    fn publish_replies(&self, items: Vec<Publish>) -> BusFuture<'_, Vec<Published>>;
     /// Position of the last event of `bus` (0 when empty).
     fn head<'a>(&'a self, bus: &'a str) -> BusFuture<'a, u64>;
     /// Up to `limit` events after position `after`: (position, accepted ms, event).
@@ -50,8 +48,9 @@ pub trait Bus: Send + Sync + 'static {
         since: u64,
         max: Duration,
     ) -> BoxFuture<'a, ()>;
-    /// The delivery succeeded.
-    fn ack<'a>(&'a self, d: &'a Delivery) -> BusFuture<'a, ()>;
+    /// The delivery succeeded: appends its replies (Sluice's own events), then acks it. A
+    /// delivery whose replies were not appended is never acked, so it runs again.
+    fn ack<'a>(&'a self, d: &'a Delivery, replies: Vec<Publish>) -> BusFuture<'a, ()>;
     /// The delivery failed; deliver it again at `at_ms`.
     fn retry<'a>(&'a self, d: &'a Delivery, at_ms: u64, error: &'a str) -> BusFuture<'a, ()>;
     /// Gives an event up: records the dead letter for `sluice dlq` and publishes it on

@@ -140,12 +140,13 @@ async fn deliver(
     metrics.observe_duration(&f.id, elapsed);
     match result {
         Ok(replies) => {
-            if let Err(e) = publish_replies(f, route, bus, metrics, &d, replies).await {
-                tracing::warn!(trigger = %route.id, event_id = %d.event.id, error = %e, "publishing replies failed; will redeliver");
+            let acked = match hop_checked(f, route, bus, metrics, &d, replies).await {
+                Ok(replies) => bus.ack(&d, replies).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = acked {
+                tracing::warn!(trigger = %route.id, event_id = %d.event.id, error = %e, "publishing replies or ack failed; will redeliver");
                 return;
-            }
-            if let Err(e) = bus.ack(&d).await {
-                tracing::warn!(trigger = %route.id, event_id = %d.event.id, error = %e, "ack failed; will redeliver");
             }
             metrics.delivered(&route.id);
             tracing::info!(target: "sluice::delivery", "{} {} → {} ok in {:.1?} (attempt {})", d.event.ty, d.event.id, f.id, elapsed, d.attempt);
@@ -205,18 +206,18 @@ async fn give_up(
     }
 }
 
-/// Publishes a handler's replies with the hop count one above the input's; replies past the
+/// A handler's replies to publish, with the hop count one above the input's; replies past the
 /// hop limit are dead-lettered as a loop instead, so a function cannot storm itself.
-async fn publish_replies(
+async fn hop_checked(
     f: &FunctionRuntime,
     route: &TriggerRoute,
     bus: &dyn Bus,
     metrics: &Metrics,
     d: &Delivery,
     replies: Vec<CloudEvent>,
-) -> Result<(), crate::bus::BusError> {
+) -> Result<Vec<Publish>, crate::bus::BusError> {
     if replies.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let next = hops(&d.event) + 1;
     let mut out = Vec::with_capacity(replies.len());
@@ -244,5 +245,5 @@ async fn publish_replies(
             });
         }
     }
-    bus.publish_replies(out).await.map(|_| ())
+    Ok(out)
 }

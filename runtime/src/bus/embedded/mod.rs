@@ -14,7 +14,9 @@ use std::{
     time::Duration,
 };
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 use sluice_event::CloudEvent;
 use tokio::sync::{Notify, oneshot};
 
@@ -30,12 +32,18 @@ const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events
 const HEADS: TableDefinition<&str, u64> = TableDefinition::new("heads");
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
 const DEDUPE: TableDefinition<&str, u64> = TableDefinition::new("dedupe");
+/// The dedupe keys by the time they were recorded, so that the window is enforced by
+/// removing the oldest few with every commit instead of scanning the whole table.
+const DEDUPE_AGE: TableDefinition<(u64, &str), ()> = TableDefinition::new("dedupe_age");
 const QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queue");
 const DEAD: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// Ops applied per group commit; bounded so one commit stays short.
 const MAX_BATCH: usize = 1024;
+/// Dedupe keys expired per commit at most. Steady state expires what arrived one window
+/// ago; the bound keeps the first commits after a long pause short.
+const MAX_EXPIRED: usize = 4096;
 
 #[derive(Clone, Debug)]
 pub struct EmbeddedConfig {
@@ -173,10 +181,8 @@ impl Queued {
 }
 
 enum Op {
-    /// `bool`: fsync before answering. Producers' events need it; Sluice's own (replies) do
-    /// not: commits are applied in order, so a reply lost in a crash takes the later ack of
-    /// its delivery with it, and the redelivery publishes it again.
-    Publish(Vec<Logged>, bool, Reply<Vec<Published>>),
+    /// Producers' events: fsync'd before the answer. (Replies travel with their ack.)
+    Publish(Vec<Logged>, Reply<Vec<Published>>),
     Enqueue {
         cursor: Option<(String, u64)>,
         items: Vec<Queued>,
@@ -185,9 +191,11 @@ enum Op {
         visible: bool,
         reply: Reply<()>,
     },
-    Remove {
+    /// A delivery's replies and the removal of its entry, together.
+    Ack {
         trigger: TriggerId,
         seq: u64,
+        replies: Vec<Logged>,
         reply: Reply<()>,
     },
     Put {
@@ -222,12 +230,13 @@ enum Op {
 impl Op {
     fn durable(&self) -> bool {
         match self {
-            Op::Publish(_, durable, _) => *durable,
+            Op::Publish(..) => true,
             // Like replies: losing a dead-lettering in a crash only means redelivery.
             Op::Dead { .. } => false,
             Op::Redrive { .. } | Op::Purge { .. } | Op::Flush { .. } => true,
             Op::Enqueue { durable, .. } => *durable,
-            Op::Remove { .. } | Op::Put { .. } | Op::Trim { .. } => false,
+            // Replies as well: a reply lost in a crash goes with the ack of its delivery.
+            Op::Ack { .. } | Op::Put { .. } | Op::Trim { .. } => false,
         }
     }
 }
@@ -263,6 +272,7 @@ impl EmbeddedBus {
             for t in [HEADS, CURSORS, DEDUPE, META] {
                 w.open_table(t).map_err(storage)?;
             }
+            index_dedupe_keys(&w)?;
             w.commit().map_err(storage)?;
             let r = db.begin_read().map_err(storage)?;
             for (name, map) in [(HEADS, &mut state.heads), (CURSORS, &mut state.cursors)] {
@@ -350,18 +360,7 @@ impl EmbeddedBus {
             return Ok(Vec::new());
         }
         let items = items.iter().map(Logged::new).collect();
-        self.call(|r| Op::Publish(items, true, r)).await
-    }
-
-    /// Appends Sluice's own events (handler replies) without waiting for fsync: they become
-    /// durable with the next durable commit, and a crash before that also undoes the ack of
-    /// the delivery that produced them, so they are produced again.
-    pub async fn publish_replies(&self, items: Vec<Publish>) -> Result<Vec<Published>, BusError> {
-        if items.is_empty() {
-            return Ok(Vec::new());
-        }
-        let items = items.iter().map(Logged::new).collect();
-        self.call(|r| Op::Publish(items, false, r)).await
+        self.call(|r| Op::Publish(items, r)).await
     }
 
     /// Up to `max` events of `bus` after position `after`, in order.
@@ -538,7 +537,12 @@ impl EmbeddedBus {
     }
 
     /// The delivery succeeded: forget it.
-    pub async fn ack(&self, d: &Delivery) -> Result<(), BusError> {
+    /// The delivery succeeded: its replies are appended and its entry removed in one commit,
+    /// without fsync. A crash that loses that commit loses both, and the redelivery produces
+    /// the replies again; a commit that fails leaves the event to come back after a restart.
+    pub async fn ack(&self, d: &Delivery, replies: Vec<Publish>) -> Result<(), BusError> {
+        // Encoded here, on the caller's core, so the writer only stores.
+        let replies = replies.iter().map(Logged::new).collect();
         self.shared
             .state()
             .queues
@@ -546,9 +550,10 @@ impl EmbeddedBus {
             .map(|q| q.remove(d.seq));
         self.shared.wake_queued();
         let (trigger, seq) = (d.trigger.clone(), d.seq);
-        self.call(|reply| Op::Remove {
+        self.call(|reply| Op::Ack {
             trigger,
             seq,
+            replies,
             reply,
         })
         .await
@@ -657,7 +662,8 @@ impl EmbeddedBus {
         self.call(|reply| Op::Purge { trigger, reply }).await
     }
 
-    /// Applies retention and the dedupe window; returns events removed.
+    /// Applies retention; returns events removed. (The dedupe window is applied with every
+    /// commit.)
     pub async fn trim(&self) -> Result<usize, BusError> {
         self.call(|reply| Op::Trim { reply }).await
     }
@@ -837,6 +843,7 @@ impl Writer {
             let mut head_t = w.open_table(HEADS).map_err(storage)?;
             let mut cursors = w.open_table(CURSORS).map_err(storage)?;
             let mut dedupe = w.open_table(DEDUPE).map_err(storage)?;
+            let mut dedupe_age = w.open_table(DEDUPE_AGE).map_err(storage)?;
             let mut queue = w.open_table(QUEUE).map_err(storage)?;
             let mut dead_t = w.open_table(DEAD).map_err(storage)?;
             let state_heads = self.shared.state().heads.clone();
@@ -846,6 +853,7 @@ impl Writer {
                 events: &mut events,
                 heads: &mut head_t,
                 dedupe: &mut dedupe,
+                dedupe_age: &mut dedupe_age,
                 seen: &mut seen,
                 state_heads: &state_heads,
                 now,
@@ -853,7 +861,7 @@ impl Writer {
             };
             for op in batch.iter_mut() {
                 let result = match op {
-                    Op::Publish(items, _, _) => {
+                    Op::Publish(items, _) => {
                         let mut added = Vec::new();
                         let out = items
                             .iter_mut()
@@ -886,7 +894,17 @@ impl Writer {
                         OpResult::Unit
                     }
                     Op::Flush { .. } => OpResult::Unit,
-                    Op::Remove { trigger, seq, .. } => {
+                    Op::Ack {
+                        trigger,
+                        seq,
+                        replies,
+                        ..
+                    } => {
+                        let mut added = Vec::new();
+                        for r in replies.iter_mut() {
+                            log.append(r, &mut heads, &mut added)?;
+                        }
+                        afters.push(After::Heads(added));
                         queue.remove((trigger.as_str(), *seq)).map_err(storage)?;
                         OpResult::Unit
                     }
@@ -972,9 +990,6 @@ impl Writer {
                         OpResult::Count(n)
                     }
                     Op::Trim { .. } => {
-                        log.dedupe
-                            .retain(|_, at| now.saturating_sub(at) < window)
-                            .map_err(storage)?;
                         let max_age = self.cfg.retention_age.as_millis() as u64;
                         let budget = self.cfg.retention_bytes;
                         let sizes = self.shared.state().bytes.clone();
@@ -1016,6 +1031,7 @@ impl Writer {
                 };
                 results.push(result);
             }
+            log.expire_dedupe(MAX_EXPIRED)?;
             let mut meta = w.open_table(META).map_err(storage)?;
             let next_qseq = self
                 .shared
@@ -1067,6 +1083,7 @@ struct Log<'a, 't> {
     events: &'a mut redb::Table<'t, (&'static str, u64), &'static [u8]>,
     heads: &'a mut redb::Table<'t, &'static str, u64>,
     dedupe: &'a mut redb::Table<'t, &'static str, u64>,
+    dedupe_age: &'a mut redb::Table<'t, (u64, &'static str), ()>,
     /// Dedupe keys already used in this transaction.
     seen: &'a mut HashSet<String>,
     state_heads: &'a HashMap<String, u64>,
@@ -1093,6 +1110,9 @@ impl Log<'_, '_> {
             self.dedupe
                 .insert(key.as_str(), self.now)
                 .map_err(storage)?;
+            self.dedupe_age
+                .insert((self.now, key.as_str()), ())
+                .map_err(storage)?;
         }
         let head = heads
             .entry(p.bus.clone())
@@ -1108,6 +1128,48 @@ impl Log<'_, '_> {
     }
 }
 
+impl Log<'_, '_> {
+    /// Forgets up to `max` dedupe keys recorded a whole window ago or earlier. A key
+    /// published again since then has a newer time in `dedupe` and stays.
+    fn expire_dedupe(&mut self, max: usize) -> Result<(), BusError> {
+        let Some(cutoff) = self.now.checked_sub(self.window) else {
+            return Ok(());
+        };
+        let doomed: Vec<(u64, String)> = self
+            .dedupe_age
+            .range(..(cutoff.saturating_add(1), ""))
+            .map_err(storage)?
+            .take(max)
+            .map(|row| row.map(|(k, _)| (k.value().0, k.value().1.to_owned())))
+            .collect::<Result<_, _>>()
+            .map_err(storage)?;
+        for (at, key) in doomed {
+            self.dedupe_age
+                .remove((at, key.as_str()))
+                .map_err(storage)?;
+            let current = self.dedupe.get(key.as_str()).map_err(storage)?;
+            if current.is_some_and(|v| v.value() == at) {
+                self.dedupe.remove(key.as_str()).map_err(storage)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Indexes dedupe keys by time for a store written before that index existed (once).
+fn index_dedupe_keys(w: &redb::WriteTransaction) -> Result<(), BusError> {
+    let mut age = w.open_table(DEDUPE_AGE).map_err(storage)?;
+    if !age.is_empty().map_err(storage)? {
+        return Ok(());
+    }
+    let dedupe = w.open_table(DEDUPE).map_err(storage)?;
+    for row in dedupe.iter().map_err(storage)? {
+        let (k, v) = row.map_err(storage)?;
+        age.insert((v.value(), k.value()), ()).map_err(storage)?;
+    }
+    Ok(())
+}
+
 enum OpResult {
     Unit,
     Count(usize),
@@ -1117,7 +1179,7 @@ enum OpResult {
 fn reply(op: Op, result: Result<OpResult, BusError>) {
     // A caller that went away no longer needs the answer; the change itself is committed.
     match op {
-        Op::Publish(_, _, r) => {
+        Op::Publish(_, r) => {
             let _ = r.send(result.and_then(|o| match o {
                 OpResult::Published(p) => Ok(p),
                 _ => Err(BusError::Storage("internal: wrong result kind".into())),
@@ -1131,7 +1193,7 @@ fn reply(op: Op, result: Result<OpResult, BusError>) {
         }
         Op::Flush { reply }
         | Op::Enqueue { reply, .. }
-        | Op::Remove { reply, .. }
+        | Op::Ack { reply, .. }
         | Op::Put { reply, .. }
         | Op::Dead { reply, .. } => {
             let _ = reply.send(result.map(|_| ()));

@@ -19,10 +19,6 @@ impl Bus for EmbeddedBus {
         EmbeddedBus::publish(self, items).boxed()
     }
 
-    fn publish_replies(&self, items: Vec<Publish>) -> BusFuture<'_, Vec<Published>> {
-        EmbeddedBus::publish_replies(self, items).boxed()
-    }
-
     fn head<'a>(&'a self, bus: &'a str) -> BusFuture<'a, u64> {
         let head = EmbeddedBus::head(self, bus);
         async move { Ok(head) }.boxed()
@@ -65,8 +61,8 @@ impl Bus for EmbeddedBus {
         EmbeddedBus::wait_queued(self, triggers, since, max).boxed()
     }
 
-    fn ack<'a>(&'a self, d: &'a Delivery) -> BusFuture<'a, ()> {
-        EmbeddedBus::ack(self, d).boxed()
+    fn ack<'a>(&'a self, d: &'a Delivery, replies: Vec<Publish>) -> BusFuture<'a, ()> {
+        EmbeddedBus::ack(self, d, replies).boxed()
     }
 
     fn retry<'a>(&'a self, d: &'a Delivery, at_ms: u64, error: &'a str) -> BusFuture<'a, ()> {

@@ -127,7 +127,7 @@ async fn route_lease_ack_retry_and_dead_letter() {
             inflight: 2
         }
     );
-    bus.ack(&leased[0]).await.unwrap();
+    bus.ack(&leased[0], Vec::new()).await.unwrap();
     bus.retry(&leased[1], now_ms() + 60_000, "boom")
         .await
         .unwrap();
@@ -223,7 +223,7 @@ async fn state_survives_reopen() {
             .unwrap();
         route_all(&bus, "default", "ns/t").await;
         let leased = bus.lease("ns/t", 2);
-        bus.ack(&leased[0]).await.unwrap();
+        bus.ack(&leased[0], Vec::new()).await.unwrap();
         bus.retry(&leased[1], 0, "flaky").await.unwrap();
         // leased[1] retried, 3 never leased; an in-flight lease would also come back.
         let _inflight = bus.lease("ns/t", 1);
@@ -282,7 +282,7 @@ async fn routed_entries_are_leasable_before_their_commit() {
         assert_eq!(bus.route_cursor("default"), 3, "the cursor moved at once");
         let leased = bus.lease("ns/t", 10);
         assert_eq!(leased.len(), 3, "leasable without waiting for the commit");
-        let acks = leased[..2].iter().map(|d| bus.ack(d));
+        let acks = leased[..2].iter().map(|d| bus.ack(d, Vec::new()));
         futures::future::try_join_all(acks).await.unwrap();
         committed.await.unwrap().unwrap();
         bus.flush().await.unwrap();
@@ -332,4 +332,122 @@ async fn retention_trims_oldest_beyond_budget() {
             .sum::<usize>()
             <= 1_000
     );
+}
+
+/// Dedupe keys older than the window are forgotten by the commits that follow (no full scan),
+/// except a key published again since, whose newer record keeps deduplicating.
+#[tokio::test]
+async fn dedupe_keys_expire_with_later_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = EmbeddedConfig::new(dir.path());
+    cfg.dedupe_window = Duration::from_millis(100);
+    let bus = EmbeddedBus::open(cfg).unwrap();
+    let keys = |bus: &EmbeddedBus| {
+        let r = bus.db.begin_read().unwrap();
+        let dedupe: Vec<String> = r
+            .open_table(DEDUPE)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|row| {
+                row.unwrap()
+                    .0
+                    .value()
+                    .rsplit('\0')
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        let by_age = r.open_table(DEDUPE_AGE).unwrap().len().unwrap();
+        (dedupe, by_age)
+    };
+    bus.publish(vec![publish("default", "a"), publish("default", "b")])
+        .await
+        .unwrap();
+    assert_eq!(keys(&bus), (vec!["a".to_owned(), "b".to_owned()], 2));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // "b" again, a window later: accepted, and its new record outlives the expiry of the old.
+    let out = bus
+        .publish(vec![publish("default", "b"), publish("default", "c")])
+        .await
+        .unwrap();
+    assert_eq!(out, vec![Published::Appended(3), Published::Appended(4)]);
+    assert_eq!(keys(&bus), (vec!["b".to_owned(), "c".to_owned()], 2));
+    let out = bus.publish(vec![publish("default", "b")]).await.unwrap();
+    assert_eq!(
+        out,
+        vec![Published::Duplicate],
+        "the newer record still counts"
+    );
+}
+
+/// A store written before the time index existed gets one on open, so its keys expire too.
+#[tokio::test]
+async fn dedupe_keys_of_an_older_store_are_indexed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let bus = open(dir.path());
+        bus.publish(vec![publish("default", "a")]).await.unwrap();
+        bus.flush().await.unwrap();
+        let w = bus.db.begin_write().unwrap();
+        w.delete_table(DEDUPE_AGE).unwrap();
+        w.commit().unwrap();
+    }
+    let bus = open(dir.path());
+    let r = bus.db.begin_read().unwrap();
+    let indexed: Vec<String> = r
+        .open_table(DEDUPE_AGE)
+        .unwrap()
+        .iter()
+        .unwrap()
+        .map(|row| {
+            row.unwrap()
+                .0
+                .value()
+                .1
+                .rsplit('\0')
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(indexed, vec!["a".to_owned()]);
+}
+
+/// A successful delivery's replies and its ack are one commit: afterwards the replies are on
+/// their bus (with new positions, not deduplicated) and the entry is gone, across a restart.
+#[tokio::test]
+async fn ack_appends_the_replies_and_removes_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = QueueConfig {
+        ordered: false,
+        max_inflight: 10,
+        lease: Duration::from_secs(5),
+    };
+    {
+        let bus = open(dir.path());
+        bus.configure_queue("ns/t", &cfg);
+        bus.publish(vec![publish("default", "in")]).await.unwrap();
+        route_all(&bus, "default", "ns/t").await;
+        let d = bus.lease("ns/t", 1).pop().unwrap();
+        let reply = |id: &str| Publish {
+            bus: "replies".into(),
+            dedupe: false,
+            ..publish("replies", id)
+        };
+        bus.ack(&d, vec![reply("r1"), reply("r1")]).await.unwrap();
+        bus.flush().await.unwrap();
+    }
+    let bus = open(dir.path());
+    bus.configure_queue("ns/t", &cfg);
+    let ids: Vec<(u64, String)> = bus
+        .read("replies", 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(pos, _, e)| (pos, e.id))
+        .collect();
+    assert_eq!(ids, vec![(1, "r1".into()), (2, "r1".into())]);
+    assert_eq!(bus.depth("ns/t"), Depth::default(), "acked entry is gone");
+    assert_eq!(bus.head("replies"), 2);
 }

@@ -696,10 +696,6 @@ impl Bus for NatsBus {
         self.publish_all(items).boxed()
     }
 
-    fn publish_replies(&self, items: Vec<Publish>) -> BusFuture<'_, Vec<Published>> {
-        self.publish_all(items).boxed()
-    }
-
     fn head<'a>(&'a self, bus: &'a str) -> BusFuture<'a, u64> {
         async move {
             match self.0.js.get_stream(names::bus_stream(bus)).await {
@@ -791,8 +787,11 @@ impl Bus for NatsBus {
         .boxed()
     }
 
-    fn ack<'a>(&'a self, d: &'a Delivery) -> BusFuture<'a, ()> {
+    fn ack<'a>(&'a self, d: &'a Delivery, replies: Vec<Publish>) -> BusFuture<'a, ()> {
         async move {
+            if !replies.is_empty() {
+                self.publish_all(replies).await?;
+            }
             match &d.receipt {
                 Some(r) => r.0.ack().await.map_err(nats_err),
                 None => Ok(()),
