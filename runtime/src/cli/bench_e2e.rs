@@ -46,6 +46,10 @@ pub struct E2eArgs {
     /// Events per second in the latency run (default: half the measured throughput).
     #[arg(long)]
     pub latency_rate: Option<f64>,
+    /// Requests in flight at most in the latency run (one connection each); events due
+    /// while all are busy wait for one, and that wait counts in their latency.
+    #[arg(long, default_value_t = 256)]
+    pub latency_connections: usize,
     /// Async worker threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -190,6 +194,7 @@ async fn bench(args: E2eArgs) -> anyhow::Result<i32> {
     // How long each 202 took: the durable publish alone, apart from routing and handling.
     let acked: Arc<Mutex<Vec<Duration>>> = Arc::default();
     let (sent_c, acked_c) = (sent.clone(), acked.clone());
+    let open = Arc::new(tokio::sync::Semaphore::new(args.latency_connections.max(1)));
     as_client(move |client| async move {
         let t0 = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
@@ -197,7 +202,10 @@ async fn bench(args: E2eArgs) -> anyhow::Result<i32> {
             let due = t0 + Duration::from_secs_f64(i as f64 / rate);
             tokio::time::sleep_until(due.into()).await;
             let (client, sent, acked) = (client.clone(), sent_c.clone(), acked_c.clone());
+            let open = open.clone();
             tasks.spawn(async move {
+                // Requests beyond the open connections wait here, on the clock.
+                let _open = open.acquire_owned().await?;
                 let id = format!("l{i}");
                 let body = serde_json::to_vec(&json!({"n": i}))?;
                 // Timed from when the event was due, so a client that fell behind (the cores
