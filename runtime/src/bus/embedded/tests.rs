@@ -342,30 +342,10 @@ async fn dedupe_keys_expire_with_later_commits() {
     let mut cfg = EmbeddedConfig::new(dir.path());
     cfg.dedupe_window = Duration::from_millis(100);
     let bus = EmbeddedBus::open(cfg).unwrap();
-    let keys = |bus: &EmbeddedBus| {
-        let r = bus.db.begin_read().unwrap();
-        let dedupe: Vec<String> = r
-            .open_table(DEDUPE)
-            .unwrap()
-            .iter()
-            .unwrap()
-            .map(|row| {
-                row.unwrap()
-                    .0
-                    .value()
-                    .rsplit('\0')
-                    .next()
-                    .unwrap()
-                    .to_owned()
-            })
-            .collect();
-        let by_age = r.open_table(DEDUPE_AGE).unwrap().len().unwrap();
-        (dedupe, by_age)
-    };
     bus.publish(vec![publish("default", "a"), publish("default", "b")])
         .await
         .unwrap();
-    assert_eq!(keys(&bus), (vec!["a".to_owned(), "b".to_owned()], 2));
+    assert_eq!(dedupe_ids(&bus), (ids(&["a", "b"]), ids(&["a", "b"])));
     tokio::time::sleep(Duration::from_millis(150)).await;
     // "b" again, a window later: accepted, and its new record outlives the expiry of the old.
     let out = bus
@@ -373,7 +353,7 @@ async fn dedupe_keys_expire_with_later_commits() {
         .await
         .unwrap();
     assert_eq!(out, vec![Published::Appended(3), Published::Appended(4)]);
-    assert_eq!(keys(&bus), (vec!["b".to_owned(), "c".to_owned()], 2));
+    assert_eq!(dedupe_ids(&bus), (ids(&["b", "c"]), ids(&["b", "c"])));
     let out = bus.publish(vec![publish("default", "b")]).await.unwrap();
     assert_eq!(
         out,
@@ -395,24 +375,27 @@ async fn dedupe_keys_of_an_older_store_are_indexed_on_open() {
         w.commit().unwrap();
     }
     let bus = open(dir.path());
+    assert_eq!(dedupe_ids(&bus), (ids(&["a"]), ids(&["a"])));
+}
+
+fn ids(ids: &[&str]) -> Vec<String> {
+    ids.iter().map(|s| s.to_string()).collect()
+}
+
+/// The event ids in the dedupe table (key order) and in its time index (time order).
+fn dedupe_ids(bus: &EmbeddedBus) -> (Vec<String>, Vec<String>) {
+    let id = |key: &str| key.rsplit('\0').next().unwrap_or_default().to_owned();
     let r = bus.db.begin_read().unwrap();
-    let indexed: Vec<String> = r
-        .open_table(DEDUPE_AGE)
-        .unwrap()
+    let (keys, by_age) = (
+        r.open_table(DEDUPE).unwrap(),
+        r.open_table(DEDUPE_AGE).unwrap(),
+    );
+    let keys = keys.iter().unwrap().map(|row| id(row.unwrap().0.value()));
+    let by_age = by_age
         .iter()
         .unwrap()
-        .map(|row| {
-            row.unwrap()
-                .0
-                .value()
-                .1
-                .rsplit('\0')
-                .next()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
-    assert_eq!(indexed, vec!["a".to_owned()]);
+        .map(|row| id(row.unwrap().0.value().1));
+    (keys.collect(), by_age.collect())
 }
 
 /// A successful delivery's replies and its ack are one commit: afterwards the replies are on
@@ -450,4 +433,26 @@ async fn ack_appends_the_replies_and_removes_the_entry() {
     assert_eq!(ids, vec![(1, "r1".into()), (2, "r1".into())]);
     assert_eq!(bus.depth("ns/t"), Depth::default(), "acked entry is gone");
     assert_eq!(bus.head("replies"), 2);
+}
+
+/// Heads are not stored with every publish; a bus that retention empties still keeps its
+/// head across a restart, so its positions are never handed out twice.
+#[tokio::test]
+async fn a_bus_trimmed_empty_keeps_its_head_across_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = EmbeddedConfig::new(dir.path());
+    cfg.retention_age = Duration::ZERO;
+    {
+        let bus = EmbeddedBus::open(cfg.clone()).unwrap();
+        let ids = ["1", "2", "3"].map(|id| publish("default", id));
+        bus.publish(ids.into()).await.unwrap();
+        bus.publish(vec![publish("other", "1")]).await.unwrap();
+        assert_eq!(bus.trim().await.unwrap(), 4);
+        assert!(bus.read("default", 0, 10).unwrap().is_empty());
+        bus.flush().await.unwrap();
+    }
+    let bus = open(dir.path());
+    assert_eq!((bus.head("default"), bus.head("other")), (3, 1));
+    let out = bus.publish(vec![publish("default", "4")]).await.unwrap();
+    assert_eq!(out, vec![Published::Appended(4)]);
 }
