@@ -536,38 +536,45 @@ impl EmbeddedBus {
             .and_then(Queue::next_due)
     }
 
-    /// The delivery succeeded: forget it.
     /// The delivery succeeded: its replies are appended and its entry removed in one commit,
     /// without fsync. A crash that loses that commit loses both, and the redelivery produces
     /// the replies again; a commit that fails leaves the event to come back after a restart.
     pub async fn ack(&self, d: &Delivery, replies: Vec<Publish>) -> Result<(), BusError> {
         // Encoded here, on the caller's core, so the writer only stores.
         let replies = replies.iter().map(Logged::new).collect();
-        self.shared
-            .state()
-            .queues
-            .get_mut(&d.trigger)
-            .map(|q| q.remove(d.seq));
-        self.shared.wake_queued();
         let (trigger, seq) = (d.trigger.clone(), d.seq);
-        self.call(|reply| Op::Ack {
-            trigger,
-            seq,
-            replies,
-            reply,
-        })
-        .await
+        let rx = self
+            .send(|reply| Op::Ack {
+                trigger,
+                seq,
+                replies,
+                reply,
+            })
+            .await?;
+        self.settle(&d.trigger, |q| {
+            q.remove(d.seq);
+        });
+        rx.await.map_err(|_| BusError::Closed)?
+    }
+
+    /// Applies the outcome of a delivery to its in-memory queue, which may let the next event
+    /// of its ordering key be leased. Called only once the outcome's op is in the writer's
+    /// channel: whatever the next event's delivery writes is then a later commit, so a crash
+    /// cannot keep the next event's ack (or its replies, ahead of these) while losing this one.
+    fn settle(&self, trigger: &str, change: impl FnOnce(&mut Queue<Payload>)) {
+        if let Some(q) = self.shared.state().queues.get_mut(trigger) {
+            change(q);
+        }
+        self.shared.wake_queued();
     }
 
     /// The delivery failed and may be retried at `at_ms`.
     pub async fn retry(&self, d: &Delivery, at_ms: u64, error: &str) -> Result<(), BusError> {
         let record = {
-            let mut s = self.shared.state();
-            let Some(q) = s.queues.get_mut(&d.trigger) else {
+            let s = self.shared.state();
+            let Some(e) = s.queues.get(&d.trigger).and_then(|q| q.get(d.seq)) else {
                 return Ok(());
             };
-            q.release(d.seq, at_ms);
-            let Some(e) = q.get(d.seq) else { return Ok(()) };
             QueueRecord {
                 attempts: e.attempts,
                 not_before: at_ms,
@@ -577,16 +584,20 @@ impl EmbeddedBus {
                 event: e.payload.event.clone(),
             }
         };
-        self.shared.wake_queued();
         let (trigger, seq) = (d.trigger.clone(), d.seq);
         let record = codec::encode_queued(&record);
-        self.call(|reply| Op::Put {
-            trigger,
-            seq,
-            record,
-            reply,
-        })
-        .await
+        let rx = self
+            .send(|reply| Op::Put {
+                trigger,
+                seq,
+                record,
+                reply,
+            })
+            .await?;
+        // Released after the op is queued: a retry due at once could otherwise be leased,
+        // handled and acked ahead of this op, which would then store the entry again.
+        self.settle(&d.trigger, |q| q.release(d.seq, at_ms));
+        rx.await.map_err(|_| BusError::Closed)?
     }
 
     /// Gives the delivery up (or, with `seq` 0, an event that never was on the queue, such as
@@ -597,12 +608,7 @@ impl EmbeddedBus {
         dead: DeadLetter,
         to_bus: Option<&str>,
     ) -> Result<(), BusError> {
-        self.shared
-            .state()
-            .queues
-            .get_mut(&dead.trigger)
-            .map(|q| q.remove(dead.seq));
-        self.shared.wake_queued();
+        let (trigger, seq) = (dead.trigger.clone(), dead.seq);
         let publish = to_bus.map(|bus| {
             Box::new(Logged::new(&Publish {
                 bus: bus.to_owned(),
@@ -617,13 +623,18 @@ impl EmbeddedBus {
             &dead.last_error,
             &dead.event,
         );
-        self.call(|reply| Op::Dead {
-            dead: Box::new(dead),
-            record,
-            publish,
-            reply,
-        })
-        .await
+        let rx = self
+            .send(|reply| Op::Dead {
+                dead: Box::new(dead),
+                record,
+                publish,
+                reply,
+            })
+            .await?;
+        self.settle(&trigger, |q| {
+            q.remove(seq);
+        });
+        rx.await.map_err(|_| BusError::Closed)?
     }
 
     /// Dead letters kept for a trigger, oldest first.

@@ -456,3 +456,66 @@ async fn a_bus_trimmed_empty_keeps_its_head_across_restart() {
     let out = bus.publish(vec![publish("default", "4")]).await.unwrap();
     assert_eq!(out, vec![Published::Appended(4)]);
 }
+
+/// The next event of an ordering key may be leased only once its predecessor's outcome is in
+/// the writer's channel, so the next one's ack (and replies) always commit after it. Checked
+/// with the writer held (a write transaction open here) and its channel full, the moment the
+/// predecessor's ack waits to be queued.
+#[tokio::test]
+async fn the_next_event_of_a_key_waits_until_the_outcome_is_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = open(dir.path());
+    let cfg = QueueConfig {
+        ordered: true,
+        max_inflight: 10,
+        lease: Duration::from_secs(5),
+    };
+    bus.configure_queue("ns/t", &cfg);
+    let keyed = |id: &str| Enqueue {
+        trigger: "ns/t".into(),
+        key: Some("k".into()),
+        accepted_ms: now_ms(),
+        event: Arc::new(event(id)),
+    };
+    bus.enqueue(vec![keyed("a"), keyed("b"), keyed("c")])
+        .await
+        .unwrap();
+    // One step per outcome that releases the key: an ack, then a retry due at once.
+    for (step, outcome) in ["ack", "retry"].into_iter().enumerate() {
+        let first = bus.lease("ns/t", 10);
+        assert_eq!(first.len(), 1, "step {step}: one at a time per key");
+        let held = bus.db.begin_write().unwrap();
+        // Filled twice: the writer takes a batch from the first fill and then blocks on the
+        // transaction held here, so the second leaves the channel full.
+        for _ in 0..2 {
+            let flush = || Op::Flush {
+                reply: oneshot::channel().0,
+            };
+            while bus.ops.try_send(flush()).is_ok() {}
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let settling = {
+            let (bus, d) = (bus.clone(), first[0].clone());
+            tokio::spawn(async move {
+                match outcome {
+                    "ack" => bus.ack(&d, Vec::new()).await,
+                    _ => bus.retry(&d, 0, "boom").await,
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            bus.lease("ns/t", 10).is_empty(),
+            "{outcome}: nothing of the key is leasable before the outcome is queued"
+        );
+        drop(held);
+        settling.await.unwrap().unwrap();
+        let next = bus.lease("ns/t", 10);
+        assert_eq!(
+            next.len(),
+            1,
+            "{outcome}: the key is leasable again once it is"
+        );
+        bus.retry(&next[0], 0, "put back").await.unwrap();
+    }
+}
