@@ -31,19 +31,26 @@ pub struct E2eArgs {
     /// whose `data.of` is the input's id (`tests/guests/tester` does; `make bench-e2e` builds it).
     #[arg(long, value_name = "WASM")]
     pub module: PathBuf,
-    /// Events in the throughput run.
+    /// Events in the batched throughput run.
     #[arg(long, default_value_t = 40_000)]
     pub events: usize,
-    /// Events per HTTP request in the throughput run (CloudEvents batched mode).
+    /// Events per HTTP request in the batched runs (CloudEvents batched mode).
     #[arg(long, default_value_t = 100)]
     pub batch: usize,
-    /// Concurrent HTTP connections.
+    /// Concurrent HTTP connections in the batched throughput run.
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
-    /// Length of the latency run, at half the measured throughput, one event per request.
+    /// Events in the one-event-per-request throughput run (binary mode).
+    #[arg(long, default_value_t = 20_000)]
+    pub single_events: usize,
+    /// Concurrent HTTP connections in the one-event-per-request throughput run.
+    #[arg(long, default_value_t = 64)]
+    pub single_connections: usize,
+    /// Length of each latency run, at half the throughput of the same request shape.
     #[arg(long, default_value_t = 5.0)]
     pub latency_seconds: f64,
-    /// Events per second in the latency run (default: half the measured throughput).
+    /// Events per second in both latency runs (default: half the throughput measured with
+    /// the same request shape).
     #[arg(long)]
     pub latency_rate: Option<f64>,
     /// Requests in flight at most in the latency run (one connection each); events due
@@ -141,116 +148,40 @@ async fn bench(args: E2eArgs) -> anyhow::Result<i32> {
     let seen: Seen = Arc::default();
     tokio::spawn(observe(bus.clone(), seen.clone()));
     let client = http_client();
+    let mut handled = 0;
 
-    // 1. Throughput: batches over several connections, until every reply is seen.
-    let n = args.events;
-    let started = Instant::now();
-    let (connections, batch) = (args.connections.max(1), args.batch.max(1));
-    as_client(move |client| async move {
-        let mut senders = Vec::new();
-        let per = n.div_ceil(connections);
-        for c in 0..connections {
-            let client = client.clone();
-            let ids: Vec<usize> = (c * per..((c + 1) * per).min(n)).collect();
-            senders.push(tokio::spawn(async move {
-                for chunk in ids.chunks(batch) {
-                    let events: Vec<_> =
-                        chunk.iter().map(|i| work_event(&format!("t{i}"))).collect();
-                    post(
-                        &client,
-                        addr,
-                        "application/cloudevents-batch+json",
-                        serde_json::to_vec(&events)?,
-                    )
-                    .await?;
-                }
-                anyhow::Ok(())
-            }));
-        }
-        for s in senders {
-            s.await??;
-        }
-        Ok(())
-    })
+    // 1. Throughput, twice: batches over a few connections (the figure the goal is about),
+    //    and one event per request over many (what a fleet of small producers costs).
+    let (batch, connections) = (args.batch.max(1), args.connections.max(1));
+    let throughput = saturate(
+        addr,
+        &seen,
+        "t",
+        args.events,
+        batch,
+        connections,
+        &mut handled,
+    )
     .await?;
-    let accepted = started.elapsed();
-    // Replies are keyed by the id they answer, so the number of keys says when all are in;
-    // which ids they are is checked once, after the clock stopped.
-    wait_until(&seen, |m| m.len() >= n, Duration::from_secs(600)).await?;
-    let total = started.elapsed();
-    {
-        let m = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-        anyhow::ensure!(
-            (0..n).all(|i| m.contains_key(&format!("t{i}"))),
-            "a reply answered an unknown event"
-        );
-    }
-    let throughput = n as f64 / total.as_secs_f64();
+    let single_throughput = saturate(
+        addr,
+        &seen,
+        "s",
+        args.single_events,
+        1,
+        args.single_connections.max(1),
+        &mut handled,
+    )
+    .await?;
 
-    // 2. Latency at half that load, one event per request (binary mode).
+    // 2. Latency at half of each: the same request shape as its throughput run, open loop.
     let rate = args.latency_rate.unwrap_or(throughput / 2.0).max(1.0);
-    let count = (rate * args.latency_seconds) as usize;
-    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    // How long each 202 took: the durable publish alone, apart from routing and handling.
-    let acked: Arc<Mutex<Vec<Duration>>> = Arc::default();
-    let (sent_c, acked_c) = (sent.clone(), acked.clone());
-    let open = Arc::new(tokio::sync::Semaphore::new(args.latency_connections.max(1)));
-    as_client(move |client| async move {
-        let t0 = Instant::now();
-        let mut tasks = tokio::task::JoinSet::new();
-        for i in 0..count {
-            let due = t0 + Duration::from_secs_f64(i as f64 / rate);
-            tokio::time::sleep_until(due.into()).await;
-            let (client, sent, acked) = (client.clone(), sent_c.clone(), acked_c.clone());
-            let open = open.clone();
-            tasks.spawn(async move {
-                // Requests beyond the open connections wait here, on the clock.
-                let _open = open.acquire_owned().await?;
-                let id = format!("l{i}");
-                let body = serde_json::to_vec(&json!({"n": i}))?;
-                // Timed from when the event was due, so a client that fell behind (the cores
-                // are shared) counts against the latency instead of hiding it.
-                sent.lock()
-                    .map_err(|_| anyhow::anyhow!("poisoned"))?
-                    .insert(id.clone(), due);
-                let req = hyper::Request::post(format!("http://{addr}/"))
-                    .header("ce-specversion", "1.0")
-                    .header("ce-id", &id)
-                    .header("ce-source", "/bench")
-                    .header("ce-type", "com.example.work")
-                    .header("content-type", "application/json")
-                    .body(Full::new(Bytes::from(body)))?;
-                let resp = client.request(req).await?;
-                anyhow::ensure!(resp.status() == 202, "publish answered {}", resp.status());
-                acked
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("poisoned"))?
-                    .push(due.elapsed());
-                anyhow::Ok(())
-            });
-            while let Some(r) = tasks.try_join_next() {
-                r??;
-            }
-        }
-        while let Some(r) = tasks.join_next().await {
-            r??;
-        }
-        Ok(())
-    })
-    .await?;
-    wait_until(&seen, |m| m.len() >= n + count, Duration::from_secs(120)).await?;
-    let mut lat: Vec<Duration> = {
-        let (sent, seen) = (
-            sent.lock().map_err(|_| anyhow::anyhow!("poisoned"))?,
-            seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?,
-        );
-        sent.iter()
-            .filter_map(|(id, s)| seen.get(id).map(|r| r.saturating_duration_since(*s)))
-            .collect()
-    };
-    lat.sort();
-    let mut acked = std::mem::take(&mut *acked.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
-    acked.sort();
+    let batched = open_loop(&args, addr, &seen, "b", rate, batch, &mut handled).await?;
+    let single_rate = args
+        .latency_rate
+        .unwrap_or(single_throughput / 2.0)
+        .max(1.0);
+    let single = open_loop(&args, addr, &seen, "l", single_rate, 1, &mut handled).await?;
 
     // 3. Cold path: a new Function (module already compiled once, as after `sluice dev`
     //    saw it) is loaded, applied, and handles its first event.
@@ -286,32 +217,20 @@ async fn bench(args: E2eArgs) -> anyhow::Result<i32> {
     let cold_path = t.elapsed();
 
     println!(
-        "sluice bench e2e: {} ({} bytes), {} connections, batches of {}",
+        "sluice bench e2e: {} ({} bytes)",
         args.module.display(),
         wasm.len(),
-        args.connections,
-        args.batch
     );
     println!(
-        "  throughput: {n} events in {:.2}s = {:.0} events/s handled (all published in {:.2}s)",
-        total.as_secs_f64(),
-        throughput,
-        accepted.as_secs_f64()
+        "  throughput, batches of {batch} over {connections} connections: {throughput:.0} events/s ({} events)",
+        args.events
     );
     println!(
-        "  latency at {:.0} events/s, one event per request: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} events)",
-        rate,
-        ms(pct(&lat, 0.50)),
-        ms(pct(&lat, 0.99)),
-        ms(pct(&lat, 1.0)),
-        lat.len()
+        "  throughput, one event per request over {} connections: {single_throughput:.0} events/s ({} events)",
+        args.single_connections, args.single_events
     );
-    println!(
-        "    of which the durable publish (the 202): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        ms(pct(&acked, 0.50)),
-        ms(pct(&acked, 0.99)),
-        ms(pct(&acked, 1.0)),
-    );
+    batched.print(&format!("batches of {batch}"));
+    single.print("one event per request");
     println!(
         "  cold path (load cached module, apply, first event handled): {:.1} ms",
         ms(cold_path)
@@ -323,6 +242,186 @@ async fn bench(args: E2eArgs) -> anyhow::Result<i32> {
     );
     local.shutdown().await;
     Ok(0)
+}
+
+/// Sends `n` events, `batch` per request, as fast as `connections` connections allow, and
+/// waits for every reply. Events per second from the first send to the last reply.
+async fn saturate(
+    addr: std::net::SocketAddr,
+    seen: &Seen,
+    prefix: &'static str,
+    n: usize,
+    batch: usize,
+    connections: usize,
+    handled: &mut usize,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    as_client(move |client| async move {
+        let per = n.div_ceil(connections);
+        let mut senders = Vec::new();
+        for c in 0..connections {
+            let client = client.clone();
+            let ids: Vec<usize> = (c * per..((c + 1) * per).min(n)).collect();
+            senders.push(tokio::spawn(async move {
+                for chunk in ids.chunks(batch) {
+                    let ids: Vec<String> = chunk.iter().map(|i| format!("{prefix}{i}")).collect();
+                    send(&client, addr, &ids).await?;
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for s in senders {
+            s.await??;
+        }
+        Ok(())
+    })
+    .await?;
+    *handled += n;
+    let target = *handled;
+    // Replies are keyed by the id they answer, so the number of keys says when all are in;
+    // which ids they are is checked once, after the clock stopped.
+    wait_until(seen, |m| m.len() >= target, Duration::from_secs(600)).await?;
+    let total = started.elapsed();
+    let m = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    anyhow::ensure!(
+        (0..n).all(|i| m.contains_key(&format!("{prefix}{i}"))),
+        "a reply answered an unknown event"
+    );
+    Ok(n as f64 / total.as_secs_f64())
+}
+
+/// What an open-loop latency run measured.
+struct Latency {
+    rate: f64,
+    /// Due time of each event's request → its reply on the bus, sorted.
+    handled: Vec<Duration>,
+    /// Due time of each request → its 202 (the durable publish alone), sorted.
+    accepted: Vec<Duration>,
+}
+
+impl Latency {
+    fn print(&self, shape: &str) {
+        let (h, a) = (&self.handled, &self.accepted);
+        println!(
+            "  latency at {:.0} events/s, {shape}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} events)",
+            self.rate,
+            ms(pct(h, 0.50)),
+            ms(pct(h, 0.99)),
+            ms(pct(h, 1.0)),
+            h.len()
+        );
+        println!(
+            "    of which the durable publish (the 202): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            ms(pct(a, 0.50)),
+            ms(pct(a, 0.99)),
+            ms(pct(a, 1.0)),
+        );
+    }
+}
+
+/// Sends events at `rate`, `batch` per request, each request on the clock whether or not
+/// earlier ones were answered (open loop), for `--latency-seconds`; then waits for the replies.
+async fn open_loop(
+    args: &E2eArgs,
+    addr: std::net::SocketAddr,
+    seen: &Seen,
+    prefix: &'static str,
+    rate: f64,
+    batch: usize,
+    handled: &mut usize,
+) -> anyhow::Result<Latency> {
+    let count = ((rate * args.latency_seconds) as usize).max(batch);
+    let requests = count.div_ceil(batch);
+    let interval = Duration::from_secs_f64(batch as f64 / rate);
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let accepted: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let (sent_c, accepted_c) = (sent.clone(), accepted.clone());
+    let open = Arc::new(tokio::sync::Semaphore::new(args.latency_connections.max(1)));
+    as_client(move |client| async move {
+        let t0 = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for r in 0..requests {
+            let due = t0 + interval * r as u32;
+            tokio::time::sleep_until(due.into()).await;
+            let ids: Vec<String> = (r * batch..((r + 1) * batch).min(count))
+                .map(|i| format!("{prefix}{i}"))
+                .collect();
+            let (client, sent, accepted) = (client.clone(), sent_c.clone(), accepted_c.clone());
+            let open = open.clone();
+            tasks.spawn(async move {
+                // Requests beyond the open connections wait here, on the clock.
+                let _open = open.acquire_owned().await?;
+                // Timed from when the request was due, so a client that fell behind (the
+                // cores are shared) counts against the latency instead of hiding it.
+                {
+                    let mut sent = sent.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                    for id in &ids {
+                        sent.insert(id.clone(), due);
+                    }
+                }
+                send(&client, addr, &ids).await?;
+                accepted
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("poisoned"))?
+                    .push(due.elapsed());
+                anyhow::Ok(())
+            });
+            while let Some(r) = tasks.try_join_next() {
+                r??;
+            }
+        }
+        while let Some(r) = tasks.join_next().await {
+            r??;
+        }
+        Ok(())
+    })
+    .await?;
+    *handled += count;
+    let target = *handled;
+    wait_until(seen, |m| m.len() >= target, Duration::from_secs(120)).await?;
+    let mut lat: Vec<Duration> = {
+        let (sent, seen) = (
+            sent.lock().map_err(|_| anyhow::anyhow!("poisoned"))?,
+            seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?,
+        );
+        sent.iter()
+            .filter_map(|(id, s)| seen.get(id).map(|r| r.saturating_duration_since(*s)))
+            .collect()
+    };
+    lat.sort();
+    let mut acc = std::mem::take(&mut *accepted.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    acc.sort();
+    Ok(Latency {
+        rate,
+        handled: lat,
+        accepted: acc,
+    })
+}
+
+/// One publish request: CloudEvents binary mode for a single event, batched mode for more.
+async fn send(
+    client: &HttpClient,
+    addr: std::net::SocketAddr,
+    ids: &[String],
+) -> anyhow::Result<()> {
+    let req = if let [id] = ids {
+        let data = &work_event(id)["data"];
+        hyper::Request::post(format!("http://{addr}/"))
+            .header("ce-specversion", "1.0")
+            .header("ce-id", id)
+            .header("ce-source", "/bench")
+            .header("ce-type", "com.example.work")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(serde_json::to_vec(data)?)))?
+    } else {
+        let events: Vec<_> = ids.iter().map(|id| work_event(id)).collect();
+        hyper::Request::post(format!("http://{addr}/buses/default/events"))
+            .header("content-type", "application/cloudevents-batch+json")
+            .body(Full::new(Bytes::from(serde_json::to_vec(&events)?)))?
+    };
+    let resp = client.request(req).await?;
+    anyhow::ensure!(resp.status() == 202, "publish answered {}", resp.status());
+    Ok(())
 }
 
 /// The `p` quantile of sorted durations.
