@@ -404,21 +404,19 @@ async fn send(
     addr: std::net::SocketAddr,
     ids: &[String],
 ) -> anyhow::Result<()> {
-    let req = if let [id] = ids {
-        let data = &work_event(id)["data"];
-        hyper::Request::post(format!("http://{addr}/"))
-            .header("ce-specversion", "1.0")
-            .header("ce-id", id)
-            .header("ce-source", "/bench")
-            .header("ce-type", "com.example.work")
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(serde_json::to_vec(data)?)))?
-    } else {
+    let [id] = ids else {
         let events: Vec<_> = ids.iter().map(|id| work_event(id)).collect();
-        hyper::Request::post(format!("http://{addr}/buses/default/events"))
-            .header("content-type", "application/cloudevents-batch+json")
-            .body(Full::new(Bytes::from(serde_json::to_vec(&events)?)))?
+        let body = serde_json::to_vec(&events)?;
+        return post(client, addr, "application/cloudevents-batch+json", body).await;
     };
+    let data = &work_event(id)["data"];
+    let req = hyper::Request::post(format!("http://{addr}/"))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", id)
+        .header("ce-source", "/bench")
+        .header("ce-type", "com.example.work")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(serde_json::to_vec(data)?)))?;
     let resp = client.request(req).await?;
     anyhow::ensure!(resp.status() == 202, "publish answered {}", resp.status());
     Ok(())

@@ -543,29 +543,35 @@ impl EmbeddedBus {
         // Encoded here, on the caller's core, so the writer only stores.
         let replies = replies.iter().map(Logged::new).collect();
         let (trigger, seq) = (d.trigger.clone(), d.seq);
-        let rx = self
-            .send(|reply| Op::Ack {
-                trigger,
-                seq,
-                replies,
-                reply,
-            })
-            .await?;
-        self.settle(&d.trigger, |q| {
+        let op = |reply| Op::Ack {
+            trigger,
+            seq,
+            replies,
+            reply,
+        };
+        self.settle(&d.trigger, op, |q| {
             q.remove(d.seq);
-        });
-        rx.await.map_err(|_| BusError::Closed)?
+        })
+        .await
     }
 
-    /// Applies the outcome of a delivery to its in-memory queue, which may let the next event
-    /// of its ordering key be leased. Called only once the outcome's op is in the writer's
-    /// channel: whatever the next event's delivery writes is then a later commit, so a crash
-    /// cannot keep the next event's ack (or its replies, ahead of these) while losing this one.
-    fn settle(&self, trigger: &str, change: impl FnOnce(&mut Queue<Payload>)) {
+    /// Hands a delivery's outcome to the writer, then applies it to the trigger's in-memory
+    /// queue (which may let the next event of its ordering key be leased), then waits for the
+    /// commit. In that order, whatever the next event's delivery writes is a later commit, so a
+    /// crash cannot keep the next event's ack (or its replies, ahead of these) while losing
+    /// this one.
+    async fn settle(
+        &self,
+        trigger: &str,
+        make: impl FnOnce(Reply<()>) -> Op,
+        change: impl FnOnce(&mut Queue<Payload>),
+    ) -> Result<(), BusError> {
+        let rx = self.send(make).await?;
         if let Some(q) = self.shared.state().queues.get_mut(trigger) {
             change(q);
         }
         self.shared.wake_queued();
+        rx.await.map_err(|_| BusError::Closed)?
     }
 
     /// The delivery failed and may be retried at `at_ms`.
@@ -586,18 +592,16 @@ impl EmbeddedBus {
         };
         let (trigger, seq) = (d.trigger.clone(), d.seq);
         let record = codec::encode_queued(&record);
-        let rx = self
-            .send(|reply| Op::Put {
-                trigger,
-                seq,
-                record,
-                reply,
-            })
-            .await?;
+        let op = |reply| Op::Put {
+            trigger,
+            seq,
+            record,
+            reply,
+        };
         // Released after the op is queued: a retry due at once could otherwise be leased,
         // handled and acked ahead of this op, which would then store the entry again.
-        self.settle(&d.trigger, |q| q.release(d.seq, at_ms));
-        rx.await.map_err(|_| BusError::Closed)?
+        self.settle(&d.trigger, op, |q| q.release(d.seq, at_ms))
+            .await
     }
 
     /// Gives the delivery up (or, with `seq` 0, an event that never was on the queue, such as
@@ -623,18 +627,16 @@ impl EmbeddedBus {
             &dead.last_error,
             &dead.event,
         );
-        let rx = self
-            .send(|reply| Op::Dead {
-                dead: Box::new(dead),
-                record,
-                publish,
-                reply,
-            })
-            .await?;
-        self.settle(&trigger, |q| {
+        let op = |reply| Op::Dead {
+            dead: Box::new(dead),
+            record,
+            publish,
+            reply,
+        };
+        self.settle(&trigger, op, |q| {
             q.remove(seq);
-        });
-        rx.await.map_err(|_| BusError::Closed)?
+        })
+        .await
     }
 
     /// Dead letters kept for a trigger, oldest first.
