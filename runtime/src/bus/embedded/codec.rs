@@ -11,10 +11,10 @@ fn corrupt(what: &str) -> BusError {
     BusError::Storage(format!("corrupt {what} record"))
 }
 
-struct Reader<'a>(&'a [u8]);
+pub(super) struct Reader<'a>(pub(super) &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub(super) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         if self.0.len() < n {
             return None;
         }
@@ -22,20 +22,20 @@ impl<'a> Reader<'a> {
         self.0 = b;
         Some(a)
     }
-    fn u16(&mut self) -> Option<u16> {
+    pub(super) fn u16(&mut self) -> Option<u16> {
         Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
     }
-    fn u32(&mut self) -> Option<u32> {
+    pub(super) fn u32(&mut self) -> Option<u32> {
         Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
     }
-    fn u64(&mut self) -> Option<u64> {
+    pub(super) fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
-    fn str16(&mut self) -> Option<String> {
+    pub(super) fn str16(&mut self) -> Option<String> {
         let n = self.u16()? as usize;
         String::from_utf8(self.take(n)?.to_vec()).ok()
     }
-    fn str32(&mut self) -> Option<String> {
+    pub(super) fn str32(&mut self) -> Option<String> {
         let n = self.u32()? as usize;
         String::from_utf8(self.take(n)?.to_vec()).ok()
     }
@@ -47,7 +47,7 @@ fn put_str16(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s);
 }
 
-fn put_str32(out: &mut Vec<u8>, s: &str) {
+pub(super) fn put_str32(out: &mut Vec<u8>, s: &str) {
     let s = &s.as_bytes()[..s.len().min(u32::MAX as usize)];
     out.extend_from_slice(&(s.len() as u32).to_le_bytes());
     out.extend_from_slice(s);

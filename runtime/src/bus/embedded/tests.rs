@@ -519,3 +519,96 @@ async fn the_next_event_of_a_key_waits_until_the_outcome_is_queued() {
         bus.retry(&next[0], 0, "put back").await.unwrap();
     }
 }
+
+/// Copies the store's files as they are now, as a crash would leave them (no checkpoint, no
+/// clean close), into a fresh directory.
+fn crash_copy(from: &std::path::Path, files: &[&str]) -> tempfile::TempDir {
+    let to = tempfile::tempdir().unwrap();
+    for f in files {
+        std::fs::copy(from.join(f), to.path().join(f)).unwrap();
+    }
+    to
+}
+
+/// Between checkpoints the store's own file holds none of the recent commits; the journal
+/// does, and opening after a crash applies it: published events, routing, acks with their
+/// replies, retries, dead letters and dedupe keys all come back.
+#[tokio::test]
+async fn a_crash_between_checkpoints_is_recovered_from_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = QueueConfig {
+        ordered: false,
+        max_inflight: 10,
+        lease: Duration::from_secs(5),
+    };
+    // No checkpoint by the clock during the test, however slow the machine.
+    let bus = EmbeddedBus::open(EmbeddedConfig {
+        checkpoint_interval: Duration::from_secs(3600),
+        ..EmbeddedConfig::new(dir.path())
+    })
+    .unwrap();
+    bus.configure_queue("ns/t", &cfg);
+    bus.publish((0..5).map(|i| publish("default", &i.to_string())).collect())
+        .await
+        .unwrap();
+    route_all(&bus, "default", "ns/t").await;
+    let leased = bus.lease("ns/t", 3);
+    let reply = Publish {
+        bus: "replies".into(),
+        event: event("r0"),
+        dedupe: false,
+    };
+    bus.ack(&leased[0], vec![reply]).await.unwrap();
+    bus.retry(&leased[1], 0, "flaky").await.unwrap();
+    bus.dead_letter(bus_dead(&leased[2]), None).await.unwrap();
+    // The last commits were bookkeeping, appended without fsync; a durable publish after
+    // them syncs them too (one more event, 5 events in all on "default" after it).
+    bus.publish(vec![publish("default", "5")]).await.unwrap();
+    let journal = std::fs::metadata(dir.path().join("bus.journal"))
+        .unwrap()
+        .len();
+    assert!(
+        journal > 0,
+        "no checkpoint yet, so the journal holds the commits"
+    );
+
+    let without_journal = crash_copy(dir.path(), &["bus.redb"]);
+    let crashed = crash_copy(dir.path(), &["bus.redb", "bus.journal"]);
+    drop(bus);
+
+    let bare = open(without_journal.path());
+    assert_eq!(
+        bare.head("default"),
+        0,
+        "the store alone is at its last checkpoint (the empty store at open)"
+    );
+    drop(bare);
+
+    let bus = open(crashed.path());
+    bus.configure_queue("ns/t", &cfg);
+    assert_eq!(bus.head("default"), 6);
+    assert_eq!(bus.head("replies"), 1, "the ack's reply came back with it");
+    assert_eq!(bus.route_cursor("default"), 5);
+    assert_eq!(
+        bus.depth("ns/t"),
+        Depth {
+            queued: 3,
+            inflight: 0
+        },
+        "acked and dead-lettered entries stay gone; the retried one and two unleased remain"
+    );
+    let again = bus.lease("ns/t", 10);
+    let retried = again.iter().find(|d| d.seq == leased[1].seq).unwrap();
+    assert_eq!(retried.attempt, 2, "the retry's attempt count came back");
+    assert_eq!(bus.dead_letters("ns/t").unwrap().len(), 1);
+    let dup = bus.publish(vec![publish("default", "2")]).await.unwrap();
+    assert_eq!(dup, vec![Published::Duplicate], "dedupe keys came back");
+    bus.flush().await.unwrap();
+    assert_eq!(
+        std::fs::metadata(crashed.path().join("bus.journal"))
+            .unwrap()
+            .len(),
+        0,
+        "a flush checkpoints and empties the journal"
+    );
+}
