@@ -22,7 +22,7 @@ impl<'a> Reader<'a> {
         self.0 = b;
         Some(a)
     }
-    pub(super) fn u16(&mut self) -> Option<u16> {
+    fn u16(&mut self) -> Option<u16> {
         Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
     }
     pub(super) fn u32(&mut self) -> Option<u32> {
@@ -31,7 +31,7 @@ impl<'a> Reader<'a> {
     pub(super) fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
-    pub(super) fn str16(&mut self) -> Option<String> {
+    fn str16(&mut self) -> Option<String> {
         let n = self.u16()? as usize;
         String::from_utf8(self.take(n)?.to_vec()).ok()
     }

@@ -26,8 +26,8 @@ use tokio::sync::{Notify, oneshot};
 pub use codec::QueueRecord;
 use journal::Journal;
 use tables::{
-    CURSORS, DEAD, DEDUPE, DEDUPE_AGE, EVENTS, HEADS, JOURNAL_COMMIT, META, NEXT_QSEQ, QUEUE,
-    Tables, storage,
+    CURSORS, DEAD, DEDUPE, DEDUPE_AGE, EVENTS, HEADS, JOURNAL_COMMIT, NEXT_QSEQ, QUEUE, Tables,
+    storage,
 };
 
 use super::{
@@ -103,8 +103,8 @@ struct Shared {
     queued_version: std::sync::atomic::AtomicU64,
     published_version: std::sync::atomic::AtomicU64,
     /// The next queue / dead-letter position. Taken when an entry is made, so a routed entry
-    /// can be leased before its commit; stored with every commit (`META`), always above every
-    /// position the commit writes.
+    /// can be leased before its commit; carried in every journal record and stored in `META`
+    /// at each checkpoint, always above every position written before it.
     next_qseq: std::sync::atomic::AtomicU64,
 }
 
@@ -273,7 +273,7 @@ impl EmbeddedBus {
         let (next_qseq, journal) = {
             let mut w = db.begin_write().map_err(storage)?;
             w.set_durability(Durability::Immediate).map_err(storage)?;
-            let journal = {
+            let (mut journal, next_qseq) = {
                 let mut t = Tables::open(&w)?;
                 let checkpoint = t.meta(JOURNAL_COMMIT)?.unwrap_or(0);
                 let (journal, entries) = Journal::open(&journal_path, checkpoint)?;
@@ -295,11 +295,10 @@ impl EmbeddedBus {
                 }
                 t.set_meta(NEXT_QSEQ, next_qseq)?;
                 t.set_meta(JOURNAL_COMMIT, journal.commit())?;
-                journal
+                (journal, next_qseq)
             };
             index_dedupe_keys(&w)?;
             w.commit().map_err(storage)?;
-            let mut journal = journal;
             journal.reset()?;
             let r = db.begin_read().map_err(storage)?;
             for (name, map) in [(HEADS, &mut state.heads), (CURSORS, &mut state.cursors)] {
@@ -325,11 +324,6 @@ impl EmbeddedBus {
                     .or_insert_with(|| Queue::new(100));
                 q.push(seq, entry_of(rec));
             }
-            let meta = r.open_table(META).map_err(storage)?;
-            let next_qseq = meta
-                .get(NEXT_QSEQ)
-                .map_err(storage)?
-                .map_or(1, |v| v.value());
             (next_qseq, journal)
         };
         let shared = Arc::new(Shared {
@@ -909,7 +903,15 @@ impl Writer {
         let done = (|| {
             let mut w = self.db.begin_write().map_err(storage)?;
             w.set_durability(Durability::Immediate).map_err(storage)?;
-            Tables::open(&w)?.set_meta(JOURNAL_COMMIT, self.journal.commit())?;
+            let mut t = Tables::open(&w)?;
+            t.set_meta(JOURNAL_COMMIT, self.journal.commit())?;
+            // Above every position the store holds: the commits took theirs before this.
+            let next_qseq = self
+                .shared
+                .next_qseq
+                .load(std::sync::atomic::Ordering::Relaxed);
+            t.set_meta(NEXT_QSEQ, next_qseq)?;
+            drop(t);
             w.commit().map_err(storage)?;
             self.journal.reset()
         })();
@@ -1078,11 +1080,11 @@ impl Writer {
                 results.push(result);
             }
             log.expire_dedupe(MAX_EXPIRED)?;
+            // The record carries the queue counter; the store gets it at the checkpoint.
             let next_qseq = self
                 .shared
                 .next_qseq
                 .load(std::sync::atomic::Ordering::Relaxed);
-            t.set_meta(NEXT_QSEQ, next_qseq)?;
             (std::mem::take(&mut t.changes), next_qseq)
         };
         // Journal first: a record that fails to be written aborts the transaction (dropped

@@ -603,6 +603,16 @@ async fn a_crash_between_checkpoints_is_recovered_from_the_journal() {
     assert_eq!(bus.dead_letters("ns/t").unwrap().len(), 1);
     let dup = bus.publish(vec![publish("default", "2")]).await.unwrap();
     assert_eq!(dup, vec![Published::Duplicate], "dedupe keys came back");
+    // The queue counter came back from the journal too: positions after the crash are new.
+    route_all(&bus, "default", "ns/t").await;
+    let fresh = bus.lease("ns/t", 10);
+    let before = again.iter().chain(&leased).map(|d| d.seq).max().unwrap();
+    assert_eq!(
+        fresh.len(),
+        1,
+        "the last event, routed only after the crash"
+    );
+    assert!(fresh[0].seq > before, "{} after {before}", fresh[0].seq);
     bus.flush().await.unwrap();
     assert_eq!(
         std::fs::metadata(crashed.path().join("bus.journal"))
