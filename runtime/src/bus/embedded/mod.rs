@@ -1,14 +1,16 @@
-//! The embedded bus: every bus log, trigger queue and dead-letter list in one redb file under
-//! `--data-dir`, behind a redo journal (`journal.rs`). One writer thread applies all changes in
-//! group commits: each commit's changes go to the journal in one append, which is fsync'd
-//! before a publish is acknowledged, while queue bookkeeping (routing, ack, retry) is appended
-//! without fsync, since losing it in a crash only means redelivery. The redb store commits
-//! without fsync and is made durable at checkpoints, after which the journal starts over; on
-//! open, the journal's records after the last checkpoint are applied again. Leases live in
+//! The embedded bus, under `--data-dir`: a journal of segment files (`journal.rs`) that is also
+//! the bus log, and one redb file with trigger queues, dead letters, cursors and dedupe keys.
+//! One writer thread applies all changes in group commits: each commit's changes go to the
+//! journal in one append, which is fsync'd before a publish is acknowledged, while queue
+//! bookkeeping (routing, ack, retry) is appended without fsync, since losing it in a crash
+//! only means redelivery. Bus events are read back from the journal (`log.rs` indexes them);
+//! the redb store commits without fsync and is made durable at checkpoints; on open, the
+//! journal's records after the last checkpoint are applied to it again. Leases live in
 //! memory: after a crash every queued event is simply due again.
 
 mod codec;
 mod journal;
+mod log;
 mod port;
 mod tables;
 
@@ -25,9 +27,10 @@ use tokio::sync::{Notify, oneshot};
 
 pub use codec::QueueRecord;
 use journal::Journal;
+use log::{EventLog, Loc};
 use tables::{
-    CURSORS, DEAD, DEDUPE, DEDUPE_AGE, EVENTS, HEADS, JOURNAL_COMMIT, NEXT_QSEQ, QUEUE, Tables,
-    storage,
+    CURSORS, DEAD, DEDUPE, DEDUPE_AGE, HEADS, JOURNAL_COMMIT, LEGACY_EVENTS, LogChange, NEXT_QSEQ,
+    QUEUE, Tables, storage,
 };
 
 use super::{
@@ -41,8 +44,8 @@ const MAX_BATCH: usize = 1024;
 /// Dedupe keys expired per commit at most. Steady state expires what arrived one window
 /// ago; the bound keeps the first commits after a long pause short.
 const MAX_EXPIRED: usize = 4096;
-/// A checkpoint (a durable redb commit, then an empty journal) is due after
-/// [`EmbeddedConfig::checkpoint_interval`] or this many journal bytes.
+/// A checkpoint (a durable redb commit) is due after [`EmbeddedConfig::checkpoint_interval`]
+/// or this many journal bytes.
 const CHECKPOINT_BYTES: u64 = 64 << 20;
 
 #[derive(Clone, Debug)]
@@ -54,14 +57,14 @@ pub struct EmbeddedConfig {
     pub retention_age: Duration,
     /// Per bus, the oldest events are removed beyond this many bytes.
     pub retention_bytes: u64,
-    /// How often the store is made durable and the journal emptied. It bounds the replay at
-    /// start, and the pages the last durable state references, which redb frees only at the
-    /// next durable commit. A checkpoint stalls the writer while redb writes out every page
-    /// buffered since the last one and fsyncs them: in `sluice bench e2e` here, every 2 s
-    /// took p50 28 ms (max 104), every 500 ms p50 10-11 ms (max 49), every 250 ms p50 ~7 ms,
-    /// every 100 ms p50 4-5 ms but with more written in all (lower throughput). 250 ms gave
-    /// the best p99 in paired runs.
+    /// How often the store is made durable. It bounds the replay at start, and the pages the
+    /// last durable state references, which redb frees only at the next durable commit. A
+    /// checkpoint stalls the writer while redb writes out every page buffered since the last
+    /// one and fsyncs them; with event bodies in the store that was p50 ~7 ms every 250 ms in
+    /// `sluice bench e2e` (28 ms every 2 s).
     pub checkpoint_interval: Duration,
+    /// Journal segment size: the unit in which the bus log's disk space is given back.
+    pub segment_bytes: u64,
 }
 
 impl EmbeddedConfig {
@@ -72,6 +75,7 @@ impl EmbeddedConfig {
             retention_age: Duration::from_secs(24 * 3600),
             retention_bytes: 1 << 30,
             checkpoint_interval: Duration::from_millis(250),
+            segment_bytes: 64 << 20,
         }
     }
 }
@@ -87,7 +91,6 @@ struct Payload {
 struct State {
     heads: HashMap<String, u64>,
     cursors: HashMap<String, u64>,
-    bytes: HashMap<String, u64>,
     queues: HashMap<TriggerId, Queue<Payload>>,
     leases: HashMap<TriggerId, Duration>,
 }
@@ -255,6 +258,7 @@ impl Op {
 pub struct EmbeddedBus {
     shared: Arc<Shared>,
     db: Arc<Database>,
+    log: Arc<EventLog>,
     ops: mpsc::SyncSender<Op>,
     cfg: Arc<EmbeddedConfig>,
 }
@@ -269,37 +273,57 @@ impl EmbeddedBus {
             .map_err(|e| storage(format!("opening {}: {e}", path.display())))?;
         let db = Arc::new(db);
         let mut state = State::default();
-        let journal_path = cfg.data_dir.join("bus.journal");
+        let journal_dir = cfg.data_dir.join("journal");
+        if !journal_dir.exists() {
+            move_events_to_journal(&db, &cfg.data_dir, &journal_dir)?;
+        }
+        let log = Arc::new(EventLog::default());
         let (next_qseq, journal) = {
             let mut w = db.begin_write().map_err(storage)?;
             w.set_durability(Durability::Immediate).map_err(storage)?;
-            let (mut journal, next_qseq) = {
+            // Moved into the journal (above) by an earlier open that crashed before this.
+            drop(tables::take_legacy_events(&w)?);
+            let (journal, next_qseq) = {
                 let mut t = Tables::open(&w)?;
                 let checkpoint = t.meta(JOURNAL_COMMIT)?.unwrap_or(0);
-                let (journal, entries) = Journal::open(&journal_path, checkpoint)?;
-                // Commits after the last checkpoint: applied again, in order, then made
-                // durable in the store, so the journal can start over.
                 let mut next_qseq = t.meta(NEXT_QSEQ)?.unwrap_or(1);
-                for e in &entries {
-                    tables::replay(&mut t, &e.changes).map_err(|err| {
-                        storage(format!(
-                            "replaying commit {} of {}: {err}",
-                            e.commit,
-                            journal_path.display()
-                        ))
-                    })?;
-                    next_qseq = next_qseq.max(e.next_qseq);
-                }
-                if !entries.is_empty() {
-                    tracing::info!(commits = entries.len(), "bus journal replayed");
+                let mut replayed = 0;
+                // Every record indexes its events; the commits after the last checkpoint
+                // are also applied to the store again, in order, and made durable below.
+                let journal = Journal::open(&journal_dir, checkpoint, cfg.segment_bytes, |e| {
+                    index_events(&log, &e.changes, e.seg, e.changes_at)?;
+                    if e.commit > checkpoint {
+                        tables::replay(&mut t, &e.changes).map_err(|err| {
+                            storage(format!(
+                                "replaying commit {} of {}: {err}",
+                                e.commit,
+                                journal_dir.display()
+                            ))
+                        })?;
+                        next_qseq = next_qseq.max(e.next_qseq);
+                        replayed += 1;
+                    }
+                    Ok(())
+                })?;
+                if replayed > 0 {
+                    tracing::info!(commits = replayed, "bus journal replayed");
                 }
                 t.set_meta(NEXT_QSEQ, next_qseq)?;
                 t.set_meta(JOURNAL_COMMIT, journal.commit())?;
                 (journal, next_qseq)
             };
             index_dedupe_keys(&w)?;
+            // What was read back may not have been synced before a crash; the store is about
+            // to say it holds it.
+            journal.sync()?;
             w.commit().map_err(storage)?;
-            journal.reset()?;
+            let mut journal = journal;
+            for (seg, file) in journal.files()? {
+                log.add_file(seg, file);
+            }
+            if let Some((seg, file)) = journal.checkpointed()? {
+                log.add_file(seg, file);
+            }
             let r = db.begin_read().map_err(storage)?;
             for (name, map) in [(HEADS, &mut state.heads), (CURSORS, &mut state.cursors)] {
                 let t = r.open_table(name).map_err(storage)?;
@@ -307,11 +331,6 @@ impl EmbeddedBus {
                     let (k, v) = row.map_err(storage)?;
                     map.insert(k.value().to_owned(), v.value());
                 }
-            }
-            let events = r.open_table(EVENTS).map_err(storage)?;
-            for row in events.iter().map_err(storage)? {
-                let (k, v) = row.map_err(storage)?;
-                *state.bytes.entry(k.value().0.to_owned()).or_default() += v.value().len() as u64;
             }
             let queue = r.open_table(QUEUE).map_err(storage)?;
             for row in queue.iter().map_err(storage)? {
@@ -337,7 +356,7 @@ impl EmbeddedBus {
         let (tx, rx) = mpsc::sync_channel(4 * MAX_BATCH);
         let cfg = Arc::new(cfg);
         {
-            let (db, shared, cfg) = (db.clone(), shared.clone(), cfg.clone());
+            let (db, shared, cfg, log) = (db.clone(), shared.clone(), cfg.clone(), log.clone());
             std::thread::Builder::new()
                 .name("sluice-bus-writer".into())
                 .spawn(move || {
@@ -345,6 +364,7 @@ impl EmbeddedBus {
                         db,
                         shared,
                         cfg,
+                        log,
                         journal,
                         broken: None,
                     }
@@ -355,6 +375,7 @@ impl EmbeddedBus {
         Ok(Self {
             shared,
             db,
+            log,
             ops: tx,
             cfg,
         })
@@ -418,19 +439,7 @@ impl EmbeddedBus {
         after: u64,
         max: usize,
     ) -> Result<Vec<(u64, u64, Vec<u8>)>, BusError> {
-        let r = self.db.begin_read().map_err(storage)?;
-        let t = r.open_table(EVENTS).map_err(storage)?;
-        let mut out = Vec::new();
-        for row in t
-            .range((bus, after.saturating_add(1))..=(bus, u64::MAX))
-            .map_err(storage)?
-            .take(max)
-        {
-            let (k, v) = row.map_err(storage)?;
-            let (accepted, json) = codec::split_logged(v.value())?;
-            out.push((k.value().1, accepted, json.to_vec()));
-        }
-        Ok(out)
+        self.log.read(bus, after, max)
     }
 
     /// The last position written on `bus` (0 when empty).
@@ -829,17 +838,93 @@ fn entry_of(rec: QueueRecord) -> QueueEntry<Payload> {
     }
 }
 
+/// Indexes the events (and retention trims) of one journal record whose changes start at
+/// `changes_at` of segment `seg`.
+fn index_events(log: &EventLog, changes: &[u8], seg: u32, changes_at: u64) -> Result<(), BusError> {
+    for c in tables::log_changes(changes)? {
+        match c {
+            LogChange::Put { bus, pos, at, len } => {
+                let loc = Loc {
+                    seg,
+                    len: u32::try_from(len)
+                        .map_err(|_| storage(format!("bus {bus}: event {pos} is over 4 GiB")))?,
+                    off: changes_at + at as u64,
+                };
+                log.put(bus, pos, loc);
+            }
+            LogChange::Trim { bus, through } => log.trim(bus, through),
+        }
+    }
+    Ok(())
+}
+
+/// Moves the bus events of a store from before the journal was the bus log into a first
+/// journal segment, with the older single-file journal (same record format) after it. The
+/// new directory appears by one rename, so a crash leaves either the old layout or the new;
+/// the events are removed from the store by the open that follows.
+fn move_events_to_journal(
+    db: &Database,
+    data_dir: &std::path::Path,
+    journal_dir: &std::path::Path,
+) -> Result<(), BusError> {
+    let r = db.begin_read().map_err(storage)?;
+    let mut changes = Vec::new();
+    let mut checkpoint = 0;
+    let mut next_qseq = 1;
+    if let Ok(events) = r.open_table(LEGACY_EVENTS) {
+        for row in events.iter().map_err(storage)? {
+            let (k, v) = row.map_err(storage)?;
+            let (bus, pos) = k.value();
+            tables::note_event(&mut changes, bus, pos, v.value());
+        }
+    }
+    if let Ok(meta) = r.open_table(tables::META) {
+        let get = |key| -> Result<Option<u64>, BusError> {
+            Ok(meta.get(key).map_err(storage)?.map(|v| v.value()))
+        };
+        checkpoint = get(JOURNAL_COMMIT)?.unwrap_or(0);
+        next_qseq = get(NEXT_QSEQ)?.unwrap_or(1);
+    }
+    drop(r);
+    let legacy_journal = data_dir.join("bus.journal");
+    if changes.is_empty() && !legacy_journal.exists() {
+        return Ok(());
+    }
+    let tmp = data_dir.join("journal.new");
+    let fail = |what: &str, e: std::io::Error| storage(format!("{what} {}: {e}", tmp.display()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| fail("removing", e))?;
+    }
+    std::fs::create_dir(&tmp).map_err(|e| fail("creating", e))?;
+    // Numbered as the checkpoint: indexed for its events, never applied to the store again.
+    journal::write_segment(
+        &journal::segment_path(&tmp, 0),
+        checkpoint,
+        next_qseq,
+        &changes,
+    )?;
+    if legacy_journal.exists() {
+        std::fs::rename(&legacy_journal, journal::segment_path(&tmp, 1))
+            .map_err(|e| fail("moving the old journal into", e))?;
+    }
+    journal::sync_dir(&tmp)?;
+    std::fs::rename(&tmp, journal_dir).map_err(|e| fail("renaming", e))?;
+    journal::sync_dir(data_dir)?;
+    tracing::info!(dir = %journal_dir.display(), "bus events moved into the journal");
+    Ok(())
+}
+
 /// What to do to the in-memory state once a commit is on disk.
 enum After {
-    Heads(Vec<(String, u64, u64)>),
+    Heads(Vec<(String, u64)>),
     Queued(Vec<(TriggerId, u64, QueueRecord)>),
-    Trimmed(Vec<(String, u64)>),
 }
 
 struct Writer {
     db: Arc<Database>,
     shared: Arc<Shared>,
     cfg: Arc<EmbeddedConfig>,
+    log: Arc<EventLog>,
     journal: Journal,
     /// Set when the store and the journal may disagree (a journalled commit the store then
     /// failed to take): every later commit fails rather than build on it. A restart replays
@@ -883,24 +968,29 @@ impl Writer {
                     }
                 }
             }
-            let due = self.journal.len() >= CHECKPOINT_BYTES
-                || (!self.journal.is_empty() && self.journal.age() >= self.cfg.checkpoint_interval);
+            let pending = self.journal.pending();
+            let due = pending >= CHECKPOINT_BYTES
+                || (pending > 0 && self.journal.age() >= self.cfg.checkpoint_interval);
             if due && !flush {
                 self.checkpoint();
             }
         }
-        // Every handle is gone: leave an empty journal behind when we can.
+        // Every handle is gone: leave nothing to replay behind when we can.
         self.checkpoint();
     }
 
-    /// Makes the store durable up to the last journalled commit, then empties the journal.
-    /// A failure only leaves the journal to be replayed on the next open.
+    /// Makes the store durable up to the last journalled commit, then seals a full journal
+    /// segment and deletes the ones retention has emptied. A failure only leaves more of the
+    /// journal to be replayed on the next open.
     fn checkpoint(&mut self) {
-        if self.broken.is_some() || self.journal.is_empty() {
+        if self.broken.is_some() || self.journal.pending() == 0 {
             return;
         }
         let started = std::time::Instant::now();
         let done = (|| {
+            // The store is about to say it holds every commit, bookkeeping included; replies
+            // live only in the journal, so it must be on disk first.
+            self.journal.sync()?;
             let mut w = self.db.begin_write().map_err(storage)?;
             w.set_durability(Durability::Immediate).map_err(storage)?;
             let mut t = Tables::open(&w)?;
@@ -913,7 +1003,13 @@ impl Writer {
             t.set_meta(NEXT_QSEQ, next_qseq)?;
             drop(t);
             w.commit().map_err(storage)?;
-            self.journal.reset()
+            if let Some((seg, file)) = self.journal.checkpointed()? {
+                self.log.add_file(seg, file);
+            }
+            for seg in self.journal.delete_before(self.log.oldest_segment()) {
+                self.log.remove_file(seg);
+            }
+            Ok::<_, BusError>(())
         })();
         match done {
             Ok(()) => tracing::debug!(took = ?started.elapsed(), "bus checkpoint"),
@@ -1043,37 +1139,20 @@ impl Writer {
                     Op::Purge { trigger, .. } => OpResult::Count(log.t.take_dead(trigger)?.len()),
                     Op::Trim { .. } => {
                         let max_age = self.cfg.retention_age.as_millis() as u64;
-                        let budget = self.cfg.retention_bytes;
-                        let sizes = self.shared.state().bytes.clone();
-                        let mut removed = Vec::new();
+                        let cutoff = now.checked_sub(max_age);
                         let mut total = 0;
-                        for (bus, mut size) in sizes {
-                            let doomed: Vec<(u64, u64)> = log
-                                .t
-                                .events
-                                .range((bus.as_str(), 0)..=(bus.as_str(), u64::MAX))
-                                .map_err(storage)?
-                                .map_while(|row| {
-                                    let (k, v) = row.ok()?;
-                                    let len = v.value().len() as u64;
-                                    let at =
-                                        u64::from_le_bytes(v.value().get(..8)?.try_into().ok()?);
-                                    let keep = now.saturating_sub(at) < max_age && size <= budget;
-                                    if keep {
-                                        return None;
-                                    }
-                                    size = size.saturating_sub(len);
-                                    Some((k.value().1, len))
-                                })
-                                .collect();
-                            // The oldest events, a prefix of the log: one ranged removal.
-                            if let Some(&(through, _)) = doomed.last() {
-                                log.t.trim_events(&bus, through)?;
-                                total += doomed.len();
-                                removed.push((bus, doomed.iter().map(|d| d.1).sum()));
+                        for (bus, _) in self.log.sizes() {
+                            let through =
+                                self.log
+                                    .expired_through(&bus, cutoff, self.cfg.retention_bytes)?;
+                            // The oldest events, a prefix of the log: one ranged removal,
+                            // applied to the index with the journal record (below).
+                            if let Some(through) = through {
+                                let first = self.log.first(&bus);
+                                total += (through + 1).saturating_sub(first) as usize;
+                                log.t.trim_events(&bus, through);
                             }
                         }
-                        afters.push(After::Trimmed(removed));
                         OpResult::Count(total)
                     }
                 };
@@ -1090,7 +1169,13 @@ impl Writer {
         // Journal first: a record that fails to be written aborts the transaction (dropped
         // uncommitted), so the store never holds what the journal does not.
         if !changes.is_empty() {
-            self.journal.append(next_qseq, &changes, durable)?;
+            let (seg, at) = self.journal.append(next_qseq, &changes, durable)?;
+            // Readable from the log before the heads move (`apply`), which is when routers
+            // and readers learn of the new positions.
+            if let Err(e) = index_events(&self.log, &changes, seg, at) {
+                self.broken = Some(e.to_string());
+                return Err(e);
+            }
         } else if durable {
             self.journal.sync()?;
         }
@@ -1109,21 +1194,14 @@ impl Writer {
             for a in afters {
                 match a {
                     After::Heads(added) => {
-                        for (bus, head, bytes) in added {
-                            s.heads.insert(bus.clone(), head);
-                            *s.bytes.entry(bus).or_default() += bytes;
+                        for (bus, head) in added {
+                            s.heads.insert(bus, head);
                             published = true;
                         }
                     }
                     After::Queued(items) => {
                         queued |= !items.is_empty();
                         push_entries(&mut s, items);
-                    }
-                    After::Trimmed(removed) => {
-                        for (bus, freed) in removed {
-                            let b = s.bytes.entry(bus).or_default();
-                            *b = b.saturating_sub(freed);
-                        }
                     }
                 }
             }
@@ -1152,7 +1230,7 @@ impl Log<'_, '_> {
         &mut self,
         p: &mut Logged,
         heads: &mut HashMap<String, u64>,
-        added: &mut Vec<(String, u64, u64)>,
+        added: &mut Vec<(String, u64)>,
     ) -> Result<Published, BusError> {
         if let Some(key) = &p.dedupe {
             let recent = self
@@ -1172,7 +1250,7 @@ impl Log<'_, '_> {
         *head += 1;
         codec::stamp_logged(&mut p.record, self.now);
         self.t.put_event(&p.bus, *head, &p.record)?;
-        added.push((p.bus.clone(), *head, p.record.len() as u64));
+        added.push((p.bus.clone(), *head));
         Ok(Published::Appended(*head))
     }
 

@@ -1,14 +1,17 @@
 //! The store's tables, opened for one write transaction, with every change also written down
 //! in journal form (see `journal.rs`). A group commit makes its changes through [`Tables`];
 //! replay after a crash applies the journalled changes to the last checkpoint with
-//! [`replay`], through the same methods, so the two cannot drift apart.
+//! [`replay`], through the same methods, so the two cannot drift apart. Bus events are the
+//! exception: they are only written down, and the bus log (`log.rs`) indexes them where the
+//! journal holds them ([`log_changes`]).
 
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use super::codec::{Reader, put_str32};
 use crate::bus::BusError;
 
-pub const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
+/// Where bus events were kept before they lived in the journal only: moved out on open.
+pub const LEGACY_EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
 pub const HEADS: TableDefinition<&str, u64> = TableDefinition::new("heads");
 pub const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
 pub const DEDUPE: TableDefinition<&str, u64> = TableDefinition::new("dedupe");
@@ -37,10 +40,27 @@ const DEAD_PUT: u8 = 6;
 const DEAD_CLEAR: u8 = 7;
 const CURSOR_SET: u8 = 8;
 
+fn note(changes: &mut Vec<u8>, tag: u8, name: &str, n: u64) {
+    changes.push(tag);
+    put_str32(changes, name);
+    changes.extend_from_slice(&n.to_le_bytes());
+}
+
+fn note_bytes(changes: &mut Vec<u8>, bytes: &[u8]) {
+    changes.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    changes.extend_from_slice(bytes);
+}
+
+/// Writes down an event put as [`Tables::put_event`] does, for moving an older store's events
+/// into the journal.
+pub fn note_event(changes: &mut Vec<u8>, bus: &str, pos: u64, record: &[u8]) {
+    note(changes, EVENT_PUT, bus, pos);
+    note_bytes(changes, record);
+}
+
 type Keyed<'t> = Table<'t, (&'static str, u64), &'static [u8]>;
 
 pub struct Tables<'t> {
-    pub events: Keyed<'t>,
     heads: Table<'t, &'static str, u64>,
     cursors: Table<'t, &'static str, u64>,
     pub dedupe: Table<'t, &'static str, u64>,
@@ -55,7 +75,6 @@ pub struct Tables<'t> {
 impl<'t> Tables<'t> {
     pub fn open(w: &'t WriteTransaction) -> Result<Self, BusError> {
         Ok(Self {
-            events: w.open_table(EVENTS).map_err(storage)?,
             heads: w.open_table(HEADS).map_err(storage)?,
             cursors: w.open_table(CURSORS).map_err(storage)?,
             dedupe: w.open_table(DEDUPE).map_err(storage)?,
@@ -68,33 +87,26 @@ impl<'t> Tables<'t> {
     }
 
     fn note(&mut self, tag: u8, name: &str, n: u64) {
-        self.changes.push(tag);
-        put_str32(&mut self.changes, name);
-        self.changes.extend_from_slice(&n.to_le_bytes());
+        note(&mut self.changes, tag, name, n);
     }
 
     fn note_bytes(&mut self, bytes: &[u8]) {
-        self.changes
-            .extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-        self.changes.extend_from_slice(bytes);
+        note_bytes(&mut self.changes, bytes);
     }
 
-    /// Appends an event record at `pos` of `bus`, which becomes the bus's head.
+    /// Appends an event record at `pos` of `bus`, which becomes the bus's head. The record
+    /// itself is only written down: the journal is where the bus log keeps it.
     pub fn put_event(&mut self, bus: &str, pos: u64, record: &[u8]) -> Result<(), BusError> {
-        self.events.insert((bus, pos), record).map_err(storage)?;
         self.heads.insert(bus, pos).map_err(storage)?;
-        self.note(EVENT_PUT, bus, pos);
-        self.note_bytes(record);
+        note_event(&mut self.changes, bus, pos, record);
         Ok(())
     }
 
-    /// Removes the events of `bus` up to and including `through` (retention).
-    pub fn trim_events(&mut self, bus: &str, through: u64) -> Result<(), BusError> {
-        self.events
-            .retain_in((bus, 0)..=(bus, through), |_, _| false)
-            .map_err(storage)?;
+    /// Removes the events of `bus` up to and including `through` (retention): written down
+    /// for the bus log, which drops them from its index, and from the disk with the segments
+    /// they are in.
+    pub fn trim_events(&mut self, bus: &str, through: u64) {
         self.note(EVENT_TRIM, bus, through);
-        Ok(())
     }
 
     /// Records that the dedupe key was accepted at `at`.
@@ -159,34 +171,114 @@ impl<'t> Tables<'t> {
     }
 }
 
-/// Applies one journal record's changes (as [`Tables`] wrote them down) again.
-pub fn replay(t: &mut Tables<'_>, changes: &[u8]) -> Result<(), BusError> {
+/// One change as [`Tables`] wrote it down; `bytes` with its offset in the changes.
+struct Change<'a> {
+    tag: u8,
+    name: &'a str,
+    n: u64,
+    bytes: Option<(&'a [u8], usize)>,
+}
+
+/// Reads back the changes [`Tables`] wrote down.
+fn decode(changes: &[u8]) -> Result<Vec<Change<'_>>, BusError> {
     let bad = || BusError::Storage("corrupt journal record".into());
     let mut r = Reader(changes);
+    let mut out = Vec::new();
     while let Some(tag) = r.take(1) {
-        let name = r.str32().ok_or_else(bad)?;
+        let len = r.u32().ok_or_else(bad)? as usize;
+        let name = std::str::from_utf8(r.take(len).ok_or_else(bad)?).map_err(|_| bad())?;
         let n = r.u64().ok_or_else(bad)?;
-        let mut bytes = || -> Result<&[u8], BusError> {
-            let len = r.u32().ok_or_else(bad)? as usize;
-            r.take(len).ok_or_else(bad)
-        };
-        match tag[0] {
-            EVENT_PUT => t.put_event(&name, n, bytes()?)?,
-            EVENT_TRIM => t.trim_events(&name, n)?,
-            DEDUPE_PUT => t.put_dedupe(&name, n)?,
-            QUEUE_PUT => t.put_queue(&name, n, bytes()?)?,
-            QUEUE_DEL => t.del_queue(&name, n)?,
-            DEAD_PUT => t.put_dead(&name, n, bytes()?)?,
-            DEAD_CLEAR => drop(t.take_dead(&name)?),
-            CURSOR_SET => t.set_cursor(&name, n)?,
+        let bytes = match tag[0] {
+            EVENT_PUT | QUEUE_PUT | DEAD_PUT => {
+                let len = r.u32().ok_or_else(bad)? as usize;
+                let at = changes.len() - r.0.len();
+                Some((r.take(len).ok_or_else(bad)?, at))
+            }
+            EVENT_TRIM | DEDUPE_PUT | QUEUE_DEL | DEAD_CLEAR | CURSOR_SET => None,
             other => {
                 return Err(BusError::Storage(format!(
                     "journal record has an unknown change {other}"
                 )));
             }
+        };
+        out.push(Change {
+            tag: tag[0],
+            name,
+            n,
+            bytes,
+        });
+    }
+    Ok(out)
+}
+
+/// Applies one journal record's changes (as [`Tables`] wrote them down) again.
+pub fn replay(t: &mut Tables<'_>, changes: &[u8]) -> Result<(), BusError> {
+    for c in decode(changes)? {
+        let bytes = c.bytes.map_or(&[][..], |b| b.0);
+        match c.tag {
+            EVENT_PUT => t.put_event(c.name, c.n, bytes)?,
+            EVENT_TRIM => t.trim_events(c.name, c.n),
+            DEDUPE_PUT => t.put_dedupe(c.name, c.n)?,
+            QUEUE_PUT => t.put_queue(c.name, c.n, bytes)?,
+            QUEUE_DEL => t.del_queue(c.name, c.n)?,
+            DEAD_PUT => t.put_dead(c.name, c.n, bytes)?,
+            DEAD_CLEAR => drop(t.take_dead(c.name)?),
+            _ => t.set_cursor(c.name, c.n)?,
         }
     }
     Ok(())
+}
+
+/// What the bus log needs from a record, in order.
+#[derive(Debug, PartialEq)]
+pub enum LogChange<'a> {
+    /// An event at `pos` of `bus`, whose stored record is `len` bytes at offset `at` of the
+    /// changes.
+    Put {
+        bus: &'a str,
+        pos: u64,
+        at: usize,
+        len: usize,
+    },
+    Trim {
+        bus: &'a str,
+        through: u64,
+    },
+}
+
+pub fn log_changes(changes: &[u8]) -> Result<Vec<LogChange<'_>>, BusError> {
+    Ok(decode(changes)?
+        .into_iter()
+        .filter_map(|c| match (c.tag, c.bytes) {
+            (EVENT_PUT, Some((b, at))) => Some(LogChange::Put {
+                bus: c.name,
+                pos: c.n,
+                at,
+                len: b.len(),
+            }),
+            (EVENT_TRIM, _) => Some(LogChange::Trim {
+                bus: c.name,
+                through: c.n,
+            }),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Bus events of a store from before they lived in the journal, in order; the table is
+/// emptied.
+pub fn take_legacy_events(w: &WriteTransaction) -> Result<Vec<(String, u64, Vec<u8>)>, BusError> {
+    let mut t = w.open_table(LEGACY_EVENTS).map_err(storage)?;
+    t.extract_if(|_, _| true)
+        .map_err(storage)?
+        .map(|row| {
+            row.map(|(k, v)| {
+                let (bus, pos) = k.value();
+                (bus.to_owned(), pos, v.value().to_vec())
+            })
+            .map_err(storage)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -199,7 +291,7 @@ mod tests {
     fn dump(db: &Database) -> Vec<String> {
         let r = db.begin_read().unwrap();
         let mut out = Vec::new();
-        for (label, def) in [("events", EVENTS), ("queue", QUEUE), ("dead", DEAD)] {
+        for (label, def) in [("queue", QUEUE), ("dead", DEAD)] {
             for row in r.open_table(def).unwrap().iter().unwrap() {
                 let (k, v) = row.unwrap();
                 let (name, n) = k.value();
@@ -231,7 +323,7 @@ mod tests {
                     .unwrap();
             }
             t.put_event("other", 1, b"o1").unwrap();
-            t.trim_events("default", 2).unwrap();
+            t.trim_events("default", 2);
             t.put_dedupe("default\0/s\0a", 77).unwrap();
             t.put_queue("ns/t", 1, b"q1").unwrap();
             t.put_queue("ns/t", 2, b"q2").unwrap();
@@ -255,15 +347,26 @@ mod tests {
         w.commit().unwrap();
         let (a, b) = (dump(&original), dump(&copy));
         assert_eq!(a, b);
-        assert!(
-            a.contains(&"events:default:3=[101, 51]".to_owned()),
-            "{a:?}"
-        );
-        assert!(
-            !a.iter().any(|l| l.starts_with("events:default:2")),
-            "{a:?}"
-        );
+        assert!(a.contains(&"heads:default=4".to_owned()), "{a:?}");
+        assert!(a.contains(&"queue:ns/u:3=[113, 51]".to_owned()), "{a:?}");
         assert!(!a.iter().any(|l| l.starts_with("dead:ns/t")), "{a:?}");
+        // The events themselves are only written down, where the bus log finds them.
+        let log = log_changes(&changes).unwrap();
+        assert_eq!(log.len(), 6, "{log:?}");
+        let LogChange::Put { bus, pos, at, len } = log[2] else {
+            panic!("{log:?}")
+        };
+        assert_eq!(
+            (bus, pos, &changes[at..at + len]),
+            ("default", 3, &b"e3"[..])
+        );
+        assert_eq!(
+            log[5],
+            LogChange::Trim {
+                bus: "default",
+                through: 2
+            }
+        );
 
         let w = copy.begin_write().unwrap();
         {

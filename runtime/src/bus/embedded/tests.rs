@@ -525,9 +525,26 @@ async fn the_next_event_of_a_key_waits_until_the_outcome_is_queued() {
 fn crash_copy(from: &std::path::Path, files: &[&str]) -> tempfile::TempDir {
     let to = tempfile::tempdir().unwrap();
     for f in files {
-        std::fs::copy(from.join(f), to.path().join(f)).unwrap();
+        let (src, dst) = (from.join(f), to.path().join(f));
+        if src.is_dir() {
+            std::fs::create_dir(&dst).unwrap();
+            for e in std::fs::read_dir(&src).unwrap() {
+                let e = e.unwrap();
+                std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+            }
+        } else {
+            std::fs::copy(src, dst).unwrap();
+        }
     }
     to
+}
+
+/// Bytes in the journal's segments.
+fn journal_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir.join("journal"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
 }
 
 /// Between checkpoints the store's own file holds none of the recent commits; the journal
@@ -564,19 +581,18 @@ async fn a_crash_between_checkpoints_is_recovered_from_the_journal() {
     // The last commits were bookkeeping, appended without fsync; a durable publish after
     // them syncs them too (one more event, 5 events in all on "default" after it).
     bus.publish(vec![publish("default", "5")]).await.unwrap();
-    let journal = std::fs::metadata(dir.path().join("bus.journal"))
-        .unwrap()
-        .len();
     assert!(
-        journal > 0,
+        journal_bytes(dir.path()) > 0,
         "no checkpoint yet, so the journal holds the commits"
     );
 
-    let without_journal = crash_copy(dir.path(), &["bus.redb"]);
-    let crashed = crash_copy(dir.path(), &["bus.redb", "bus.journal"]);
+    let crashed = crash_copy(dir.path(), &["bus.redb", "journal"]);
+    // The store alone, with the journal as it was at the last checkpoint (empty, at open).
+    let bare = crash_copy(dir.path(), &["bus.redb"]);
+    std::fs::create_dir(bare.path().join("journal")).unwrap();
     drop(bus);
 
-    let bare = open(without_journal.path());
+    let bare = open(bare.path());
     assert_eq!(
         bare.head("default"),
         0,
@@ -613,12 +629,110 @@ async fn a_crash_between_checkpoints_is_recovered_from_the_journal() {
         "the last event, routed only after the crash"
     );
     assert!(fresh[0].seq > before, "{} after {before}", fresh[0].seq);
-    bus.flush().await.unwrap();
     assert_eq!(
-        std::fs::metadata(crashed.path().join("bus.journal"))
+        bus.read("default", 0, 10).unwrap().len(),
+        6,
+        "the events themselves are read from the journal"
+    );
+}
+
+/// The journal is the bus log: events are read from its segments, a full segment is sealed
+/// at a checkpoint, and a sealed segment is deleted once retention has removed every event
+/// in it; what is left reads back the same after a restart.
+#[tokio::test]
+async fn retention_deletes_sealed_segments_and_the_rest_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = EmbeddedConfig {
+        segment_bytes: 2048,
+        retention_bytes: 3_000,
+        ..EmbeddedConfig::new(dir.path())
+    };
+    let segments = || {
+        std::fs::read_dir(dir.path().join("journal"))
             .unwrap()
-            .len(),
+            .count()
+    };
+    let bus = EmbeddedBus::open(cfg.clone()).unwrap();
+    for round in 0..10 {
+        let items = (0..10)
+            .map(|i| publish("default", &format!("{round}-{i}")))
+            .collect();
+        bus.publish(items).await.unwrap();
+        bus.flush().await.unwrap();
+    }
+    assert!(segments() >= 4, "{} segments", segments());
+    let all = bus.read("default", 0, 1000).unwrap();
+    assert_eq!(all.len(), 100);
+    assert_eq!(all[42].2.id, "4-2");
+    let removed = bus.trim().await.unwrap();
+    bus.flush().await.unwrap();
+    let left = bus.read("default", 0, 1000).unwrap();
+    assert_eq!(removed + left.len(), 100);
+    assert!(left.len() < 50, "{} left", left.len());
+    assert!(segments() <= 3, "{} segments after retention", segments());
+    assert_eq!(left.last().unwrap().2.id, "9-9");
+    drop(bus);
+    let bus = open(dir.path());
+    assert_eq!(bus.read("default", 0, 1000).unwrap(), left);
+    assert_eq!(bus.head("default"), 100);
+    let out = bus.publish(vec![publish("default", "x")]).await.unwrap();
+    assert_eq!(out, vec![Published::Appended(101)]);
+}
+
+/// A data dir from before the journal was the bus log (events in the store, a single
+/// `bus.journal` file with commits after the last checkpoint) opens with nothing lost: the
+/// store's events move into the first segment, the old journal becomes the second and is
+/// replayed, and the store keeps no event bodies.
+#[tokio::test]
+async fn an_older_data_dir_moves_its_events_into_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = redb::Database::create(dir.path().join("bus.redb")).unwrap();
+        let w = db.begin_write().unwrap();
+        {
+            let mut events = w.open_table(tables::LEGACY_EVENTS).unwrap();
+            let mut heads = w.open_table(HEADS).unwrap();
+            for pos in 1..=3u64 {
+                let rec = codec::encode_logged(pos, &event(&format!("old{pos}")).to_json());
+                events.insert(("default", pos), rec.as_slice()).unwrap();
+            }
+            heads.insert("default", 3).unwrap();
+            let mut meta = w.open_table(tables::META).unwrap();
+            meta.insert(JOURNAL_COMMIT, 7).unwrap();
+        }
+        w.commit().unwrap();
+        // The old journal: one commit after the checkpoint, appending the fourth event.
+        let mut changes = Vec::new();
+        let rec = codec::encode_logged(4, &event("old4").to_json());
+        tables::note_event(&mut changes, "default", 4, &rec);
+        journal::write_segment(&dir.path().join("bus.journal"), 8, 1, &changes).unwrap();
+    }
+    let bus = open(dir.path());
+    let got: Vec<(u64, u64, String)> = bus
+        .read("default", 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(pos, at, e)| (pos, at, e.id))
+        .collect();
+    let want: Vec<(u64, u64, String)> = (1..=4).map(|p| (p, p, format!("old{p}"))).collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        bus.head("default"),
+        4,
+        "the old journal's commit was replayed"
+    );
+    assert!(!dir.path().join("bus.journal").exists());
+    let out = bus.publish(vec![publish("default", "new")]).await.unwrap();
+    assert_eq!(out, vec![Published::Appended(5)]);
+    drop(bus);
+    let bus = open(dir.path());
+    assert_eq!(bus.read("default", 0, 10).unwrap().len(), 5);
+    let db = bus.db.clone();
+    let r = db.begin_read().unwrap();
+    let events = r.open_table(tables::LEGACY_EVENTS).unwrap();
+    assert_eq!(
+        events.len().unwrap(),
         0,
-        "a flush checkpoints and empties the journal"
+        "no event bodies left in the store"
     );
 }
