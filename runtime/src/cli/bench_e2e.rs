@@ -18,7 +18,7 @@ use serde_json::json;
 use sluice_api::FunctionSpec;
 
 use crate::{
-    bus::embedded::{EmbeddedBus, EmbeddedConfig},
+    bus::embedded::{EmbeddedBus, EmbeddedConfig, PhaseTime, WriterTimes},
     dev::HostInvoker,
     ingress::{self, AppState, IngressConfig},
     local::{FunctionDef, Local, TriggerDef},
@@ -175,13 +175,17 @@ async fn bench(args: E2eArgs) -> anyhow::Result<i32> {
     .await?;
 
     // 2. Latency at half of each: the same request shape as its throughput run, open loop.
+    //    The writer's phase times of each run tell a slow publish's cause apart.
     let rate = args.latency_rate.unwrap_or(throughput / 2.0).max(1.0);
+    bus.take_writer_times();
     let batched = open_loop(&args, addr, &seen, "b", rate, batch, &mut handled).await?;
+    let batched_writer = bus.take_writer_times();
     let single_rate = args
         .latency_rate
         .unwrap_or(single_throughput / 2.0)
         .max(1.0);
     let single = open_loop(&args, addr, &seen, "l", single_rate, 1, &mut handled).await?;
+    let single_writer = bus.take_writer_times();
 
     // 3. Cold path: a new Function (module already compiled once, as after `sluice dev`
     //    saw it) is loaded, applied, and handles its first event.
@@ -230,7 +234,9 @@ async fn bench(args: E2eArgs) -> anyhow::Result<i32> {
         args.single_connections, args.single_events
     );
     batched.print(&format!("batches of {batch}"));
+    print_writer(&batched_writer);
     single.print("one event per request");
+    print_writer(&single_writer);
     println!(
         "  cold path (load cached module, apply, first event handled): {:.1} ms",
         ms(cold_path)
@@ -317,6 +323,27 @@ impl Latency {
             ms(pct(a, 1.0)),
         );
     }
+}
+
+fn print_writer(w: &WriterTimes) {
+    let phase = |p: &PhaseTime| {
+        let mean = p
+            .total
+            .checked_div(p.count.max(1) as u32)
+            .unwrap_or_default();
+        format!(
+            "{} (mean {:.2} ms, max {:.2} ms)",
+            p.count,
+            ms(mean),
+            ms(p.max)
+        )
+    };
+    println!(
+        "    bus writer: commits {}, of which journal appends {}; checkpoints {}",
+        phase(&w.commit),
+        phase(&w.journal),
+        phase(&w.checkpoint)
+    );
 }
 
 /// Sends events at `rate`, `batch` per request, each request on the clock whether or not

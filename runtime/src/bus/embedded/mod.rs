@@ -109,7 +109,40 @@ struct Shared {
     /// can be leased before its commit; carried in every journal record and stored in `META`
     /// at each checkpoint, always above every position written before it.
     next_qseq: std::sync::atomic::AtomicU64,
+    times: Mutex<WriterTimes>,
 }
+
+/// Time the writer thread spent in one phase.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PhaseTime {
+    pub count: u64,
+    pub total: Duration,
+    pub max: Duration,
+}
+
+impl PhaseTime {
+    fn add(&mut self, took: Duration) {
+        self.count += 1;
+        self.total += took;
+        self.max = self.max.max(took);
+    }
+}
+
+/// Where the writer thread's time went since the last [`EmbeddedBus::take_writer_times`]:
+/// every producer's publish waits behind the commit in progress, so a slow publish is one of
+/// these phases being slow.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct WriterTimes {
+    /// Whole group commits (the batch applied, journalled, the store committed).
+    pub commit: PhaseTime,
+    /// Of which the journal append (with its `fdatasync` when a publish is in the batch).
+    pub journal: PhaseTime,
+    /// Checkpoints: the store made durable, segments sealed and deleted.
+    pub checkpoint: PhaseTime,
+}
+
+/// A writer phase slower than this is logged: it held up every publish behind it.
+const SLOW_PHASE: Duration = Duration::from_millis(100);
 
 impl Shared {
     fn wake_queued(&self) {
@@ -133,6 +166,10 @@ impl Shared {
         // A panic while holding the lock cannot leave the maps half-updated in a way later
         // callers could not cope with, so a poisoned lock is still used.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn times(&self) -> MutexGuard<'_, WriterTimes> {
+        self.times.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -352,6 +389,7 @@ impl EmbeddedBus {
             queued: Notify::new(),
             queued_version: Default::default(),
             published_version: Default::default(),
+            times: Mutex::default(),
         });
         let (tx, rx) = mpsc::sync_channel(4 * MAX_BATCH);
         let cfg = Arc::new(cfg);
@@ -722,6 +760,11 @@ impl EmbeddedBus {
         self.call(|reply| Op::Trim { reply }).await
     }
 
+    /// The writer's phase times since the last call, and starts counting afresh.
+    pub fn take_writer_times(&self) -> WriterTimes {
+        std::mem::take(&mut *self.shared.times())
+    }
+
     /// Makes all bookkeeping durable; call before a clean exit.
     pub async fn flush(&self) -> Result<(), BusError> {
         self.call(|reply| Op::Flush { reply }).await
@@ -943,12 +986,18 @@ impl Writer {
                 }
             }
             let flush = batch.iter().any(|op| matches!(op, Op::Flush { .. }));
+            let started = std::time::Instant::now();
             let result = match &self.broken {
                 Some(why) => Err(BusError::Storage(format!(
                     "the bus store is out of step with its journal since: {why}"
                 ))),
                 None => self.commit(&mut batch),
             };
+            let took = started.elapsed();
+            self.shared.times().commit.add(took);
+            if took > SLOW_PHASE {
+                tracing::warn!(?took, ops = batch.len(), "slow bus commit");
+            }
             // A flush (clean shutdown) answers once the store itself is durable and the
             // journal empty.
             if flush && result.is_ok() {
@@ -1011,8 +1060,11 @@ impl Writer {
             }
             Ok::<_, BusError>(())
         })();
+        let took = started.elapsed();
+        self.shared.times().checkpoint.add(took);
         match done {
-            Ok(()) => tracing::debug!(took = ?started.elapsed(), "bus checkpoint"),
+            Ok(()) if took > SLOW_PHASE => tracing::warn!(?took, "slow bus checkpoint"),
+            Ok(()) => tracing::debug!(?took, "bus checkpoint"),
             Err(e) => tracing::warn!(error = %e, "bus checkpoint failed; the journal is kept"),
         }
     }
@@ -1169,7 +1221,9 @@ impl Writer {
         // Journal first: a record that fails to be written aborts the transaction (dropped
         // uncommitted), so the store never holds what the journal does not.
         if !changes.is_empty() {
+            let started = std::time::Instant::now();
             let (seg, at) = self.journal.append(next_qseq, &changes, durable)?;
+            self.shared.times().journal.add(started.elapsed());
             // Readable from the log before the heads move (`apply`), which is when routers
             // and readers learn of the new positions.
             if let Err(e) = index_events(&self.log, &changes, seg, at) {

@@ -736,3 +736,27 @@ async fn an_older_data_dir_moves_its_events_into_the_journal() {
         "no event bodies left in the store"
     );
 }
+
+/// The writer's phase times count what it did and start afresh when taken.
+#[tokio::test]
+async fn writer_times_count_commits_journal_appends_and_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = open(dir.path());
+    bus.take_writer_times();
+    for i in 0..3 {
+        bus.publish(vec![publish("default", &i.to_string())])
+            .await
+            .unwrap();
+    }
+    bus.flush().await.unwrap();
+    let t = bus.take_writer_times();
+    // Three publishes, one after the other, and the flush: four commits, three journalled.
+    assert_eq!((t.commit.count, t.journal.count), (4, 3), "{t:?}");
+    // The flush checkpoints (a slow machine may have reached the interval before it too).
+    assert!(t.checkpoint.count >= 1, "{t:?}");
+    assert!(
+        t.commit.max <= t.commit.total && t.commit.max > Duration::ZERO,
+        "{t:?}"
+    );
+    assert_eq!(bus.take_writer_times(), WriterTimes::default());
+}
