@@ -254,6 +254,11 @@ impl Journal {
         Ok(out)
     }
 
+    /// The oldest sealed segment, if any.
+    pub fn oldest_sealed(&self) -> Option<u32> {
+        self.sealed.first().copied()
+    }
+
     /// Deletes the sealed segments below `keep_from` (the oldest segment any retained event
     /// is in, or `None` when no event is); returns the ones deleted.
     pub fn delete_before(&mut self, keep_from: Option<u32>) -> Vec<u32> {

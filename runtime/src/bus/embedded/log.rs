@@ -4,7 +4,7 @@
 //! rebuilt from the segments on open.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     fs::File,
     os::unix::fs::FileExt,
     sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard},
@@ -21,8 +21,38 @@ pub struct Loc {
     pub off: u64,
 }
 
+/// The retained events in one segment: a segment with none left can be deleted.
+#[derive(Clone, Copy, Default, Debug, PartialEq)]
+struct SegUse {
+    events: u64,
+    bytes: u64,
+}
+
+/// Retained events per segment, kept in step with every index change.
+#[derive(Default)]
+struct Segs(BTreeMap<u32, SegUse>);
+
+impl Segs {
+    fn add(&mut self, loc: Loc) {
+        let u = self.0.entry(loc.seg).or_default();
+        u.events += 1;
+        u.bytes += loc.len as u64;
+    }
+
+    fn remove(&mut self, loc: Loc) {
+        if let Some(u) = self.0.get_mut(&loc.seg) {
+            u.events = u.events.saturating_sub(1);
+            u.bytes = u.bytes.saturating_sub(loc.len as u64);
+            if u.events == 0 {
+                self.0.remove(&loc.seg);
+            }
+        }
+    }
+}
+
 /// One bus's retained events: positions `first..first + locs.len()`, dense (a bus's
-/// positions are handed out one by one).
+/// positions are handed out one by one). In position order, which is segment order except
+/// for events copied forward ([`EventLog::put_moved`]).
 #[derive(Default)]
 struct BusIndex {
     first: u64,
@@ -31,9 +61,24 @@ struct BusIndex {
 }
 
 impl BusIndex {
+    fn clear(&mut self, segs: &mut Segs) {
+        for loc in self.locs.drain(..) {
+            segs.remove(loc);
+        }
+        self.bytes = 0;
+    }
+
+    /// Points `pos`, retained, at `loc` instead.
+    fn replace(&mut self, pos: u64, loc: Loc, segs: &mut Segs) {
+        let old = std::mem::replace(&mut self.locs[(pos - self.first) as usize], loc);
+        self.bytes = self.bytes - old.len as u64 + loc.len as u64;
+        segs.remove(old);
+        segs.add(loc);
+    }
+
     /// Records `pos`; the same position again (a record read twice) replaces it, and a
     /// position below the retained ones (trimmed) is ignored.
-    fn put(&mut self, pos: u64, loc: Loc) {
+    fn put(&mut self, pos: u64, loc: Loc, segs: &mut Segs) {
         let end = self.first + self.locs.len() as u64;
         if self.locs.is_empty() || pos > end {
             if pos > end && !self.locs.is_empty() {
@@ -45,27 +90,42 @@ impl BusIndex {
                     "bus log index has a gap; restarting it"
                 );
             }
+            self.clear(segs);
             self.first = pos;
-            self.locs.clear();
-            self.bytes = 0;
         } else if pos < self.first {
             return;
         } else if pos < end {
-            let old = std::mem::replace(&mut self.locs[(pos - self.first) as usize], loc);
-            self.bytes = self.bytes - old.len as u64 + loc.len as u64;
+            self.replace(pos, loc, segs);
             return;
         }
         self.locs.push_back(loc);
         self.bytes += loc.len as u64;
+        segs.add(loc);
     }
 
-    fn trim(&mut self, through: u64) {
+    /// Records a copied-forward event. It was retained when copied, and any later trim of it
+    /// comes later in the journal, so one just below the retained ones is not a trimmed one
+    /// but one whose newer neighbours stayed in older segments (read first on open): it
+    /// goes in front.
+    fn put_moved(&mut self, pos: u64, loc: Loc, segs: &mut Segs) {
+        if !self.locs.is_empty() && self.first > 0 && pos == self.first - 1 {
+            self.locs.push_front(loc);
+            self.bytes += loc.len as u64;
+            segs.add(loc);
+            self.first = pos;
+        } else {
+            self.put(pos, loc, segs);
+        }
+    }
+
+    fn trim(&mut self, through: u64, segs: &mut Segs) {
         while self.first <= through {
             let Some(loc) = self.locs.pop_front() else {
                 self.first = through + 1;
                 return;
             };
             self.bytes -= loc.len as u64;
+            segs.remove(loc);
             self.first += 1;
         }
     }
@@ -75,6 +135,17 @@ impl BusIndex {
 struct Inner {
     files: HashMap<u32, Arc<File>>,
     buses: HashMap<String, BusIndex>,
+    segs: Segs,
+}
+
+impl Inner {
+    fn bus(&mut self, name: &str) -> (&mut BusIndex, &mut Segs) {
+        if !self.buses.contains_key(name) {
+            self.buses.insert(name.to_owned(), BusIndex::default());
+        }
+        let bus = self.buses.get_mut(name).expect("inserted above");
+        (bus, &mut self.segs)
+    }
 }
 
 #[derive(Default)]
@@ -107,17 +178,30 @@ impl EventLog {
     pub fn put_many<'a>(&self, items: impl IntoIterator<Item = (&'a str, u64, Loc)>) {
         let mut inner = self.write_lock();
         for (bus, pos, loc) in items {
-            match inner.buses.get_mut(bus) {
-                Some(b) => b.put(pos, loc),
-                None => inner.buses.entry(bus.to_owned()).or_default().put(pos, loc),
-            }
+            let (b, segs) = inner.bus(bus);
+            b.put(pos, loc, segs);
+        }
+    }
+
+    /// Records events copied forward. Applied newest first per bus, so that on open, where
+    /// the events after them may have been read already (from older segments), each lands
+    /// just in front of the ones read.
+    pub fn put_moved<'a>(&self, items: impl IntoIterator<Item = (&'a str, u64, Loc)>) {
+        let mut items: Vec<_> = items.into_iter().collect();
+        items.sort_by(|a, b| a.0.cmp(b.0).then(b.1.cmp(&a.1)));
+        let mut inner = self.write_lock();
+        for (bus, pos, loc) in items {
+            let (b, segs) = inner.bus(bus);
+            b.put_moved(pos, loc, segs);
         }
     }
 
     /// Forgets `bus`'s events up to and including `through` (retention).
     pub fn trim(&self, bus: &str, through: u64) {
-        if let Some(b) = self.write_lock().buses.get_mut(bus) {
-            b.trim(through);
+        let mut inner = self.write_lock();
+        let Inner { buses, segs, .. } = &mut *inner;
+        if let Some(b) = buses.get_mut(bus) {
+            b.trim(through, segs);
         }
     }
 
@@ -138,12 +222,28 @@ impl EventLog {
 
     /// The oldest segment any retained event is in.
     pub fn oldest_segment(&self) -> Option<u32> {
+        self.read_lock().segs.0.keys().next().copied()
+    }
+
+    /// The bytes of retained events in `seg`.
+    pub fn live_bytes(&self, seg: u32) -> u64 {
+        self.read_lock().segs.0.get(&seg).map_or(0, |u| u.bytes)
+    }
+
+    /// Every retained event in `seg`, as `(bus, position, stored record)`: to copy forward.
+    pub fn located_in(&self, seg: u32) -> Result<Vec<(String, u64, Vec<u8>)>, BusError> {
         let inner = self.read_lock();
-        inner
-            .buses
-            .values()
-            .filter_map(|b| b.locs.front().map(|l| l.seg))
-            .min()
+        let mut out = Vec::new();
+        for (name, b) in &inner.buses {
+            for (i, loc) in b.locs.iter().enumerate() {
+                if loc.seg == seg {
+                    let mut record = vec![0; loc.len as usize];
+                    read_at(&inner.files, seg, loc.off, &mut record)?;
+                    out.push((name.clone(), b.first + i as u64, record));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The last position of `bus` that retention removes: its oldest events while they were
@@ -191,16 +291,15 @@ impl EventLog {
             let start = after.saturating_add(1).max(b.first);
             let skip = (start - b.first) as usize;
             let locs: Vec<Loc> = b.locs.iter().skip(skip).take(max).copied().collect();
-            let files: HashMap<u32, Arc<File>> = match locs.first() {
-                // Usually one segment, two around a rotation.
-                Some(first) => inner
-                    .files
-                    .iter()
-                    .filter(|(seg, _)| **seg >= first.seg)
-                    .map(|(seg, f)| (*seg, f.clone()))
-                    .collect(),
-                None => HashMap::new(),
-            };
+            // Usually one segment, two around a rotation, more with copied-forward events.
+            let mut files: HashMap<u32, Arc<File>> = HashMap::new();
+            for loc in &locs {
+                if !files.contains_key(&loc.seg)
+                    && let Some(f) = inner.files.get(&loc.seg)
+                {
+                    files.insert(loc.seg, f.clone());
+                }
+            }
             (start, locs, files)
         };
         let mut out = Vec::with_capacity(locs.len());
@@ -265,27 +364,71 @@ mod tests {
         }
     }
 
+    fn at(seg: u32, off: u64) -> Loc {
+        Loc { seg, len: 10, off }
+    }
+
     #[test]
     fn the_index_replaces_repeats_ignores_trimmed_and_restarts_at_a_gap() {
-        let mut b = BusIndex::default();
-        b.put(5, loc(0));
-        b.put(6, loc(10));
-        b.put(6, loc(20));
+        let (mut b, mut segs) = (BusIndex::default(), Segs::default());
+        b.put(5, loc(0), &mut segs);
+        b.put(6, loc(10), &mut segs);
+        b.put(6, loc(20), &mut segs);
         assert_eq!((b.first, b.locs.len(), b.bytes), (5, 2, 20));
         assert_eq!(b.locs[1].off, 20, "a repeat replaces");
-        b.trim(5);
-        b.put(5, loc(30));
+        b.trim(5, &mut segs);
+        b.put(5, loc(30), &mut segs);
         assert_eq!(
             (b.first, b.locs.len(), b.bytes),
             (6, 1, 10),
             "trimmed stays gone"
         );
-        b.put(9, loc(40));
+        b.put(9, loc(40), &mut segs);
         assert_eq!((b.first, b.locs.len()), (9, 1), "a gap restarts the index");
-        b.trim(20);
+        b.trim(20, &mut segs);
         assert_eq!((b.first, b.locs.len(), b.bytes), (21, 0, 0));
-        b.put(21, loc(50));
+        assert!(segs.0.is_empty(), "nothing retained, no segment in use");
+        b.put(21, loc(50), &mut segs);
         assert_eq!((b.first, b.locs.len()), (21, 1));
+        assert_eq!(
+            segs.0[&0],
+            SegUse {
+                events: 1,
+                bytes: 10
+            }
+        );
+    }
+
+    /// Copied-forward events: at run time they replace the retained ones; on open, where the
+    /// newer events of the bus were read first from older segments, they go in front.
+    #[test]
+    fn moved_events_replace_or_go_in_front_and_segment_use_follows() {
+        let log = EventLog::default();
+        log.put_many([("q", 1, at(0, 0)), ("q", 2, at(0, 10)), ("q", 3, at(1, 0))]);
+        log.put("busy", 1, at(1, 10));
+        assert_eq!(log.oldest_segment(), Some(0));
+        assert_eq!(log.live_bytes(0), 20);
+        log.put_moved([("q", 1, at(2, 0)), ("q", 2, at(2, 10))]);
+        assert_eq!(log.oldest_segment(), Some(1), "segment 0 holds nothing now");
+        assert_eq!((log.live_bytes(1), log.live_bytes(2)), (20, 20));
+
+        // The same journal read back on open, segments 1 then 2 (0 deleted).
+        let reopened = EventLog::default();
+        reopened.put_many([("q", 3, at(1, 0)), ("busy", 1, at(1, 10))]);
+        reopened.put_moved([("q", 1, at(2, 0)), ("q", 2, at(2, 10))]);
+        let inner = reopened.read_lock();
+        let q = &inner.buses["q"];
+        assert_eq!(q.first, 1);
+        assert_eq!(
+            q.locs.iter().copied().collect::<Vec<_>>(),
+            vec![at(2, 0), at(2, 10), at(1, 0)]
+        );
+        drop(inner);
+        assert_eq!(reopened.oldest_segment(), Some(1));
+        // A trim after the move (later in the journal) still removes them.
+        reopened.trim("q", 2);
+        assert_eq!(reopened.live_bytes(2), 0);
+        assert_eq!(reopened.first("q"), 3);
     }
 
     #[test]

@@ -884,21 +884,34 @@ fn entry_of(rec: QueueRecord) -> QueueEntry<Payload> {
 /// Indexes the events (and retention trims) of one journal record whose changes start at
 /// `changes_at` of segment `seg`.
 fn index_events(log: &EventLog, changes: &[u8], seg: u32, changes_at: u64) -> Result<(), BusError> {
+    let loc = |bus: &str, pos: u64, at: usize, len: usize| {
+        Ok::<_, BusError>(Loc {
+            seg,
+            len: u32::try_from(len)
+                .map_err(|_| storage(format!("bus {bus}: event {pos} is over 4 GiB")))?,
+            off: changes_at + at as u64,
+        })
+    };
+    let mut moved = Vec::new();
     for c in tables::log_changes(changes)? {
         match c {
-            LogChange::Put { bus, pos, at, len } => {
-                let loc = Loc {
-                    seg,
-                    len: u32::try_from(len)
-                        .map_err(|_| storage(format!("bus {bus}: event {pos} is over 4 GiB")))?,
-                    off: changes_at + at as u64,
-                };
-                log.put(bus, pos, loc);
+            LogChange::Put { bus, pos, at, len } => log.put(bus, pos, loc(bus, pos, at, len)?),
+            LogChange::Move { bus, pos, at, len } => {
+                moved.push((bus, pos, loc(bus, pos, at, len)?))
             }
             LogChange::Trim { bus, through } => log.trim(bus, through),
         }
     }
+    // A record of moves holds nothing else (`Writer::copy_forward`).
+    log.put_moved(moved);
     Ok(())
+}
+
+/// Whether the oldest sealed segment's retained events are few enough to copy forward so
+/// that it can go: at most an eighth of a segment, so copying costs at most an eighth more
+/// writing, and only when the rest of the segment is gone.
+fn worth_copying_forward(live_bytes: u64, segment_bytes: u64) -> bool {
+    live_bytes > 0 && live_bytes.saturating_mul(8) <= segment_bytes
 }
 
 /// Moves the bus events of a store from before the journal was the bus log into a first
@@ -1058,7 +1071,7 @@ impl Writer {
             for seg in self.journal.delete_before(self.log.oldest_segment()) {
                 self.log.remove_file(seg);
             }
-            Ok::<_, BusError>(())
+            self.copy_forward()
         })();
         let took = started.elapsed();
         self.shared.times().checkpoint.add(took);
@@ -1067,6 +1080,39 @@ impl Writer {
             Ok(()) => tracing::debug!(?took, "bus checkpoint"),
             Err(e) => tracing::warn!(error = %e, "bus checkpoint failed; the journal is kept"),
         }
+    }
+
+    /// Copies the few events still retained in the oldest sealed segment into the active one
+    /// and deletes it, when that is cheap (`worth_copying_forward`): segments are shared by
+    /// all buses, so without this one old event of a quiet bus would keep a whole segment
+    /// until its own retention age. The copy is synced before the segment goes.
+    fn copy_forward(&mut self) -> Result<(), BusError> {
+        let Some(seg) = self.journal.oldest_sealed() else {
+            return Ok(());
+        };
+        if !worth_copying_forward(self.log.live_bytes(seg), self.cfg.segment_bytes) {
+            return Ok(());
+        }
+        let events = self.log.located_in(seg)?;
+        let mut changes = Vec::new();
+        for (bus, pos, record) in &events {
+            tables::note_moved(&mut changes, bus, *pos, record);
+        }
+        let next_qseq = self
+            .shared
+            .next_qseq
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let (active, at) = self.journal.append(next_qseq, &changes, true)?;
+        index_events(&self.log, &changes, active, at)?;
+        for seg in self.journal.delete_before(self.log.oldest_segment()) {
+            self.log.remove_file(seg);
+        }
+        tracing::debug!(
+            segment = seg,
+            events = events.len(),
+            "bus log events copied forward"
+        );
+        Ok(())
     }
 
     /// Applies the whole batch in one transaction, journalled. Results are per op, in order.

@@ -39,6 +39,9 @@ const QUEUE_DEL: u8 = 5;
 const DEAD_PUT: u8 = 6;
 const DEAD_CLEAR: u8 = 7;
 const CURSOR_SET: u8 = 8;
+/// An event copied forward out of an old segment (`EventLog::located_in`); the bus log's
+/// index points at the copy, the store has nothing to do.
+const EVENT_MOVE: u8 = 9;
 
 fn note(changes: &mut Vec<u8>, tag: u8, name: &str, n: u64) {
     changes.push(tag);
@@ -49,6 +52,12 @@ fn note(changes: &mut Vec<u8>, tag: u8, name: &str, n: u64) {
 fn note_bytes(changes: &mut Vec<u8>, bytes: &[u8]) {
     changes.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
     changes.extend_from_slice(bytes);
+}
+
+/// Writes down a retained event copied forward, so the old segment can go.
+pub fn note_moved(changes: &mut Vec<u8>, bus: &str, pos: u64, record: &[u8]) {
+    note(changes, EVENT_MOVE, bus, pos);
+    note_bytes(changes, record);
 }
 
 /// Writes down an event put as [`Tables::put_event`] does, for moving an older store's events
@@ -189,7 +198,7 @@ fn decode(changes: &[u8]) -> Result<Vec<Change<'_>>, BusError> {
         let name = std::str::from_utf8(r.take(len).ok_or_else(bad)?).map_err(|_| bad())?;
         let n = r.u64().ok_or_else(bad)?;
         let bytes = match tag[0] {
-            EVENT_PUT | QUEUE_PUT | DEAD_PUT => {
+            EVENT_PUT | EVENT_MOVE | QUEUE_PUT | DEAD_PUT => {
                 let len = r.u32().ok_or_else(bad)? as usize;
                 let at = changes.len() - r.0.len();
                 Some((r.take(len).ok_or_else(bad)?, at))
@@ -223,6 +232,8 @@ pub fn replay(t: &mut Tables<'_>, changes: &[u8]) -> Result<(), BusError> {
             QUEUE_DEL => t.del_queue(c.name, c.n)?,
             DEAD_PUT => t.put_dead(c.name, c.n, bytes)?,
             DEAD_CLEAR => drop(t.take_dead(c.name)?),
+            // The store holds no event bodies, and a move changes no head.
+            EVENT_MOVE => {}
             _ => t.set_cursor(c.name, c.n)?,
         }
     }
@@ -240,6 +251,14 @@ pub enum LogChange<'a> {
         at: usize,
         len: usize,
     },
+    /// A retained event copied forward: as `Put`, but it may be older than the events of
+    /// its bus read so far (they stayed in segments older than the copy).
+    Move {
+        bus: &'a str,
+        pos: u64,
+        at: usize,
+        len: usize,
+    },
     Trim {
         bus: &'a str,
         through: u64,
@@ -251,6 +270,12 @@ pub fn log_changes(changes: &[u8]) -> Result<Vec<LogChange<'_>>, BusError> {
         .into_iter()
         .filter_map(|c| match (c.tag, c.bytes) {
             (EVENT_PUT, Some((b, at))) => Some(LogChange::Put {
+                bus: c.name,
+                pos: c.n,
+                at,
+                len: b.len(),
+            }),
+            (EVENT_MOVE, Some((b, at))) => Some(LogChange::Move {
                 bus: c.name,
                 pos: c.n,
                 at,

@@ -760,3 +760,61 @@ async fn writer_times_count_commits_journal_appends_and_checkpoints() {
     );
     assert_eq!(bus.take_writer_times(), WriterTimes::default());
 }
+
+/// Segments are shared by all buses: one old event of a quiet bus must not keep every
+/// segment after it. It is copied forward (more than once here) and the rest goes; it reads
+/// back the same, before and after a restart.
+#[tokio::test]
+async fn a_quiet_bus_does_not_pin_the_segments_of_a_busy_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = EmbeddedConfig {
+        segment_bytes: 4096,
+        retention_bytes: 6_000,
+        ..EmbeddedConfig::new(dir.path())
+    };
+    let segments = || {
+        std::fs::read_dir(dir.path().join("journal"))
+            .unwrap()
+            .count()
+    };
+    let bus = EmbeddedBus::open(cfg.clone()).unwrap();
+    bus.publish(vec![publish("quiet", "q1"), publish("quiet", "q2")])
+        .await
+        .unwrap();
+    let quiet = bus.read("quiet", 0, 10).unwrap();
+    assert_eq!(quiet.len(), 2);
+    for round in 0..30 {
+        let items = (0..10)
+            .map(|i| publish("default", &format!("{round}-{i}")))
+            .collect();
+        bus.publish(items).await.unwrap();
+        bus.flush().await.unwrap();
+        bus.trim().await.unwrap();
+        bus.flush().await.unwrap();
+    }
+    assert!(segments() <= 4, "{} segments kept", segments());
+    assert!(
+        !dir.path().join("journal/0000000000.log").exists(),
+        "the quiet bus's first segment is gone"
+    );
+    assert_eq!(bus.read("quiet", 0, 10).unwrap(), quiet);
+    let busy = bus.read("default", 0, 1000).unwrap();
+    assert_eq!(busy.last().unwrap().2.id, "29-9");
+    drop(bus);
+    let bus = EmbeddedBus::open(cfg).unwrap_or_else(|_| open(dir.path()));
+    assert_eq!(bus.read("quiet", 0, 10).unwrap(), quiet);
+    assert_eq!(bus.read("default", 0, 1000).unwrap(), busy);
+    assert_eq!((bus.head("quiet"), bus.head("default")), (2, 300));
+}
+
+#[test]
+fn copying_forward_is_for_a_segment_nearly_empty_but_not_empty() {
+    assert!(
+        !worth_copying_forward(0, 4096),
+        "an empty one is simply deleted"
+    );
+    assert!(worth_copying_forward(1, 4096));
+    assert!(worth_copying_forward(512, 4096));
+    assert!(!worth_copying_forward(513, 4096));
+    assert!(!worth_copying_forward(u64::MAX, 64 << 20));
+}
