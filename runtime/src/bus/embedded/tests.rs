@@ -636,28 +636,41 @@ async fn a_crash_between_checkpoints_is_recovered_from_the_journal() {
     );
 }
 
+fn small_segments(
+    dir: &std::path::Path,
+    segment_bytes: u64,
+    retention_bytes: u64,
+) -> EmbeddedConfig {
+    EmbeddedConfig {
+        segment_bytes,
+        retention_bytes,
+        ..EmbeddedConfig::new(dir)
+    }
+}
+
+fn segment_count(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("journal")).unwrap().count()
+}
+
+/// Ten events on the default bus, ids `{round}-0` … `{round}-9`.
+async fn publish_round(bus: &EmbeddedBus, round: usize) {
+    let items = (0..10)
+        .map(|i| publish("default", &format!("{round}-{i}")))
+        .collect();
+    bus.publish(items).await.unwrap();
+}
+
 /// The journal is the bus log: events are read from its segments, a full segment is sealed
 /// at a checkpoint, and a sealed segment is deleted once retention has removed every event
 /// in it; what is left reads back the same after a restart.
 #[tokio::test]
 async fn retention_deletes_sealed_segments_and_the_rest_survives_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = EmbeddedConfig {
-        segment_bytes: 2048,
-        retention_bytes: 3_000,
-        ..EmbeddedConfig::new(dir.path())
-    };
-    let segments = || {
-        std::fs::read_dir(dir.path().join("journal"))
-            .unwrap()
-            .count()
-    };
+    let cfg = small_segments(dir.path(), 2048, 3_000);
+    let segments = || segment_count(dir.path());
     let bus = EmbeddedBus::open(cfg.clone()).unwrap();
     for round in 0..10 {
-        let items = (0..10)
-            .map(|i| publish("default", &format!("{round}-{i}")))
-            .collect();
-        bus.publish(items).await.unwrap();
+        publish_round(&bus, round).await;
         bus.flush().await.unwrap();
     }
     assert!(segments() >= 4, "{} segments", segments());
@@ -767,16 +780,8 @@ async fn writer_times_count_commits_journal_appends_and_checkpoints() {
 #[tokio::test]
 async fn a_quiet_bus_does_not_pin_the_segments_of_a_busy_one() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = EmbeddedConfig {
-        segment_bytes: 4096,
-        retention_bytes: 6_000,
-        ..EmbeddedConfig::new(dir.path())
-    };
-    let segments = || {
-        std::fs::read_dir(dir.path().join("journal"))
-            .unwrap()
-            .count()
-    };
+    let cfg = small_segments(dir.path(), 4096, 6_000);
+    let segments = || segment_count(dir.path());
     let bus = EmbeddedBus::open(cfg.clone()).unwrap();
     bus.publish(vec![publish("quiet", "q1"), publish("quiet", "q2")])
         .await
@@ -784,10 +789,7 @@ async fn a_quiet_bus_does_not_pin_the_segments_of_a_busy_one() {
     let quiet = bus.read("quiet", 0, 10).unwrap();
     assert_eq!(quiet.len(), 2);
     for round in 0..30 {
-        let items = (0..10)
-            .map(|i| publish("default", &format!("{round}-{i}")))
-            .collect();
-        bus.publish(items).await.unwrap();
+        publish_round(&bus, round).await;
         bus.flush().await.unwrap();
         bus.trim().await.unwrap();
         bus.flush().await.unwrap();
