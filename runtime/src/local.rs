@@ -99,6 +99,10 @@ pub struct Local {
 
 impl Local {
     pub fn new(bus: EmbeddedBus, metrics: Metrics) -> Arc<Self> {
+        let m = metrics.clone();
+        bus.observe_writer(Arc::new(move |phase, took| {
+            m.bus_writer(phase.as_str(), took)
+        }));
         Arc::new(Self {
             shared_bus: Arc::new(bus.clone()),
             bus,

@@ -110,7 +110,29 @@ struct Shared {
     /// at each checkpoint, always above every position written before it.
     next_qseq: std::sync::atomic::AtomicU64,
     times: Mutex<WriterTimes>,
+    /// Told every phase's time as well, for `/metrics` ([`EmbeddedBus::observe_writer`]).
+    observer: std::sync::OnceLock<WriterObserver>,
 }
+
+/// A phase of the writer thread's work, as [`WriterTimes`] splits it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum WriterPhase {
+    Commit,
+    Journal,
+    Checkpoint,
+}
+
+impl WriterPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Commit => "commit",
+            Self::Journal => "journal",
+            Self::Checkpoint => "checkpoint",
+        }
+    }
+}
+
+pub type WriterObserver = Arc<dyn Fn(WriterPhase, Duration) + Send + Sync>;
 
 /// Time the writer thread spent in one phase.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -170,6 +192,21 @@ impl Shared {
 
     fn times(&self) -> MutexGuard<'_, WriterTimes> {
         self.times.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts `took` against `phase`.
+    fn timed(&self, phase: WriterPhase, took: Duration) {
+        {
+            let mut t = self.times();
+            match phase {
+                WriterPhase::Commit => t.commit.add(took),
+                WriterPhase::Journal => t.journal.add(took),
+                WriterPhase::Checkpoint => t.checkpoint.add(took),
+            }
+        }
+        if let Some(observe) = self.observer.get() {
+            observe(phase, took);
+        }
     }
 }
 
@@ -390,6 +427,7 @@ impl EmbeddedBus {
             queued_version: Default::default(),
             published_version: Default::default(),
             times: Mutex::default(),
+            observer: std::sync::OnceLock::new(),
         });
         let (tx, rx) = mpsc::sync_channel(4 * MAX_BATCH);
         let cfg = Arc::new(cfg);
@@ -765,6 +803,12 @@ impl EmbeddedBus {
         std::mem::take(&mut *self.shared.times())
     }
 
+    /// Tells `observe` the time of every writer phase from now on (one observer per bus;
+    /// a second is ignored).
+    pub fn observe_writer(&self, observe: WriterObserver) {
+        let _ = self.shared.observer.set(observe);
+    }
+
     /// Makes all bookkeeping durable; call before a clean exit.
     pub async fn flush(&self) -> Result<(), BusError> {
         self.call(|reply| Op::Flush { reply }).await
@@ -1007,7 +1051,7 @@ impl Writer {
                 None => self.commit(&mut batch),
             };
             let took = started.elapsed();
-            self.shared.times().commit.add(took);
+            self.shared.timed(WriterPhase::Commit, took);
             if took > SLOW_PHASE {
                 tracing::warn!(?took, ops = batch.len(), "slow bus commit");
             }
@@ -1074,7 +1118,7 @@ impl Writer {
             self.copy_forward()
         })();
         let took = started.elapsed();
-        self.shared.times().checkpoint.add(took);
+        self.shared.timed(WriterPhase::Checkpoint, took);
         match done {
             Ok(()) if took > SLOW_PHASE => tracing::warn!(?took, "slow bus checkpoint"),
             Ok(()) => tracing::debug!(?took, "bus checkpoint"),
@@ -1269,7 +1313,7 @@ impl Writer {
         if !changes.is_empty() {
             let started = std::time::Instant::now();
             let (seg, at) = self.journal.append(next_qseq, &changes, durable)?;
-            self.shared.times().journal.add(started.elapsed());
+            self.shared.timed(WriterPhase::Journal, started.elapsed());
             // Readable from the log before the heads move (`apply`), which is when routers
             // and readers learn of the new positions.
             if let Err(e) = index_events(&self.log, &changes, seg, at) {
