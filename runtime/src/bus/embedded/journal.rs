@@ -44,12 +44,13 @@ fn io(path: &Path, what: &str, e: std::io::Error) -> BusError {
 }
 
 /// One committed record read back: its number, the queue counter at that commit, the
-/// encoded changes, and where the changes start (segment, byte offset in its file).
+/// encoded changes (borrowed from the segment as read), and where the changes start
+/// (segment, byte offset in its file).
 #[derive(Debug, PartialEq)]
-pub struct Entry {
+pub struct Entry<'a> {
     pub commit: u64,
     pub next_qseq: u64,
-    pub changes: Vec<u8>,
+    pub changes: &'a [u8],
     pub seg: u32,
     pub changes_at: u64,
 }
@@ -100,7 +101,7 @@ impl Journal {
         dir: &Path,
         checkpoint: u64,
         segment_bytes: u64,
-        mut visit: impl FnMut(Entry) -> Result<(), BusError>,
+        mut visit: impl FnMut(Entry<'_>) -> Result<(), BusError>,
     ) -> Result<Self, BusError> {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, "creating", e))?;
         let mut segs: Vec<u32> = std::fs::read_dir(dir)
@@ -131,7 +132,7 @@ impl Journal {
                 visit(Entry {
                     commit: r.commit,
                     next_qseq: r.next_qseq,
-                    changes: bytes[at + HEADER + BODY_HEADER..at + HEADER + r.len].to_vec(),
+                    changes: &bytes[at + HEADER + BODY_HEADER..at + HEADER + r.len],
                     seg,
                     changes_at: (at + HEADER + BODY_HEADER) as u64,
                 })?;
@@ -364,7 +365,7 @@ mod tests {
             let mut at = vec![0; e.changes.len()];
             f.read_exact_at(&mut at, e.changes_at).unwrap();
             assert_eq!(at, e.changes, "changes_at points at the changes");
-            seen.push((e.commit, e.next_qseq, e.changes, e.seg));
+            seen.push((e.commit, e.next_qseq, e.changes.to_vec(), e.seg));
             Ok(())
         })
         .unwrap();

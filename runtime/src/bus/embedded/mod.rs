@@ -365,9 +365,9 @@ impl EmbeddedBus {
                 // Every record indexes its events; the commits after the last checkpoint
                 // are also applied to the store again, in order, and made durable below.
                 let journal = Journal::open(&journal_dir, checkpoint, cfg.segment_bytes, |e| {
-                    index_events(&log, &e.changes, e.seg, e.changes_at)?;
+                    index_events(&log, e.changes, e.seg, e.changes_at)?;
                     if e.commit > checkpoint {
-                        tables::replay(&mut t, &e.changes).map_err(|err| {
+                        tables::replay(&mut t, e.changes).map_err(|err| {
                             storage(format!(
                                 "replaying commit {} of {}: {err}",
                                 e.commit,
