@@ -171,10 +171,6 @@ impl EventLog {
         self.write_lock().files.remove(&seg);
     }
 
-    pub fn put(&self, bus: &str, pos: u64, loc: Loc) {
-        self.put_many([(bus, pos, loc)]);
-    }
-
     pub fn put_many<'a>(&self, items: impl IntoIterator<Item = (&'a str, u64, Loc)>) {
         let mut inner = self.write_lock();
         for (bus, pos, loc) in items {
@@ -405,7 +401,7 @@ mod tests {
     fn moved_events_replace_or_go_in_front_and_segment_use_follows() {
         let log = EventLog::default();
         log.put_many([("q", 1, at(0, 0)), ("q", 2, at(0, 10)), ("q", 3, at(1, 0))]);
-        log.put("busy", 1, at(1, 10));
+        log.put_many([("busy", 1, at(1, 10))]);
         assert_eq!(log.oldest_segment(), Some(0));
         assert_eq!(log.live_bytes(0), 20);
         log.put_moved([("q", 1, at(2, 0)), ("q", 2, at(2, 10))]);
@@ -450,9 +446,11 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let log = EventLog::default();
         log.add_file(4, Arc::new(File::open(&path).unwrap()));
-        for (i, l) in locs.iter().enumerate() {
-            log.put("b", 11 + i as u64, *l);
-        }
+        log.put_many(
+            locs.iter()
+                .enumerate()
+                .map(|(i, l)| ("b", 11 + i as u64, *l)),
+        );
         let got = log.read("b", 0, 10).unwrap();
         let want: Vec<(u64, u64, Vec<u8>)> = (0..4)
             .map(|i| (11 + i, 100 + i, format!("{{\"n\":{i}}}").into_bytes()))

@@ -926,28 +926,41 @@ fn entry_of(rec: QueueRecord) -> QueueEntry<Payload> {
 }
 
 /// Indexes the events (and retention trims) of one journal record whose changes start at
-/// `changes_at` of segment `seg`.
+/// `changes_at` of segment `seg`: one index update per run of events, in journal order.
 fn index_events(log: &EventLog, changes: &[u8], seg: u32, changes_at: u64) -> Result<(), BusError> {
-    let loc = |bus: &str, pos: u64, at: usize, len: usize| {
-        Ok::<_, BusError>(Loc {
-            seg,
-            len: u32::try_from(len)
-                .map_err(|_| storage(format!("bus {bus}: event {pos} is over 4 GiB")))?,
-            off: changes_at + at as u64,
-        })
-    };
-    let mut moved = Vec::new();
+    let (mut puts, mut moved) = (Vec::new(), Vec::new());
     for c in tables::log_changes(changes)? {
         match c {
-            LogChange::Put { bus, pos, at, len } => log.put(bus, pos, loc(bus, pos, at, len)?),
-            LogChange::Move { bus, pos, at, len } => {
-                moved.push((bus, pos, loc(bus, pos, at, len)?))
+            LogChange::Put {
+                bus,
+                pos,
+                at,
+                len,
+                moved: m,
+            } => {
+                let loc = Loc {
+                    seg,
+                    len: u32::try_from(len)
+                        .map_err(|_| storage(format!("bus {bus}: event {pos} is over 4 GiB")))?,
+                    off: changes_at + at as u64,
+                };
+                if m { &mut moved } else { &mut puts }.push((bus, pos, loc));
             }
-            LogChange::Trim { bus, through } => log.trim(bus, through),
+            LogChange::Trim { bus, through } => {
+                if !puts.is_empty() {
+                    log.put_many(puts.drain(..));
+                }
+                log.trim(bus, through);
+            }
         }
     }
+    if !puts.is_empty() {
+        log.put_many(puts);
+    }
     // A record of moves holds nothing else (`Writer::copy_forward`).
-    log.put_moved(moved);
+    if !moved.is_empty() {
+        log.put_moved(moved);
+    }
     Ok(())
 }
 

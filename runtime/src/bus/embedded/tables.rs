@@ -244,20 +244,14 @@ pub fn replay(t: &mut Tables<'_>, changes: &[u8]) -> Result<(), BusError> {
 #[derive(Debug, PartialEq)]
 pub enum LogChange<'a> {
     /// An event at `pos` of `bus`, whose stored record is `len` bytes at offset `at` of the
-    /// changes.
+    /// changes. `moved`: a retained event copied forward, which may be older than the events
+    /// of its bus read so far (they stayed in segments older than the copy).
     Put {
         bus: &'a str,
         pos: u64,
         at: usize,
         len: usize,
-    },
-    /// A retained event copied forward: as `Put`, but it may be older than the events of
-    /// its bus read so far (they stayed in segments older than the copy).
-    Move {
-        bus: &'a str,
-        pos: u64,
-        at: usize,
-        len: usize,
+        moved: bool,
     },
     Trim {
         bus: &'a str,
@@ -269,17 +263,12 @@ pub fn log_changes(changes: &[u8]) -> Result<Vec<LogChange<'_>>, BusError> {
     Ok(decode(changes)?
         .into_iter()
         .filter_map(|c| match (c.tag, c.bytes) {
-            (EVENT_PUT, Some((b, at))) => Some(LogChange::Put {
+            (EVENT_PUT | EVENT_MOVE, Some((b, at))) => Some(LogChange::Put {
                 bus: c.name,
                 pos: c.n,
                 at,
                 len: b.len(),
-            }),
-            (EVENT_MOVE, Some((b, at))) => Some(LogChange::Move {
-                bus: c.name,
-                pos: c.n,
-                at,
-                len: b.len(),
+                moved: c.tag == EVENT_MOVE,
             }),
             (EVENT_TRIM, _) => Some(LogChange::Trim {
                 bus: c.name,
@@ -378,7 +367,14 @@ mod tests {
         // The events themselves are only written down, where the bus log finds them.
         let log = log_changes(&changes).unwrap();
         assert_eq!(log.len(), 6, "{log:?}");
-        let LogChange::Put { bus, pos, at, len } = log[2] else {
+        let LogChange::Put {
+            bus,
+            pos,
+            at,
+            len,
+            moved: false,
+        } = log[2]
+        else {
             panic!("{log:?}")
         };
         assert_eq!(
