@@ -206,14 +206,9 @@ impl EventLog {
         self.read_lock().buses.get(bus).map_or(0, |b| b.first)
     }
 
-    /// The retained bytes of each bus.
-    pub fn sizes(&self) -> Vec<(String, u64)> {
-        let inner = self.read_lock();
-        inner
-            .buses
-            .iter()
-            .map(|(name, b)| (name.clone(), b.bytes))
-            .collect()
+    /// Every bus the log has indexed.
+    pub fn buses(&self) -> Vec<String> {
+        self.read_lock().buses.keys().cloned().collect()
     }
 
     /// The oldest segment any retained event is in.

@@ -355,8 +355,8 @@ impl EmbeddedBus {
         let (next_qseq, journal) = {
             let mut w = db.begin_write().map_err(storage)?;
             w.set_durability(Durability::Immediate).map_err(storage)?;
-            // Moved into the journal (above) by an earlier open that crashed before this.
-            drop(tables::take_legacy_events(&w)?);
+            // Moved into the journal (above), by this open or one that crashed before this.
+            w.delete_table(LEGACY_EVENTS).map_err(storage)?;
             let (journal, next_qseq) = {
                 let mut t = Tables::open(&w)?;
                 let checkpoint = t.meta(JOURNAL_COMMIT)?.unwrap_or(0);
@@ -1125,9 +1125,7 @@ impl Writer {
             if let Some((seg, file)) = self.journal.checkpointed()? {
                 self.log.add_file(seg, file);
             }
-            for seg in self.journal.delete_before(self.log.oldest_segment()) {
-                self.log.remove_file(seg);
-            }
+            self.delete_emptied_segments();
             self.copy_forward()
         })();
         let took = started.elapsed();
@@ -1136,6 +1134,13 @@ impl Writer {
             Ok(()) if took > SLOW_PHASE => tracing::warn!(?took, "slow bus checkpoint"),
             Ok(()) => tracing::debug!(?took, "bus checkpoint"),
             Err(e) => tracing::warn!(error = %e, "bus checkpoint failed; the journal is kept"),
+        }
+    }
+
+    /// Deletes the sealed segments older than every retained event.
+    fn delete_emptied_segments(&mut self) {
+        for seg in self.journal.delete_before(self.log.oldest_segment()) {
+            self.log.remove_file(seg);
         }
     }
 
@@ -1161,9 +1166,7 @@ impl Writer {
             .load(std::sync::atomic::Ordering::Relaxed);
         let (active, at) = self.journal.append(next_qseq, &changes, true)?;
         index_events(&self.log, &changes, active, at)?;
-        for seg in self.journal.delete_before(self.log.oldest_segment()) {
-            self.log.remove_file(seg);
-        }
+        self.delete_emptied_segments();
         tracing::debug!(
             segment = seg,
             events = events.len(),
@@ -1296,7 +1299,7 @@ impl Writer {
                         let max_age = self.cfg.retention_age.as_millis() as u64;
                         let cutoff = now.checked_sub(max_age);
                         let mut total = 0;
-                        for (bus, _) in self.log.sizes() {
+                        for bus in self.log.buses() {
                             let through =
                                 self.log
                                     .expired_through(&bus, cutoff, self.cfg.retention_bytes)?;

@@ -279,22 +279,6 @@ pub fn log_changes(changes: &[u8]) -> Result<Vec<LogChange<'_>>, BusError> {
         .collect())
 }
 
-/// Bus events of a store from before they lived in the journal, in order; the table is
-/// emptied.
-pub fn take_legacy_events(w: &WriteTransaction) -> Result<Vec<(String, u64, Vec<u8>)>, BusError> {
-    let mut t = w.open_table(LEGACY_EVENTS).map_err(storage)?;
-    t.extract_if(|_, _| true)
-        .map_err(storage)?
-        .map(|row| {
-            row.map(|(k, v)| {
-                let (bus, pos) = k.value();
-                (bus.to_owned(), pos, v.value().to_vec())
-            })
-            .map_err(storage)
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use redb::{Database, ReadableDatabase};
