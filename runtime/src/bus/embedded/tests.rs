@@ -17,9 +17,13 @@ fn publish(bus: &str, id: &str) -> Publish {
 }
 
 fn open(dir: &std::path::Path) -> EmbeddedBus {
+    open_with(EmbeddedConfig::new(dir))
+}
+
+fn open_with(cfg: EmbeddedConfig) -> EmbeddedBus {
     // The previous instance's writer thread may still hold the file for a moment.
     for _ in 0..200 {
-        if let Ok(b) = EmbeddedBus::open(EmbeddedConfig::new(dir)) {
+        if let Ok(b) = EmbeddedBus::open(cfg.clone()) {
             return b;
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -804,7 +808,7 @@ async fn a_quiet_bus_does_not_pin_the_segments_of_a_busy_one() {
     let busy = bus.read("default", 0, 1000).unwrap();
     assert_eq!(busy.last().unwrap().2.id, "29-9");
     drop(bus);
-    let bus = EmbeddedBus::open(cfg).unwrap_or_else(|_| open(dir.path()));
+    let bus = open_with(cfg);
     assert_eq!(bus.read("quiet", 0, 10).unwrap(), quiet);
     assert_eq!(bus.read("default", 0, 1000).unwrap(), busy);
     assert_eq!((bus.head("quiet"), bus.head("default")), (2, 300));
