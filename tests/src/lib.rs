@@ -206,10 +206,26 @@ pub fn http(
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes())?;
-    s.write_all(body)?;
+    // A server may answer before it has read the whole body (413 for an oversized one) and
+    // close: the write then fails with a broken pipe or reset, yet the answer is already on
+    // its way. Keep the write error and read what came back; only with no answer at all is the
+    // write error the result.
+    let written = s.write_all(req.as_bytes()).and_then(|()| s.write_all(body));
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // A reset after the answer arrived (the server closed with our body unread).
+            Err(_) if !raw.is_empty() => break,
+            Err(e) => return Err(written.err().unwrap_or(e)),
+        }
+    }
+    if raw.is_empty() {
+        written?;
+    }
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
