@@ -1,5 +1,6 @@
 # The two commands a user needs: `make run` and `make test`. See README.md.
 CARGO ?= cargo
+SHELL := /bin/bash
 
 .PHONY: run test setup functions fmt lint check crds bench-e2e chart
 
@@ -9,12 +10,14 @@ run: setup
 	$(MAKE) -C functions rust
 	$(CARGO) run --quiet --bin sluice -- dev functions/examples
 
-## test: install what the tests need, then formatting, lints and the whole test suite.
+## test: install what the tests need, then formatting, lints, the whole test suite and the
+## cluster end-to-end test (e2e-cluster).
 test: setup functions
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --features sluice-tests/cluster -- -D warnings
 	$(CARGO) build --workspace --bins
 	SLUICE_PREBUILT_BINS=1 $(CARGO) test --workspace
+	$(MAKE) --no-print-directory e2e-cluster-run
 
 setup:
 	./scripts/setup.sh
@@ -46,9 +49,52 @@ chart: setup
 	$(MAKE) -C functions rust
 	$(CARGO) test -p sluice-tests --test chart
 
-## control-plane: build once (cached outside the clone) the etcd + kube-apiserver +
-## kube-controller-manager v1.20.2 the operator's integration tests start, and install kubectl.
+## control-plane: build once (cached outside the clone, /var/cache/sluice/k8s-v1.20.2) the
+## Kubernetes v1.20.2 binaries the tests start (the operator's API-server tests and the cluster
+## test's node), install containerd, runc, the CNI plugins, etcd and kubectl.
 .PHONY: control-plane
 control-plane:
 	./scripts/control-plane.sh build
 test: control-plane
+
+## image: the image the chart runs, without a container engine: the built `sluice` (debug;
+## PROFILE=release for release) with its glibc, as an OCI archive target/image/sluice.tar
+## tagged $(IMAGE). `docker build -t $(IMAGE) .` makes the same layout from the Dockerfile.
+VERSION := $(shell sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' Cargo.toml)
+IMAGE ?= ghcr.io/sluice-dev/sluice:$(VERSION)
+PROFILE ?= debug
+.PHONY: image
+image:
+	$(CARGO) build $(if $(filter release,$(PROFILE)),--release) -p sluice-runtime --bin sluice
+	SLUICE_IMAGE=$(IMAGE) SLUICE_PROFILE=$(PROFILE) ./scripts/image.sh
+
+## cluster-up / cluster-down: a one-node Kubernetes v1.20.2 cluster in $(CLUSTER_DIR) where pods
+## run, with the Sluice image, NATS JetStream (nats://nats.nats.svc.cluster.local:4222) and an
+## OCI registry (http://10.244.0.1:5000). kubectl --kubeconfig $(CLUSTER_DIR)/kubeconfig.
+CLUSTER_DIR ?= /tmp/sluice-node
+.PHONY: cluster-up cluster-down
+cluster-up:
+	$(CARGO) build $(if $(filter release,$(PROFILE)),--release) -p sluice-runtime --bin sluice
+	SLUICE_IMAGE=$(IMAGE) SLUICE_PROFILE=$(PROFILE) ./scripts/cluster/up.sh $(CLUSTER_DIR)
+cluster-down:
+	./scripts/cluster/down.sh $(CLUSTER_DIR)
+
+## e2e-cluster: the README's cluster walkthrough as a test on a real one-node cluster (node,
+## image, NATS, registry started and stopped by the test): helm install, Functions from a
+## ConfigMap, a URL and an OCI registry, replies, dead letters, scaling 0→N→0, faults, bad input,
+## helm uninstall. Prints FIGURE lines (bench-cluster). Needs root.
+.PHONY: e2e-cluster e2e-cluster-run bench-cluster
+e2e-cluster: setup control-plane
+	./scripts/toolchains.sh
+	$(MAKE) -C functions rust
+	$(CARGO) build -p sluice-runtime --bin sluice
+	$(MAKE) --no-print-directory e2e-cluster-run
+e2e-cluster-run:
+	mkdir -p target
+	set -o pipefail; SLUICE_PREBUILT_BINS=1 SLUICE_IMAGE=$(IMAGE) $(CARGO) test -p sluice-tests --features cluster \
+	  --test cluster -- --nocapture 2>&1 | tee target/e2e-cluster.log
+
+## bench-cluster: the cluster test's figures (install → Ready, cold start from zero pods,
+## scale-up reaction, events/s through ingress → worker pods → replies), from a fresh run.
+bench-cluster: e2e-cluster
+	@grep '^FIGURE' target/e2e-cluster.log

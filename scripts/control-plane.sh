@@ -3,19 +3,15 @@
 # kube-controller-manager v1.20.2 on loopback (no kubelet: pods are created, never run).
 #   control-plane.sh build       build (once, cached in /var/cache/sluice/k8s-v1.20.2) + kubectl
 #   control-plane.sh start DIR   start one; prints DIR/kubeconfig. Stop: kill $(cat DIR/pids)
-# Wraps the project's shared scripts (shared/k8s/), found beside the clone or via SLUICE_SHARED.
+# Wraps scripts/cluster/ (build-control-plane.sh, start-control-plane.sh).
 set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
-shared=
-for d in "${SLUICE_SHARED:-}" "$repo/../shared" "$repo/shared" /work/shared; do
-  if [ -n "$d" ] && [ -x "$d/k8s/start-control-plane.sh" ]; then shared=$(cd "$d" && pwd); break; fi
-done
-[ -n "$shared" ] || { echo "control-plane.sh: shared/k8s/ not found (set SLUICE_SHARED)" >&2; exit 1; }
+cluster=$(cd "$(dirname "$0")/cluster" && pwd)
 bin=${SLUICE_K8S_BIN:-/var/cache/sluice/k8s-v1.20.2}
 
 case "${1:-}" in
   build)
-    "$shared/k8s/build-control-plane.sh" "$bin" >/dev/null
+    # Every node binary in one `make` (the cluster test needs them all; a second make costs minutes).
+    "$cluster/build-node.sh" "$bin" >/dev/null
     if ! command -v kubectl >/dev/null; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null
     fi
@@ -24,7 +20,7 @@ case "${1:-}" in
     ;;
   start)
     [ -n "${2:-}" ] || { echo "usage: control-plane.sh start DIR" >&2; exit 2; }
-    out=$("$shared/k8s/start-control-plane.sh" "$2" "$bin")
+    out=$("$cluster/start-control-plane.sh" "$2" "$bin")
     # kube-controller-manager 1.20 also binds the fixed insecure port 10252, so a second control
     # plane on the machine would lose its controller manager (and garbage collection): run it
     # again without that port.

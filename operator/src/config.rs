@@ -54,6 +54,10 @@ pub struct Config {
     /// This replica's identity in the Lease; defaults to the host name and process id.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// JetStream key-value bucket the route table is published in (routers follow it with
+    /// `sluice router --routes-bucket`).
+    #[arg(long, env = "SLUICE_ROUTES_BUCKET", default_value = sluice_api::jetstream::ROUTES_BUCKET)]
+    pub routes_bucket: String,
     /// OCI registries spoken to over plain HTTP (a local test registry, say). Repeatable.
     #[arg(long = "oci-plain-http", value_name = "REGISTRY")]
     pub oci_plain_http: Vec<String>,

@@ -15,6 +15,8 @@ pub enum Error {
     },
     #[error("JetStream: {0}")]
     Queue(String),
+    #[error("route table bucket: {0}")]
+    Routes(String),
     #[error("{0}")]
     Serialize(#[from] serde_yaml::Error),
     #[error("{0}")]
@@ -39,7 +41,7 @@ impl Error {
         match self {
             Error::Kube(_) => "kube",
             Error::Finalizer { .. } => "finalizer",
-            Error::Queue(_) => "jetstream",
+            Error::Queue(_) | Error::Routes(_) => "jetstream",
             Error::Serialize(_) | Error::Json(_) => "serialize",
             Error::MissingField(..) => "missing_field",
             Error::CacheNotReady(_) => "cache",

@@ -10,7 +10,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams},
+    api::{DeleteParams, Patch, PatchParams, PostParams},
     runtime::{
         controller::Action,
         events::{Event, EventType},
@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 use sluice_api::{ConditionStatus, Function, FunctionStatus, Trigger};
 
 use crate::{
-    Context, Error, FIELD_MANAGER, Result, children,
+    AUTOSCALER_FIELD_MANAGER, Context, Error, FIELD_MANAGER, Result, children,
     conditions::{Want, changed, describe, merge, now, same},
     module::{Delivery, ResolvedModule},
 };
@@ -136,12 +136,30 @@ pub async fn apply_children(
             &Patch::Apply(children::manifests_configmap(f, manifests)),
         )
         .await?;
-    Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
-        .patch(
-            &name,
-            &pp,
-            &Patch::Apply(children::worker_deployment(f, module, &ctx.settings)),
-        )
+    let deployments = Api::<Deployment>::namespaced(ctx.client.clone(), &ns);
+    let deployment = children::worker_deployment(f, module, &ctx.settings);
+    if deployments.get_opt(&name).await?.is_none() {
+        // Created once with the replicas the Function starts at, under the autoscaler's field
+        // manager, which thereby owns `spec.replicas`; the apply below never names it, so it
+        // neither resets the count nor lets Kubernetes default it to one running pod.
+        let mut first = deployment.clone();
+        if let Some(spec) = first.spec.as_mut() {
+            spec.replicas = Some(
+                i32::try_from(sluice_api::scaling::initial_replicas(&f.spec)).unwrap_or(i32::MAX),
+            );
+        }
+        let pp = PostParams {
+            field_manager: Some(AUTOSCALER_FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match deployments.create(&pp, &first).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    deployments
+        .patch(&name, &pp, &Patch::Apply(deployment))
         .await?;
     let services = Api::<Service>::namespaced(ctx.client.clone(), &ns);
     if triggers.iter().any(|t| t.spec.source.http.is_some()) {

@@ -165,20 +165,17 @@ impl Elector {
         if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
             return;
         }
-        let next = Lease {
-            metadata: lease.metadata.clone(),
-            spec: Some(LeaseSpec {
-                holder_identity: None,
-                lease_duration_seconds: Some(1),
-                renew_time: None,
-                ..spec
+        // Deleted rather than emptied: a standby creates it again at once, and an operator
+        // removed by `helm uninstall` leaves no Lease behind. The preconditions make sure it
+        // is still the Lease this replica holds.
+        let dp = kube::api::DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: lease.metadata.uid.clone(),
+                resource_version: lease.metadata.resource_version.clone(),
             }),
+            ..Default::default()
         };
-        if let Err(e) = self
-            .api
-            .replace(&self.name, &PostParams::default(), &next)
-            .await
-        {
+        if let Err(e) = self.api.delete(&self.name, &dp).await {
             tracing::warn!(error = %e, "releasing the leader Lease failed");
         }
     }

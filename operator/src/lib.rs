@@ -7,6 +7,7 @@ pub mod autoscaler;
 pub mod children;
 pub mod conditions;
 pub mod config;
+pub mod counters;
 pub mod error;
 pub mod function;
 pub mod http;
@@ -17,6 +18,7 @@ pub mod queues;
 pub mod routes;
 pub mod run;
 pub mod trigger;
+pub mod uninstall;
 
 use std::sync::Arc;
 
@@ -50,6 +52,9 @@ pub struct Context {
     pub queues: Option<Arc<dyn queues::Queues>>,
     /// Poked whenever Triggers or Functions may have changed, so the routes are re-rendered.
     pub routes_changed: Arc<tokio::sync::Notify>,
+    /// The published route table and the routers' acknowledgements. `None`: no routers are
+    /// tracked and a valid Trigger is Ready at once (the unit tests' mocked API).
+    pub routes: Option<Arc<routes::RouteBook>>,
 }
 
 /// rustls needs one process-wide crypto provider; kube, reqwest and async-nats all use ring.

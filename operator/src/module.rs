@@ -374,6 +374,34 @@ fn layer_sha256(digest: &str, reference: &str) -> Result<String, ModuleError> {
         })
 }
 
+/// Pushes `wasm` to `reference` as a Wasm OCI artifact (one layer of type
+/// `application/vnd.wasm.content.layer.v1+wasm`, the layout `wkg oci push` and
+/// `wasm-to-oci` write, and what [`pull_oci`] accepts); returns the manifest URL. Anonymous:
+/// log in to a registry that wants credentials with its own tool.
+pub async fn push_oci(
+    reference: &str,
+    wasm: Vec<u8>,
+    oci_plain_http: &[String],
+) -> Result<String, ModuleError> {
+    let r = parse_reference(reference)?;
+    let client = oci_client(oci_plain_http);
+    let layer = oci_client::client::ImageLayer::new(
+        wasm,
+        oci_client::manifest::WASM_LAYER_MEDIA_TYPE.into(),
+        None,
+    );
+    let config = oci_client::client::Config::new(
+        b"{}".to_vec(),
+        oci_client::manifest::WASM_CONFIG_MEDIA_TYPE.into(),
+        None,
+    );
+    client
+        .push(&r, &[layer], config, &RegistryAuth::Anonymous, None)
+        .await
+        .map(|p| p.manifest_url)
+        .map_err(|e| ModuleError::new("PushFailed", format!("pushing {reference}: {e}"), true))
+}
+
 /// Pulls the Wasm layer of `reference` and checks it against `sha` (hex).
 pub async fn pull_oci(
     client: &oci_client::Client,

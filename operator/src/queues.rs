@@ -5,7 +5,7 @@ use std::{path::Path, time::Duration};
 
 use async_nats::jetstream::{self, ErrorCode, context::GetStreamErrorKind};
 use futures::{StreamExt, future::BoxFuture};
-use sluice_api::jetstream::queue_stream;
+use sluice_api::jetstream::{DEAD_LETTER_STREAM, dead_letter_subject, queue_stream};
 
 use crate::{Error, Result};
 
@@ -15,6 +15,21 @@ pub trait Queues: Send + Sync {
     fn pending<'a>(&'a self, namespace: &'a str, trigger: &'a str) -> BoxFuture<'a, Result<u64>>;
     /// Deletes the queue of a deleted Trigger; `false` when there was none.
     fn delete<'a>(&'a self, namespace: &'a str, trigger: &'a str) -> BoxFuture<'a, Result<bool>>;
+    /// What `kubectl get trg -o wide` shows of Trigger `namespace/trigger`.
+    fn counts<'a>(
+        &'a self,
+        namespace: &'a str,
+        trigger: &'a str,
+    ) -> BoxFuture<'a, Result<TriggerCounts>>;
+}
+
+/// A Trigger's counters, read from JetStream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TriggerCounts {
+    /// Events ever put on the Trigger's queue (the queue stream's last sequence): every match.
+    pub matched: u64,
+    /// Dead letters held now (what `sluice dlq list` shows; redrive and purge lower it).
+    pub dead_lettered: u64,
 }
 
 /// Queues in a JetStream server.
@@ -41,6 +56,11 @@ impl JetStream {
 
     pub fn from_context(js: jetstream::Context) -> Self {
         Self { js }
+    }
+
+    /// The JetStream context, shared with the route book.
+    pub fn context(&self) -> jetstream::Context {
+        self.js.clone()
     }
 }
 
@@ -72,6 +92,46 @@ impl Queues for JetStream {
                 sum
             } else {
                 stream.cached_info().state.messages
+            })
+        })
+    }
+
+    fn counts<'a>(
+        &'a self,
+        namespace: &'a str,
+        trigger: &'a str,
+    ) -> BoxFuture<'a, Result<TriggerCounts>> {
+        Box::pin(async move {
+            let name = queue_stream(namespace, trigger);
+            let matched = match self.js.get_stream(&name).await {
+                Ok(s) => s.cached_info().state.last_sequence,
+                Err(e) if not_found(&e.kind()) => 0,
+                Err(e) => return Err(Error::Queue(format!("stream {name}: {e}"))),
+            };
+            let subject = dead_letter_subject(namespace, trigger);
+            let dead_lettered = match self.js.get_stream(DEAD_LETTER_STREAM).await {
+                Ok(s) => {
+                    let mut subjects = s
+                        .info_with_subjects(&subject)
+                        .await
+                        .map_err(|e| Error::Queue(format!("stream {DEAD_LETTER_STREAM}: {e}")))?;
+                    let mut n = 0;
+                    while let Some(entry) = subjects.next().await {
+                        let (subj, count) = entry.map_err(|e| {
+                            Error::Queue(format!("stream {DEAD_LETTER_STREAM}: {e}"))
+                        })?;
+                        if subj == subject {
+                            n += count as u64;
+                        }
+                    }
+                    n
+                }
+                Err(e) if not_found(&e.kind()) => 0,
+                Err(e) => return Err(Error::Queue(format!("stream {DEAD_LETTER_STREAM}: {e}"))),
+            };
+            Ok(TriggerCounts {
+                matched,
+                dead_lettered,
             })
         })
     }

@@ -1,19 +1,32 @@
-//! The routers' configuration: one ConfigMap (`sluice-routes` in the operator's namespace,
-//! key `triggers.yaml`) holding every valid, routed Trigger whose Function exists. Rendered
-//! whenever Triggers or Functions may have changed and written only when its text changes.
+//! The routers' table: every valid, routed Trigger whose Function exists, rendered as
+//! multi-document YAML and published in the JetStream key-value bucket
+//! `sluice_api::jetstream::ROUTES_BUCKET` (key `table`), which every router watches. Each
+//! router acknowledges the revision it has loaded; a Trigger is reported Ready only once
+//! every live router routes with a revision that contains it, so an event accepted after
+//! `Ready` is routed by a table that knows the Trigger.
+//!
+//! Written whenever Triggers or Functions may have changed, and only when the text changes
+//! (a restarted operator adopts the revision already published if the text is the same).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
-use k8s_openapi::api::core::v1::ConfigMap;
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
 use kube::{
-    Api, ResourceExt,
-    api::{Patch, PatchParams},
+    ResourceExt,
     runtime::reflector::{ObjectRef, Store},
 };
-use sluice_api::{Function, Trigger};
+use sluice_api::{
+    Function, Trigger, buckets,
+    jetstream::{self as names, ROUTER_ACK_TTL, RouterAck},
+};
 use tokio::sync::watch;
 
-use crate::{Context, FIELD_MANAGER, Result, children};
+use crate::{Context, Result, children, conditions::Want, function::READY};
 
 /// The Triggers the routers serve: valid, not HTTP, with an existing Function.
 pub fn routed(triggers: &Store<Trigger>, functions: &Store<Function>) -> Vec<Arc<Trigger>> {
@@ -37,21 +50,259 @@ pub fn render(ctx: &Context) -> Result<String> {
     children::routes(&refs)
 }
 
-async fn write(ctx: &Context, text: String) -> Result<()> {
-    let ns = &ctx.settings.namespace;
-    Api::<ConfigMap>::namespaced(ctx.client.clone(), ns)
-        .patch(
-            children::ROUTES_CONFIGMAP,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(children::routes_configmap(ns, text)),
-        )
-        .await?;
-    Ok(())
+/// `namespace/name` of a Trigger.
+fn key_of(t: &Trigger) -> String {
+    format!("{}/{}", t.namespace().unwrap_or_default(), t.name_any())
 }
 
-/// Keeps the routes ConfigMap current until `shutdown`. Waits for both caches first, so a
+/// One router's acknowledgement as the operator last saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeenRouter {
+    pub identity: String,
+    pub revision: u64,
+}
+
+/// Where a routed Trigger stands with the routers. Pure: the caller supplies the revision
+/// its current generation was first published in and the live routers' acknowledgements.
+pub fn route_condition(published: Option<u64>, routers: &[SeenRouter], route: &str) -> Want {
+    let Some(revision) = published else {
+        return Want::new(
+            READY,
+            sluice_api::ConditionStatus::Unknown,
+            "RoutePending",
+            format!("{route}; waiting for the route table to be published"),
+        );
+    };
+    if routers.is_empty() {
+        return Want::new(
+            READY,
+            sluice_api::ConditionStatus::Unknown,
+            "NoRouter",
+            format!(
+                "{route}; route table revision {revision} published, but no router is running: events wait on the bus until one starts"
+            ),
+        );
+    }
+    let behind: Vec<&str> = routers
+        .iter()
+        .filter(|r| r.revision < revision)
+        .map(|r| r.identity.as_str())
+        .collect();
+    if behind.is_empty() {
+        Want::ok(
+            READY,
+            "Routed",
+            format!(
+                "{route}; route table revision {revision} loaded by {} router(s)",
+                routers.len()
+            ),
+        )
+    } else {
+        Want::new(
+            READY,
+            sluice_api::ConditionStatus::Unknown,
+            "RoutePending",
+            format!(
+                "{route}; route table revision {revision} loaded by {} of {} router(s), waiting for {}",
+                routers.len() - behind.len(),
+                routers.len(),
+                behind.join(", ")
+            ),
+        )
+    }
+}
+
+/// The revision that first published each Trigger's current generation, given the previous
+/// ledger, the Triggers in the table just written and its revision. Pure.
+pub fn ledger_after(
+    old: &HashMap<String, (Option<i64>, u64)>,
+    in_table: &[(String, Option<i64>)],
+    revision: u64,
+) -> HashMap<String, (Option<i64>, u64)> {
+    in_table
+        .iter()
+        .map(|(key, generation)| {
+            let rev = match old.get(key) {
+                Some((g, r)) if g == generation => *r,
+                _ => revision,
+            };
+            (key.clone(), (*generation, rev))
+        })
+        .collect()
+}
+
+#[derive(Default)]
+struct BookState {
+    /// Trigger `ns/name` → (generation, revision that first published it).
+    ledger: HashMap<String, (Option<i64>, u64)>,
+    /// Router identity (key) → its acknowledgement and when it was last refreshed.
+    routers: HashMap<String, (SeenRouter, Instant)>,
+}
+
+/// The published table's bookkeeping: what revision carries each Trigger, and what revision
+/// each router routes with.
+pub struct RouteBook {
+    js: jetstream::Context,
+    bucket: String,
+    // Opened on first use, so a NATS outage at start delays routing, not reconciling.
+    routes: tokio::sync::OnceCell<kv::Store>,
+    acks: tokio::sync::OnceCell<kv::Store>,
+    state: Mutex<BookState>,
+}
+
+impl RouteBook {
+    /// The book of route table `bucket`; follows the routers' acknowledgements until
+    /// `shutdown`. The buckets are created if they do not exist.
+    pub fn start(
+        js: jetstream::Context,
+        bucket: &str,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<Self> {
+        let book = Arc::new(Self {
+            js,
+            bucket: bucket.to_owned(),
+            routes: tokio::sync::OnceCell::new(),
+            acks: tokio::sync::OnceCell::new(),
+            state: Mutex::default(),
+        });
+        tokio::spawn(follow_acks(book.clone(), shutdown));
+        book
+    }
+
+    async fn routes(&self) -> Result<&kv::Store> {
+        self.routes
+            .get_or_try_init(|| buckets::open(&self.js, buckets::routes_stream(&self.bucket)))
+            .await
+            .map_err(|e| crate::Error::Routes(e.to_string()))
+    }
+
+    async fn acks(&self) -> Result<&kv::Store, buckets::BucketError> {
+        self.acks
+            .get_or_try_init(|| buckets::open(&self.js, buckets::routers_stream(&self.bucket)))
+            .await
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, BookState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The Ready condition of a routed Trigger, from the ledger and the live routers.
+    pub fn condition(&self, t: &Trigger, route: &str) -> Want {
+        let st = self.state();
+        let published = st
+            .ledger
+            .get(&key_of(t))
+            .filter(|(g, _)| *g == t.metadata.generation)
+            .map(|(_, r)| *r);
+        let mut live: Vec<SeenRouter> = st
+            .routers
+            .values()
+            .filter(|(_, seen)| seen.elapsed() < ROUTER_ACK_TTL)
+            .map(|(r, _)| r.clone())
+            .collect();
+        live.sort_by(|a, b| a.identity.cmp(&b.identity));
+        route_condition(published, &live, route)
+    }
+
+    /// Publishes `text` unless the bucket already holds it; records which revision carries
+    /// each Trigger of `in_table`. Returns the revision.
+    async fn publish(&self, text: &str, in_table: &[(String, Option<i64>)]) -> Result<u64> {
+        let routes = self.routes().await?;
+        let current = routes
+            .entry(names::ROUTES_KEY)
+            .await
+            .map_err(|e| crate::Error::Routes(e.to_string()))?;
+        let revision = match current {
+            Some(e) if e.operation == kv::Operation::Put && e.value == text.as_bytes() => {
+                e.revision
+            }
+            _ => routes
+                .put(names::ROUTES_KEY, text.to_owned().into())
+                .await
+                .map_err(|e| crate::Error::Routes(e.to_string()))?,
+        };
+        let mut st = self.state();
+        st.ledger = ledger_after(&st.ledger, in_table, revision);
+        Ok(revision)
+    }
+}
+
+/// Keeps `book.routers` current from the acknowledgement bucket until shutdown.
+async fn follow_acks(book: Arc<RouteBook>, mut shutdown: watch::Receiver<bool>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let watch = match book.acks().await {
+            Ok(acks) => acks
+                .watch_with_history(">")
+                .await
+                .map_err(anyhow::Error::from),
+            Err(e) => Err(e.into()),
+        };
+        match watch {
+            Ok(mut w) => loop {
+                tokio::select! {
+                    next = w.next() => match next {
+                        Some(Ok(e)) => {
+                            backoff = Duration::from_millis(100);
+                            record_ack(&book, &e);
+                        }
+                        Some(Err(err)) => {
+                            tracing::warn!(error = %err, "watching router acknowledgements");
+                            break;
+                        }
+                        None => break,
+                    },
+                    _ = shutdown.changed() => return,
+                }
+            },
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "watching router acknowledgements"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+fn record_ack(book: &RouteBook, e: &kv::Entry) {
+    let mut st = book.state();
+    match e.operation {
+        kv::Operation::Put => match serde_json::from_slice::<RouterAck>(&e.value) {
+            Ok(ack) => {
+                // An entry from before this operator started counts as fresh: the bucket
+                // expires a dead router's entry within ROUTER_ACK_TTL anyway.
+                let seen = Instant::now();
+                st.routers.insert(
+                    e.key.clone(),
+                    (
+                        SeenRouter {
+                            identity: ack.identity,
+                            revision: ack.revision,
+                        },
+                        seen,
+                    ),
+                );
+            }
+            Err(err) => {
+                tracing::warn!(key = %e.key, error = %err, "unreadable router acknowledgement")
+            }
+        },
+        kv::Operation::Delete | kv::Operation::Purge => {
+            st.routers.remove(&e.key);
+        }
+    }
+}
+
+/// The table last published: its text and the Triggers (with generations) it carries.
+type Published = (String, Vec<(String, Option<i64>)>);
+
+/// Keeps the published table current until `shutdown`. Waits for both caches first, so a
 /// restart never publishes an empty table to the routers.
 pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
+    let Some(book) = ctx.routes.clone() else {
+        return;
+    };
     tokio::select! {
         _ = async {
             let _ = ctx.triggers.wait_until_ready().await;
@@ -59,16 +310,30 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
         } => {}
         _ = shutdown.changed() => return,
     }
-    let mut last: Option<String> = None;
+    let mut last: Option<Published> = None;
     loop {
-        match render(&ctx) {
-            Ok(text) if last.as_ref() != Some(&text) => match write(&ctx, text.clone()).await {
-                Ok(()) => {
-                    tracing::info!(bytes = text.len(), "routes ConfigMap written");
-                    last = Some(text);
+        let ts = routed(&ctx.triggers, &ctx.functions);
+        let mut in_table: Vec<(String, Option<i64>)> = ts
+            .iter()
+            .map(|t| (key_of(t), t.metadata.generation))
+            .collect();
+        in_table.sort();
+        let refs: Vec<&Trigger> = ts.iter().map(AsRef::as_ref).collect();
+        match children::routes(&refs) {
+            Ok(text) if last.as_ref() != Some(&(text.clone(), in_table.clone())) => {
+                match book.publish(&text, &in_table).await {
+                    Ok(revision) => {
+                        tracing::info!(
+                            revision,
+                            triggers = in_table.len(),
+                            bytes = text.len(),
+                            "route table published"
+                        );
+                        last = Some((text, in_table));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "publishing the route table failed"),
                 }
-                Err(e) => tracing::warn!(error = %e, "writing the routes ConfigMap failed"),
-            },
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "rendering the routes failed"),
         }
@@ -81,5 +346,69 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
             _ = tokio::time::sleep(Duration::from_secs(15)) => {}
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_api::ConditionStatus;
+
+    fn router(id: &str, revision: u64) -> SeenRouter {
+        SeenRouter {
+            identity: id.into(),
+            revision,
+        }
+    }
+
+    #[test]
+    fn ready_only_once_every_live_router_has_the_revision() {
+        let pending = route_condition(None, &[router("a", 9)], "r");
+        assert_eq!(
+            (pending.status, pending.reason.as_str()),
+            (ConditionStatus::Unknown, "RoutePending")
+        );
+        let none = route_condition(Some(3), &[], "r");
+        assert_eq!(none.reason, "NoRouter");
+        let half = route_condition(Some(3), &[router("a", 3), router("b", 2)], "r");
+        assert_eq!(half.status, ConditionStatus::Unknown);
+        assert!(
+            half.message.contains("1 of 2") && half.message.contains("waiting for b"),
+            "{}",
+            half.message
+        );
+        let all = route_condition(Some(3), &[router("a", 4), router("b", 3)], "r");
+        assert_eq!(
+            (all.status, all.reason.as_str()),
+            (ConditionStatus::True, "Routed")
+        );
+        assert!(all.message.contains("revision 3 loaded by 2 router(s)"));
+    }
+
+    #[test]
+    fn a_trigger_keeps_the_revision_that_first_carried_its_generation() {
+        let first = ledger_after(
+            &HashMap::new(),
+            &[("ns/a".into(), Some(1)), ("ns/b".into(), Some(1))],
+            5,
+        );
+        assert_eq!(first["ns/a"], (Some(1), 5));
+        // b changed, c is new, a did not: only a keeps its old revision; gone ones drop out.
+        let next = ledger_after(
+            &first,
+            &[("ns/a".into(), Some(1)), ("ns/b".into(), Some(2))],
+            6,
+        );
+        assert_eq!(next["ns/a"], (Some(1), 5));
+        assert_eq!(next["ns/b"], (Some(2), 6));
+        let after = ledger_after(&next, &[("ns/b".into(), Some(2))], 7);
+        assert!(!after.contains_key("ns/a"));
+        // Deleted and re-created with the same generation: published again, a new revision.
+        let back = ledger_after(
+            &after,
+            &[("ns/a".into(), Some(1)), ("ns/b".into(), Some(2))],
+            8,
+        );
+        assert_eq!(back["ns/a"], (Some(1), 8));
     }
 }

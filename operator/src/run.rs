@@ -22,7 +22,7 @@ use sluice_api::{Function, Trigger};
 use tokio::sync::{Notify, watch};
 
 use crate::{
-    Config, Context, Settings, autoscaler, children, function, http,
+    Config, Context, Settings, autoscaler, children, counters, function, http,
     lease::Elector,
     metrics::Metrics,
     module::Resolver,
@@ -114,11 +114,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     metrics.leader.set(1);
 
-    let queues: Arc<dyn Queues> = Arc::new(
-        JetStream::connect(&config.nats_url, config.nats_creds.as_deref())
-            .await
-            .with_context(|| format!("connecting to NATS at {}", config.nats_url))?,
-    );
+    let jetstream = JetStream::connect(&config.nats_url, config.nats_creds.as_deref())
+        .await
+        .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
+    let routes =
+        routes::RouteBook::start(jetstream.context(), &config.routes_bucket, shutdown.clone());
+    let queues: Arc<dyn Queues> = Arc::new(jetstream);
 
     let routes_changed = Arc::new(Notify::new());
     let triggers_api = Api::<Trigger>::all(client.clone());
@@ -188,6 +189,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         modules: Resolver::new(&config.oci_plain_http),
         queues: Some(queues),
         routes_changed,
+        routes: Some(routes),
     });
 
     let functions_run = functions_ctl
@@ -211,6 +213,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         triggers_run,
         routes::run(ctx.clone(), shutdown.clone()),
         autoscaler::run(ctx.clone(), config.scale_interval, shutdown.clone()),
+        counters::run(ctx.clone(), shutdown.clone()),
     );
     let _ = trigger_cache.await;
     metrics.leader.set(0);
@@ -238,6 +241,8 @@ pub fn main_with(config: Config) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,kube_runtime=warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Container logs are files, not terminals: no colour codes in `kubectl logs`.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -25,6 +25,9 @@ use crate::{
 /// Removes the Trigger's JetStream queue before the Trigger goes.
 pub const FINALIZER: &str = "sluice.dev/queue";
 
+/// How soon a Trigger waiting for its routers is looked at again.
+const ROUTE_RECHECK: Duration = Duration::from_millis(250);
+
 pub async fn reconcile(t: Arc<Trigger>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile("Trigger");
     let result = dispatch(t, &ctx).await;
@@ -142,6 +145,21 @@ async fn apply(t: &Trigger, ctx: &Context) -> Result<Action> {
         .get(&ObjectRef::<Function>::new(&t.spec.function).within(&ns))
         .is_some();
     let want = desired(t, exists);
+    // A routed Trigger is Ready only once every live router loads a table that contains it;
+    // until then it is re-checked often, so Ready follows the routers within a fraction of
+    // a second.
+    let (want, action) = match &ctx.routes {
+        Some(book) if want.status == sluice_api::ConditionStatus::True && children::routed(t) => {
+            let w = book.condition(t, &want.message);
+            let action = if w.status == sluice_api::ConditionStatus::True {
+                Action::await_change()
+            } else {
+                Action::requeue(ROUTE_RECHECK)
+            };
+            (w, action)
+        }
+        _ => (want, Action::await_change()),
+    };
     let old = t.status.clone().unwrap_or_default();
     let generation = t.metadata.generation;
     let wants = [want];
@@ -163,7 +181,7 @@ async fn apply(t: &Trigger, ctx: &Context) -> Result<Action> {
     for w in changed(&old.conditions, &wants) {
         publish(ctx, t, w).await;
     }
-    Ok(Action::await_change())
+    Ok(action)
 }
 
 async fn cleanup(t: &Trigger, ctx: &Context) -> Result<Action> {

@@ -183,6 +183,36 @@ struct Operator {
     health: String,
 }
 
+/// The route-table bucket of this test process.
+fn routes_bucket() -> String {
+    format!("sluice_routes_it_{}", std::process::id())
+}
+
+/// Acts as one router: acknowledges every route-table revision as it appears (what `sluice
+/// router --routes-bucket` does after loading it), so Triggers can turn Ready.
+async fn fake_router(js: jetstream::Context, identity: &'static str) -> Result<()> {
+    use sluice_api::buckets;
+    let bucket = routes_bucket();
+    let routes = buckets::open(&js, buckets::routes_stream(&bucket)).await?;
+    let acks = buckets::open(&js, buckets::routers_stream(&bucket)).await?;
+    let mut watch = routes
+        .watch_with_history(sluice_api::jetstream::ROUTES_KEY)
+        .await?;
+    while let Some(e) = watch.next().await {
+        let e = e?;
+        let ack = sluice_api::jetstream::RouterAck {
+            identity: identity.into(),
+            revision: e.revision,
+        };
+        acks.put(
+            sluice_api::jetstream::router_ack_key(identity),
+            serde_json::to_vec(&ack)?.into(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 impl Operator {
     fn start(kubeconfig: &Path) -> Result<Self> {
         let port = StdListener::bind("127.0.0.1:0")?.local_addr()?.port();
@@ -192,6 +222,8 @@ impl Operator {
             .args(["--namespace", "sluice", "--nats", "nats://127.0.0.1:4222"])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--identity", "it-operator"])
+            // Its own route table: other tests share this NATS.
+            .args(["--routes-bucket", &routes_bucket()])
             .stderr(Stdio::inherit())
             .spawn()?;
         Ok(Self {
@@ -487,17 +519,15 @@ async fn operator_against_a_real_control_plane() -> Result<()> {
         "{manifests}"
     );
     assert!(manifests.contains(&digest));
-    let routes: Api<ConfigMap> = Api::namespaced(client.clone(), "sluice");
+    let routes = js.get_key_value(routes_bucket()).await?;
     let qualified = format!("namespace: {ns}");
-    eventually("the routes ConfigMap", Duration::from_secs(10), || {
+    eventually("the published route table", Duration::from_secs(10), || {
         let (r, q) = (routes.clone(), qualified.clone());
         async move {
             let text = r
-                .get("sluice-routes")
+                .get(sluice_api::jetstream::ROUTES_KEY)
                 .await?
-                .data
-                .unwrap_or_default()
-                .remove("triggers.yaml")
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .unwrap_or_default();
             Ok(
                 (text.contains("name: paid") && text.contains(&q) && !text.contains("name: web"))
@@ -598,7 +628,23 @@ async fn operator_against_a_real_control_plane() -> Result<()> {
         "  module: {configMap: {name: wasm}}\n",
     ))?;
     fns.create(&PostParams::default(), &later).await?;
-    want_reason(trgs.clone(), "orphan", "Routed").await?;
+    // No router has acknowledged a table yet: routed, but not Ready.
+    let waiting = want_reason(trgs.clone(), "orphan", "NoRouter").await?;
+    assert_eq!(waiting.status, sluice_api::ConditionStatus::Unknown);
+    assert!(
+        waiting.message.contains("no router is running"),
+        "{}",
+        waiting.message
+    );
+    // A router loads the table and acknowledges it: now it is Ready.
+    let router = tokio::spawn(fake_router(js.clone(), "it-router"));
+    let routed = want_reason(trgs.clone(), "orphan", "Routed").await?;
+    assert!(
+        routed.message.contains("loaded by 1 router(s)"),
+        "{}",
+        routed.message
+    );
+    router.abort();
 
     // --- A url module: downloaded and verified by the operator, fetched by an init container.
     let url = serve_module(module.clone()).await?;
@@ -800,10 +846,15 @@ async fn operator_against_a_real_control_plane() -> Result<()> {
 
     // --- Graceful shutdown: SIGTERM → exit 0 and the Lease given up.
     operator.stop()?;
+    // Released by deleting it: nothing is left for `helm uninstall` to orphan.
     let lease = Api::<Lease>::namespaced(client.clone(), "sluice")
-        .get("sluice-operator")
+        .get_opt("sluice-operator")
         .await?;
-    assert_eq!(lease.spec.and_then(|s| s.holder_identity), None);
+    assert!(lease.is_none(), "the Lease is still there: {lease:?}");
+    let _ = js.delete_key_value(routes_bucket()).await;
+    let _ = js
+        .delete_key_value(sluice_api::jetstream::routers_bucket(&routes_bucket()))
+        .await;
     let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
     Ok(())
 }

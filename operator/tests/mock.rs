@@ -73,6 +73,7 @@ fn context(functions: Vec<Function>, triggers: Vec<Trigger>) -> (Arc<Context>, A
         modules: Resolver::new(&[]),
         queues: None,
         routes_changed: Arc::new(Notify::new()),
+        routes: None,
     };
     (Arc::new(ctx), handle)
 }
@@ -151,6 +152,27 @@ async fn a_function_with_a_configmap_module_applies_its_children_then_status_the
             .as_str()
             .unwrap()
             .contains("path: /var/run/sluice/module/module.wasm")
+    );
+    // No Deployment yet: created at the Function's initial replicas, then applied.
+    expect(
+        &mut api,
+        Method::GET,
+        "/apis/apps/v1/namespaces/shop/deployments/sluice-fn-invoice",
+        404,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+    )
+    .await;
+    let created = expect(
+        &mut api,
+        Method::POST,
+        "/apis/apps/v1/namespaces/shop/deployments",
+        201,
+        json!({}),
+    )
+    .await;
+    assert!(
+        created["spec"]["replicas"].is_i64(),
+        "created with its initial replicas: {created}"
     );
     let body = expect(
         &mut api,
@@ -239,6 +261,27 @@ async fn an_http_trigger_brings_a_service() {
             .as_str()
             .unwrap()
             .contains("name: web")
+    );
+    // No Deployment yet: created at the Function's initial replicas, then applied.
+    expect(
+        &mut api,
+        Method::GET,
+        "/apis/apps/v1/namespaces/shop/deployments/sluice-fn-invoice",
+        404,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+    )
+    .await;
+    let created = expect(
+        &mut api,
+        Method::POST,
+        "/apis/apps/v1/namespaces/shop/deployments",
+        201,
+        json!({}),
+    )
+    .await;
+    assert!(
+        created["spec"]["replicas"].is_i64(),
+        "created with its initial replicas: {created}"
     );
     expect(
         &mut api,

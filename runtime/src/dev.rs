@@ -114,6 +114,13 @@ impl Loader {
 
     /// Reads DIR again; returns the Functions and Triggers to apply.
     pub async fn load(&mut self) -> (Vec<FunctionDef>, Vec<TriggerDef>) {
+        // A router started before the first Trigger exists (an empty ConfigMap volume) is
+        // normal, not an error.
+        if self.engine.is_none() && manifests::files(&self.dir).is_ok_and(|f| f.is_empty()) {
+            tracing::info!("{}: no Trigger manifests yet", self.dir.display());
+            self.triggers.clear();
+            return (Vec::new(), Vec::new());
+        }
         let files = manifests::load(std::slice::from_ref(&self.dir));
         let mut seen_functions = BTreeMap::new();
         let mut seen_triggers = BTreeMap::new();
@@ -362,6 +369,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     axum::serve(listener, ingress::app(state))
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
+            ingress::begin_shutdown();
             let _ = stop_tx.send(true);
             let _ = stop_wait.changed().await;
         })

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use crate::{
     bus::{
         SharedBus,
-        nats::{NatsBus, NatsConfig, router as nats_router},
+        nats::{NatsBus, NatsConfig, router as nats_router, routes::RouteFeed},
     },
     delivery::{
         DEFAULT_HOP_LIMIT,
@@ -63,7 +63,10 @@ async fn serve(listen: SocketAddr, state: AppState, what: &str) -> anyhow::Resul
         .with_context(|| format!("--listen {listen}"))?;
     println!("{what}: serving on http://{}", listener.local_addr()?);
     axum::serve(listener, ingress::app(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async {
+            shutdown_signal().await;
+            ingress::begin_shutdown();
+        })
         .await?;
     Ok(())
 }
@@ -73,15 +76,41 @@ struct RouterSlot {
     stop: watch::Sender<bool>,
 }
 
+/// Where a router's Triggers come from.
+#[derive(Clone, Debug)]
+pub enum RouteSource {
+    /// A directory of manifests, re-read within a second of a change.
+    Dir(PathBuf),
+    /// The operator's table in a JetStream key-value bucket, followed as it changes; the
+    /// router acknowledges each revision it loads under `identity`.
+    Bucket { bucket: String, identity: String },
+}
+
 /// `sluice router`: routes every bus named by a Trigger, fires schedules, runs bridges.
 pub async fn run_router(
     nats: NatsConfig,
-    manifests: PathBuf,
+    source: RouteSource,
     listen: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
     let bus = NatsBus::connect(nats.clone()).await?;
     let shared: SharedBus = Arc::new(bus.clone());
     let metrics = Metrics::new();
+    // The table is read before any routing starts: nothing is routed with an older one.
+    let (mut feed, _mirror, manifests) = match &source {
+        RouteSource::Dir(d) => (None, None, d.clone()),
+        RouteSource::Bucket { bucket, identity } => {
+            let mirror = tempfile::Builder::new()
+                .prefix("sluice-routes-")
+                .tempdir()
+                .context("a directory for the route table (is /tmp writable?)")?;
+            let feed = RouteFeed::start(&bus, bucket, identity, mirror.path().to_owned())
+                .await
+                .with_context(|| format!("--routes-bucket {bucket}"))?;
+            let dir = feed.dir().to_owned();
+            println!("sluice router: routing from key-value bucket {bucket} as {identity}");
+            (Some(feed), Some(mirror), dir)
+        }
+    };
     let mut loader = Loader::triggers_only(manifests.clone());
     let ready = Arc::new(AtomicBool::new(false));
     if let Some(addr) = listen {
@@ -106,9 +135,15 @@ pub async fn run_router(
     let mut routers: HashMap<String, RouterSlot> = HashMap::new();
     let mut sources = RunningSources::new();
     let mut last = None;
-    println!("sluice router: routing from {}", manifests.display());
+    if feed.is_none() {
+        println!("sluice router: routing from {}", manifests.display());
+    }
     let mut term = std::pin::pin!(shutdown_signal());
+    let mut heartbeat = tokio::time::interval(sluice_api::jetstream::ROUTER_ACK_EVERY);
+    let mut acked: Option<u64> = None;
     loop {
+        // Read before loading: what gets loaded is at least this revision.
+        let revision = feed.as_ref().map(RouteFeed::revision);
         let now = loader.fingerprint();
         if last.as_ref() != Some(&now) {
             let (_, triggers) = loader.load().await;
@@ -116,11 +151,31 @@ pub async fn run_router(
             sync_sources(&mut sources, &triggers, &shared, Some(nats.url.clone()));
             ready.store(true, Ordering::Release);
             last = Some(loader.fingerprint());
+            tracing::info!(
+                triggers = triggers.len(),
+                buses = routers.len(),
+                revision = revision.unwrap_or_default(),
+                "route table loaded"
+            );
+        }
+        if let (Some(f), Some(r)) = (&feed, revision)
+            && acked != Some(r)
+        {
+            match f.ack(r).await {
+                Ok(()) => acked = Some(r),
+                Err(e) => tracing::warn!(error = %e, "acknowledging the route table"),
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
+            _ = async { match feed.as_mut() { Some(f) => f.changed().await, None => std::future::pending().await } } => {}
+            // The acknowledgement doubles as this router's heartbeat.
+            _ = heartbeat.tick() => acked = None,
             _ = &mut term => break,
         }
+    }
+    if let Some(f) = &feed {
+        f.leave().await;
     }
     for r in routers.values() {
         r.stop.send_replace(true);

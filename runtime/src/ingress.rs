@@ -29,6 +29,18 @@ use crate::{
     metrics::Metrics,
 };
 
+/// Set when the process begins to stop. Open long-polls (`sluice tail`) then answer at once
+/// with what they have, so a graceful shutdown is not held up for their full wait (a pod on
+/// SIGTERM otherwise took up to 30 s to exit).
+static STOPPING: AtomicBool = AtomicBool::new(false);
+static STOP: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Ends every long-poll now and from now on; call when shutdown begins.
+pub fn begin_shutdown() {
+    STOPPING.store(true, Ordering::Release);
+    STOP.notify_waiters();
+}
+
 /// Where HTTP-source Triggers are looked up: `sluice dev`'s local system, or a `sluice
 /// worker`'s own Function.
 pub trait HttpRoutes: Send + Sync {
@@ -315,7 +327,8 @@ async fn tail(
             Err(e) => return problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         };
         let now = tokio::time::Instant::now();
-        if !events.is_empty() || now >= deadline {
+        let stopping = STOPPING.load(Ordering::Acquire);
+        if !events.is_empty() || now >= deadline || stopping {
             let next = events.last().map_or(after, |e| e.0);
             let mut body = Vec::new();
             for (_, _, e) in &events {
@@ -334,7 +347,16 @@ async fn tail(
         }
         // Bounded so a wake-up missed between the read and the wait costs little.
         let wait = (deadline - now).min(Duration::from_millis(250));
-        s.bus.wait_published(&bus, wait).await;
+        let stop = STOP.notified();
+        tokio::pin!(stop);
+        stop.as_mut().enable();
+        if STOPPING.load(Ordering::Acquire) {
+            continue;
+        }
+        tokio::select! {
+            _ = s.bus.wait_published(&bus, wait) => {}
+            _ = stop => {}
+        }
     }
 }
 

@@ -50,6 +50,7 @@ struct Inner {
     events_in: Family<BusLabel, Counter>,
     duplicates: Family<BusLabel, Counter>,
     matched: Family<TriggerLabel, Counter>,
+    unmatched: Family<BusLabel, Counter>,
     delivered: Family<TriggerLabel, Counter>,
     retried: Family<TriggerLabel, Counter>,
     dead_lettered: Family<TriggerLabel, Counter>,
@@ -75,6 +76,7 @@ impl Metrics {
         let events_in = Family::default();
         let duplicates = Family::default();
         let matched = Family::default();
+        let unmatched = Family::default();
         let delivered = Family::default();
         let retried = Family::default();
         let dead_lettered = Family::default();
@@ -93,6 +95,11 @@ impl Metrics {
             "events_matched",
             "Events a trigger's pattern matched",
             matched.clone(),
+        );
+        registry.register(
+            "events_unmatched",
+            "Events routed to no trigger (no pattern of the route table matched)",
+            unmatched.clone(),
         );
         registry.register(
             "deliveries_succeeded",
@@ -135,6 +142,7 @@ impl Metrics {
             events_in,
             duplicates,
             matched,
+            unmatched,
             delivered,
             retried,
             dead_lettered,
@@ -163,6 +171,12 @@ impl Metrics {
             .get_or_create(&TriggerLabel {
                 trigger: trigger.into(),
             })
+            .inc();
+    }
+    pub fn unmatched(&self, bus: &str) {
+        self.0
+            .unmatched
+            .get_or_create(&BusLabel { bus: bus.into() })
             .inc();
     }
     pub fn delivered(&self, trigger: &str) {

@@ -152,7 +152,10 @@ pub async fn route_batch(
         // Matched on the stored bytes: an event no pattern wants (a reply, typically) is
         // never decoded, and a matched one is decoded once and stored with the same bytes.
         let hits = match table.route_json(json) {
-            Ok(h) if h.is_empty() => continue,
+            Ok(h) if h.is_empty() => {
+                metrics.unmatched(bus_name);
+                continue;
+            }
             Ok(h) => h,
             Err(e) => {
                 tracing::error!(bus = %bus_name, pos, error = %e, "unreadable event skipped");

@@ -1,6 +1,7 @@
 //! Shared helpers for the end-to-end tests in `tests/tests/`: they run the real `sluice`
 //! binary, built once per test process by cargo itself, the way a user would.
 
+pub mod cluster;
 pub mod system;
 
 use std::{

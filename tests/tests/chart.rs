@@ -167,6 +167,20 @@ fn args<'a>(docs: &'a [Value], deployment: &str) -> Vec<&'a str> {
     )
 }
 
+/// The route table the operator published in JetStream (bucket `bucket`), if any.
+fn route_table(nats: &str, bucket: &str) -> Option<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(nats).await.ok()?);
+        let kv = js.get_key_value(bucket).await.ok()?;
+        let v = kv.get(sluice_api::jetstream::ROUTES_KEY).await.ok()??;
+        Some(String::from_utf8_lossy(&v).into_owned())
+    })
+}
+
 fn has_pair(args: &[&str], flag: &str, value: &str) -> bool {
     args.windows(2).any(|w| w[0] == flag && w[1] == value)
 }
@@ -356,11 +370,18 @@ fn every_pod_is_locked_down() {
 fn components_run_the_contracted_commands() {
     let docs = rendered(&default_values(), "1.28.0");
     let operator = args(&docs, "sluice-operator");
+    // One binary in the image: the operator is `sluice operator`.
+    assert_eq!(operator[0], "operator", "{operator:?}");
+    assert_eq!(
+        find(&docs, "Deployment", "sluice-operator")["spec"]["template"]["spec"]["containers"][0]["command"],
+        serde_json::json!(["/usr/local/bin/sluice"])
+    );
     for (flag, value) in [
         ("--nats", "$(SLUICE_NATS_URL)"),
         ("--namespace", "$(POD_NAMESPACE)"),
         ("--image", IMAGE),
         ("--image-pull-policy", "IfNotPresent"),
+        ("--routes-bucket", "sluice_routes"),
     ] {
         assert!(
             has_pair(&operator, flag, value),
@@ -375,8 +396,8 @@ fn components_run_the_contracted_commands() {
             "router",
             "--nats",
             "$(SLUICE_NATS_URL)",
-            "--manifests",
-            "/etc/sluice/routes",
+            "--routes-bucket",
+            "sluice_routes",
             "--listen",
             "0.0.0.0:8080"
         ]
@@ -392,15 +413,17 @@ fn components_run_the_contracted_commands() {
             "0.0.0.0:8080"
         ]
     );
+    // Routers follow the table in JetStream: no ConfigMap volume, no API token.
     let router_pod = &find(&docs, "Deployment", "sluice-router")["spec"]["template"]["spec"];
-    let routes = router_pod["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "routes")
-        .expect("routes volume");
-    assert_eq!(routes["configMap"]["name"], "sluice-routes");
-    assert_eq!(routes["configMap"]["optional"], true);
+    assert!(
+        !router_pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["configMap"].is_object()),
+        "{router_pod}"
+    );
+    assert_eq!(router_pod["automountServiceAccountToken"], false);
     for name in ["sluice-operator", "sluice-router", "sluice-ingress"] {
         let c = &find(&docs, "Deployment", name)["spec"]["template"]["spec"]["containers"][0];
         let env = c["env"].as_array().unwrap();
@@ -539,7 +562,11 @@ fn operator_rbac_matches_operator_rbac_yaml() {
         )
     });
     let theirs = documents(&source);
-    let ours = rendered(&default_values(), "1.28.0");
+    // The uninstall hook's rights are its own (a Job run by `helm uninstall`), checked below.
+    let is_hook = |d: &Value| !d["metadata"]["annotations"]["helm.sh/hook"].is_null();
+    let (hooks, ours): (Vec<Value>, Vec<Value>) = rendered(&default_values(), "1.28.0")
+        .into_iter()
+        .partition(is_hook);
     let grants = |docs: &[Value], kinds: &[&str]| {
         let mut out = BTreeSet::new();
         for d in docs
@@ -568,6 +595,24 @@ fn operator_rbac_matches_operator_rbac_yaml() {
             t.difference(&o).collect::<Vec<_>>()
         );
     }
+    // The uninstall hook deletes Functions and Triggers and clears a Trigger's finalizer,
+    // which the operator never does: its rights are exactly those, on nothing else.
+    let hook = grants(&hooks, &["ClusterRole", "Role"]);
+    let mut want = BTreeSet::new();
+    for (resource, verbs) in [
+        ("functions", &["list", "delete"][..]),
+        ("triggers", &["list", "delete", "patch"]),
+    ] {
+        for v in verbs {
+            want.insert((
+                "sluice.dev".into(),
+                resource.into(),
+                "*".into(),
+                v.to_string(),
+            ));
+        }
+    }
+    assert_eq!(hook, want, "the uninstall hook's rights");
 }
 
 fn permissions(rules: &Value) -> BTreeSet<(String, String, String, String)> {
@@ -763,7 +808,7 @@ fn helm_install_reconcile_and_uninstall_on_a_real_api_server() {
         "{} is not built: run `make functions` (or `make -C functions rust`)",
         wasm.display()
     );
-    let operator = workspace_bin("sluice-operator");
+    let sluice = workspace_bin("sluice");
     let cp = ControlPlane::start();
 
     // Install, as the README says.
@@ -778,6 +823,9 @@ fn helm_install_reconcile_and_uninstall_on_a_real_api_server() {
         "--create-namespace",
         "--set",
         &format!("nats.url={nats}"),
+        // No kubelet here to run the pre-delete hook's Job; the cluster test runs it.
+        "--set",
+        "uninstall.enabled=false",
     ]);
     let notes = text(&out);
     assert!(out.status.success(), "helm install:\n{notes}");
@@ -873,11 +921,22 @@ fn helm_install_reconcile_and_uninstall_on_a_real_api_server() {
     )
     .unwrap();
     let port = sluice_tests::free_port();
+    // Its own route table: other tests share this NATS.
+    let routes_bucket = format!("sluice_routes_chart_{}", std::process::id());
     let log = cp.dir.path().join("operator.log");
     let file = std::fs::File::create(&log).unwrap();
     let op = Process {
-        child: Command::new(&operator)
-            .args(["--nats", nats, "--namespace", "sluice", "--image", IMAGE])
+        child: Command::new(&sluice)
+            .args([
+                "operator",
+                "--nats",
+                nats,
+                "--namespace",
+                "sluice",
+                "--image",
+                IMAGE,
+            ])
+            .args(["--routes-bucket", &routes_bucket])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env("KUBECONFIG", &sa_kubeconfig)
             .env("RUST_LOG", "info")
@@ -945,18 +1004,9 @@ fn helm_install_reconcile_and_uninstall_on_a_real_api_server() {
     );
     let routes = eventually(
         Duration::from_secs(60),
-        "sluice-routes with shop/paid-orders",
+        "the route table with shop/paid-orders",
         || {
-            let out = cp.kubectl(&[
-                "-n",
-                "sluice",
-                "get",
-                "configmap",
-                "sluice-routes",
-                "-o",
-                "jsonpath={.data.triggers\\.yaml}",
-            ]);
-            let t = stdout(&out);
+            let t = route_table(nats, &routes_bucket)?;
             t.contains("paid-orders").then_some(t)
         },
     );

@@ -47,6 +47,49 @@ pub fn dead_letter_subject(namespace: &str, trigger: &str) -> String {
     format!("sluice.dlq.{namespace}.{trigger}")
 }
 
+/// Key-value bucket the operator writes the routers' table to (key [`ROUTES_KEY`]): routers
+/// watch it, so a Trigger reaches every router within a round trip of the operator's write,
+/// not after a kubelet's ConfigMap volume refresh (20–85 s), and routers need no API token.
+pub const ROUTES_BUCKET: &str = "sluice_routes";
+
+/// Key of the route table (multi-document YAML of Triggers) in [`ROUTES_BUCKET`]; the key's
+/// revision is the table's generation.
+pub const ROUTES_KEY: &str = "table";
+
+/// Key-value bucket where each router says which route-table revision it routes with. Its
+/// entries expire after [`ROUTER_ACK_TTL`]: a router refreshes its own every
+/// [`ROUTER_ACK_EVERY`], so a router that died stops counting on its own.
+pub fn routers_bucket(routes_bucket: &str) -> String {
+    format!("{routes_bucket}_routers")
+}
+
+pub const ROUTER_ACK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+pub const ROUTER_ACK_TTL: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Key of one router's acknowledgement: its identity (a pod name), with anything a KV key
+/// may not hold replaced by `_`.
+pub fn router_ack_key(identity: &str) -> String {
+    let clean: String = identity
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("router.{clean}")
+}
+
+/// What a router writes under [`router_ack_key`]: the route-table revision it has loaded and
+/// routes every event it acks from now on with.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RouterAck {
+    pub identity: String,
+    pub revision: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +101,11 @@ mod tests {
         assert_eq!(queue_stream("shop", "paid"), "sluice_q_shop_paid");
         assert_eq!(queue_subject("shop", "paid", 3), "sluice.q.shop.paid.3");
         assert_eq!(bus_subject("default"), "sluice.bus.default");
+        assert_eq!(
+            router_ack_key("sluice-router-7d9f.x/y"),
+            "router.sluice-router-7d9f_x_y"
+        );
+        assert_eq!(routers_bucket(ROUTES_BUCKET), "sluice_routes_routers");
         assert_eq!(queue_consumer(Some(2)), "p2");
     }
 }

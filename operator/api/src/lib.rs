@@ -1,6 +1,7 @@
 //! Sluice's resource types, `Function` and `Trigger` (`sluice.dev/v1alpha1`): the single source
 //! of truth for the CRDs, for `sluice dev` manifests, and for validation. No Kubernetes client.
 
+pub mod buckets;
 pub mod condition;
 pub mod crd;
 pub mod duration;

@@ -15,6 +15,16 @@ pub struct Decision {
     pub needed: bool,
 }
 
+/// The replicas a worker Deployment is created with: `spec.replicas` when it pins the count,
+/// else `minReplicas`. Kubernetes would otherwise start one replica of a scale-to-zero
+/// Function at every apply, to run idle for a whole cooldown.
+pub fn initial_replicas(spec: &FunctionSpec) -> u32 {
+    match spec.replicas {
+        Some(pinned) => u32::try_from(pinned).unwrap_or(0),
+        None => spec.scaling.min_replicas,
+    }
+}
+
 /// Desired replicas for a Function.
 ///
 /// * `pending`: queued plus in-flight events over all of its triggers;
@@ -64,6 +74,15 @@ pub fn decide(
 mod tests {
     use super::*;
     use crate::{function::ModuleSource, function::Scaling};
+
+    #[test]
+    fn workers_are_created_at_min_replicas_or_the_pinned_count() {
+        assert_eq!(initial_replicas(&spec(0, 5, 10, 30)), 0);
+        assert_eq!(initial_replicas(&spec(2, 5, 10, 30)), 2);
+        let mut pinned = spec(0, 5, 10, 30);
+        pinned.replicas = Some(3);
+        assert_eq!(initial_replicas(&pinned), 3);
+    }
 
     fn spec(min: u32, max: u32, target: u32, cooldown_s: u64) -> FunctionSpec {
         let yaml = format!(

@@ -44,10 +44,12 @@ pub async fn send(
         .body(Full::new(Bytes::from(body)))
         .with_context(|| format!("building request to {uri}"))?;
     let client = Client::builder(TokioExecutor::new()).build_http();
-    let resp = client
-        .request(req)
-        .await
-        .with_context(|| format!("cannot reach {uri} (is `sluice dev` running?)"))?;
+    let resp = client.request(req).await.with_context(|| {
+        format!(
+            "cannot reach {uri}: is `sluice dev` running there, or, on a cluster, \
+                 `kubectl -n sluice port-forward svc/sluice-ingress 8080:80`?"
+        )
+    })?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp

@@ -33,8 +33,15 @@ pub struct RouterArgs {
     #[command(flatten)]
     pub nats: NatsArgs,
     /// Directory of Trigger manifests (searched recursively, re-read on change).
-    #[arg(long, value_name = "DIR")]
-    pub manifests: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "routes_bucket")]
+    pub manifests: Option<PathBuf>,
+    /// Follow the route table the operator publishes in this JetStream key-value bucket
+    /// (`sluice_routes` on a cluster) instead of a directory, acknowledging each revision.
+    #[arg(long, value_name = "BUCKET", conflicts_with = "manifests")]
+    pub routes_bucket: Option<String>,
+    /// This router's name in its acknowledgements (default: the host name and process id).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
     /// Serve /healthz, /readyz and /metrics here.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
@@ -83,12 +90,28 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 pub fn router(args: RouterArgs) -> anyhow::Result<i32> {
+    let source = match (args.routes_bucket, args.manifests) {
+        (Some(bucket), _) => crate::distributed::RouteSource::Bucket {
+            bucket,
+            identity: args.identity.unwrap_or_else(default_identity),
+        },
+        (None, Some(dir)) => crate::distributed::RouteSource::Dir(dir),
+        (None, None) => anyhow::bail!("sluice router: give --manifests DIR or --routes-bucket"),
+    };
     runtime()?.block_on(crate::distributed::run_router(
         args.nats.config(),
-        args.manifests,
+        source,
         args.listen,
     ))?;
     Ok(0)
+}
+
+/// A name unique among a cluster's routers: the host name (a pod's name) and process id.
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "router".into());
+    format!("{host}-{}", std::process::id())
 }
 
 pub fn worker(args: WorkerArgs) -> anyhow::Result<i32> {

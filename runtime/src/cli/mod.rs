@@ -44,6 +44,9 @@ pub enum Command {
     Worker(distributed::WorkerArgs),
     /// Run the Kubernetes operator (the same program as `sluice-operator`).
     Operator(operator::OperatorArgs),
+    /// Delete every Function and Trigger of the cluster and Sluice's JetStream streams (the
+    /// Helm chart's pre-delete hook).
+    Uninstall(operator::UninstallArgs),
     /// Fetch a module and verify its digest (the worker pods' init container).
     #[command(subcommand)]
     Module(operator::Module),
@@ -70,6 +73,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Router(args) => distributed::router(args),
         Command::Worker(args) => distributed::worker(args),
         Command::Operator(args) => operator::run_operator(args),
+        Command::Uninstall(args) => operator::run_uninstall(args),
         Command::Module(cmd) => operator::run_module(cmd),
         Command::Publish(args) => publish::run(args),
         Command::Tail(args) => tail::run(args),

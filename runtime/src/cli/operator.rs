@@ -14,10 +14,65 @@ pub fn run_operator(config: OperatorArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// `sluice uninstall`: what the chart's pre-delete hook runs.
+#[derive(Args, Debug)]
+pub struct UninstallArgs {
+    /// NATS JetStream the release used.
+    #[arg(
+        long = "nats",
+        env = "SLUICE_NATS_URL",
+        default_value = "nats://nats:4222"
+    )]
+    pub nats_url: String,
+    /// NATS credentials file.
+    #[arg(long = "nats-creds", env = "SLUICE_NATS_CREDS", value_name = "FILE")]
+    pub nats_creds: Option<PathBuf>,
+    /// Keep the buses, dead letters and route buckets in JetStream.
+    #[arg(long)]
+    pub keep_streams: bool,
+    /// Seconds the operator gets to finalize Triggers before this command does.
+    #[arg(long, default_value_t = 30)]
+    pub finalize_wait_secs: u64,
+    /// The route table's key-value bucket.
+    #[arg(long, env = "SLUICE_ROUTES_BUCKET", default_value = sluice_api::jetstream::ROUTES_BUCKET)]
+    pub routes_bucket: String,
+}
+
+/// Deletes every Function and Trigger (and, unless kept, Sluice's JetStream streams).
+pub fn run_uninstall(args: UninstallArgs) -> anyhow::Result<i32> {
+    crate::cli::dev::init_logging();
+    let opts = sluice_operator::uninstall::Options {
+        nats_url: args.nats_url,
+        nats_creds: args.nats_creds,
+        keep_streams: args.keep_streams,
+        finalize_wait: Duration::from_secs(args.finalize_wait_secs),
+        routes_bucket: args.routes_bucket,
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(sluice_operator::uninstall::run(opts))?;
+    Ok(0)
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Module {
     /// Download a module, verify its digest, write it atomically.
     Fetch(FetchArgs),
+    /// Push a .wasm file to an OCI registry as a Wasm artifact (for `spec.module.oci`).
+    Push(PushArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// The .wasm file.
+    pub file: PathBuf,
+    /// Where to push it: registry/repository:tag.
+    #[arg(long)]
+    pub oci: String,
+    /// OCI registries spoken to over plain HTTP. Repeatable.
+    #[arg(long = "oci-plain-http", value_name = "REGISTRY")]
+    pub oci_plain_http: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -42,8 +97,40 @@ pub struct FetchArgs {
     pub timeout_secs: u64,
 }
 
+fn push(args: PushArgs) -> anyhow::Result<i32> {
+    let wasm =
+        std::fs::read(&args.file).map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
+    anyhow::ensure!(
+        wasm.starts_with(b"\0asm"),
+        "{}: not a WebAssembly module or component (no \\0asm header)",
+        args.file.display()
+    );
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&wasm));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match runtime.block_on(sluice_operator::module::push_oci(
+        &args.oci,
+        wasm,
+        &args.oci_plain_http,
+    )) {
+        Ok(url) => {
+            println!("pushed {} to {url}", args.file.display());
+            println!("sha256: {sha}");
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("sluice module push: {} ({})", e.message, e.reason);
+            Ok(1)
+        }
+    }
+}
+
 pub fn run_module(cmd: Module) -> anyhow::Result<i32> {
-    let Module::Fetch(args) = cmd;
+    let args = match cmd {
+        Module::Fetch(args) => args,
+        Module::Push(args) => return push(args),
+    };
     sluice_operator::install_crypto_provider();
     let source = match (args.url, args.oci) {
         (Some(url), _) => FetchSource::Url(url),

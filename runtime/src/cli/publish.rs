@@ -83,12 +83,21 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         body,
     ))?;
     if resp.status == 202 {
-        println!(
-            "accepted {} on bus {}: {}",
-            parsed.id,
-            args.bus,
-            resp.text().trim()
-        );
+        let answer: serde_json::Value = serde_json::from_str(&resp.text()).unwrap_or_default();
+        if answer["events"][0]["duplicate"] == true {
+            // Said plainly: a resent (source, id) inside the bus's dedupe window is dropped.
+            println!(
+                "duplicate: an event with source {} and id {} is already on bus {} (within its dedupe window); not published again",
+                parsed.source, parsed.id, args.bus
+            );
+        } else {
+            println!(
+                "accepted {} on bus {}: {}",
+                parsed.id,
+                args.bus,
+                resp.text().trim()
+            );
+        }
         Ok(0)
     } else {
         eprintln!("refused ({}): {}", resp.status, resp.text().trim());

@@ -14,6 +14,7 @@
 //!   stream leader reports them.
 
 pub mod router;
+pub mod routes;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -240,6 +241,12 @@ impl NatsBus {
             .map_err(nats_err)?;
         lock(&self.0.queue_streams).insert(trigger.to_owned());
         Ok(s)
+    }
+
+    /// Forgets which queue streams this process created, so the next enqueue to each checks
+    /// (and re-creates) it: one may have been deleted with its Trigger since.
+    pub fn forget_queue_streams(&self) {
+        lock(&self.0.queue_streams).clear();
     }
 
     async fn ensure_queue_stream_once(&self, trigger: &str) -> Result<(), BusError> {

@@ -105,6 +105,11 @@ async fn route_until_error(
                     continue;
                 }
             };
+            if hits.is_empty() {
+                // Said, not silent: an event no Trigger wanted is counted and traced.
+                metrics.unmatched(bus_name);
+                tracing::debug!(bus = %bus_name, pos, "event matched no trigger");
+            }
             for (trigger, key) in hits {
                 metrics.matched(trigger);
                 items.push(RawEnqueue {
@@ -116,7 +121,13 @@ async fn route_until_error(
                 });
             }
         }
-        let acks = bus.enqueue_raw(items).await?;
+        let acks = match bus.enqueue_raw(items).await {
+            Ok(acks) => acks,
+            Err(e) => {
+                bus.forget_queue_streams();
+                return Err(e);
+            }
+        };
         // Confirmation of this batch's enqueues overlaps with routing the next ones; its
         // events are acked only once every enqueue is confirmed (else they come back after
         // AckWait and the queues drop the copies by message id).
@@ -126,9 +137,13 @@ async fn route_until_error(
             .await
             .map_err(|_| BusError::Closed)?;
         let bus_name = bus_name.to_owned();
+        let owner = bus.clone();
         tokio::spawn(async move {
             for a in acks {
                 if let Err(e) = a.await {
+                    // A queue stream deleted since this process created it (its Trigger was
+                    // deleted and applied again) answers nothing: create it again next time.
+                    owner.forget_queue_streams();
                     tracing::warn!(bus = %bus_name, error = %e, "enqueue unconfirmed; the batch will be routed again");
                     return;
                 }

@@ -1,0 +1,179 @@
+//! What `helm uninstall` runs before it removes the chart (a pre-delete hook Job running
+//! `sluice uninstall`): delete every Function and Trigger while the operator still runs, so
+//! its finalizers delete the Triggers' queues and the workers go with their Functions (owner
+//! references); then, unless told to keep them, delete Sluice's JetStream streams and
+//! key-value buckets. A Trigger whose finalizer the operator does not clear in time (no
+//! operator running) is finalized here instead, so nothing is left that blocks
+//! `kubectl delete crd`.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use futures::TryStreamExt;
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams},
+};
+use serde_json::json;
+use sluice_api::{Function, Trigger, jetstream as names};
+
+use crate::trigger::FINALIZER;
+
+/// How `sluice uninstall` runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub nats_url: String,
+    pub nats_creds: Option<std::path::PathBuf>,
+    /// Keep the buses, dead letters and route buckets in JetStream.
+    pub keep_streams: bool,
+    /// How long the operator gets to finalize the Triggers before this does it.
+    pub finalize_wait: Duration,
+    pub routes_bucket: String,
+}
+
+/// The JetStream streams Sluice made: buses, queues, dead letters, the route buckets.
+pub fn is_sluice_stream(name: &str, routes_bucket: &str) -> bool {
+    name.starts_with("sluice_bus_")
+        || name.starts_with("sluice_q_")
+        || name == names::DEAD_LETTER_STREAM
+        || name == format!("KV_{routes_bucket}")
+        || name == format!("KV_{}", names::routers_bucket(routes_bucket))
+}
+
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    crate::install_crypto_provider();
+    let client = Client::try_default().await?;
+    let triggers = Api::<Trigger>::all(client.clone());
+    let functions = Api::<Function>::all(client.clone());
+    let lp = ListParams::default();
+
+    let mut js = None;
+    {
+        let mut o = async_nats::ConnectOptions::new()
+            .name("sluice-uninstall")
+            .connection_timeout(Duration::from_secs(5));
+        if let Some(c) = &opts.nats_creds {
+            o = o.credentials_file(c).await?;
+        }
+        match o.connect(&opts.nats_url).await {
+            Ok(c) => js = Some(jetstream::new(c)),
+            Err(e) => eprintln!(
+                "sluice uninstall: NATS at {} unreachable ({e}); JetStream objects are left",
+                opts.nats_url
+            ),
+        }
+    }
+
+    for t in triggers.list(&lp).await?.items {
+        delete(
+            &Api::<Trigger>::namespaced(client.clone(), &t.namespace().unwrap_or_default()),
+            &t.name_any(),
+        )
+        .await?;
+    }
+    for f in functions.list(&lp).await?.items {
+        delete(
+            &Api::<Function>::namespaced(client.clone(), &f.namespace().unwrap_or_default()),
+            &f.name_any(),
+        )
+        .await?;
+    }
+    println!(
+        "sluice uninstall: deleted every Function and Trigger; waiting for the operator to finalize them"
+    );
+
+    let deadline = Instant::now() + opts.finalize_wait;
+    loop {
+        let left = triggers.list(&lp).await?.items;
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            for t in left {
+                let ns = t.namespace().unwrap_or_default();
+                let name = t.name_any();
+                if let Some(js) = &js {
+                    match js.delete_stream(names::queue_stream(&ns, &name)).await {
+                        Ok(_) => println!("sluice uninstall: deleted queue of Trigger {ns}/{name}"),
+                        Err(e) => eprintln!("sluice uninstall: queue of Trigger {ns}/{name}: {e}"),
+                    }
+                }
+                let finalizers: Vec<String> = t
+                    .finalizers()
+                    .iter()
+                    .filter(|f| f.as_str() != FINALIZER)
+                    .cloned()
+                    .collect();
+                let api = Api::<Trigger>::namespaced(client.clone(), &ns);
+                let patch = json!({ "metadata": { "finalizers": finalizers } });
+                match api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                    .await
+                {
+                    Ok(_) => {
+                        println!(
+                            "sluice uninstall: finalized Trigger {ns}/{name} (no operator did)"
+                        )
+                    }
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            continue;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Functions have no finalizer; their Deployments, Services and ConfigMaps are garbage
+    // collected through their owner references.
+    while !functions.list(&lp).await?.items.is_empty() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("sluice uninstall: no Function or Trigger left");
+
+    if let (Some(js), false) = (&js, opts.keep_streams) {
+        let streams: Vec<String> = js.stream_names().try_collect().await?;
+        for s in streams
+            .into_iter()
+            .filter(|s| is_sluice_stream(s, &opts.routes_bucket))
+        {
+            match js.delete_stream(&s).await {
+                Ok(_) => println!("sluice uninstall: deleted JetStream stream {s}"),
+                Err(e) => eprintln!("sluice uninstall: JetStream stream {s}: {e}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn delete<K>(api: &Api<K>, name: &str) -> anyhow::Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_sluice_streams_are_deleted() {
+        let b = names::ROUTES_BUCKET;
+        for s in [
+            "sluice_bus_default",
+            "sluice_q_shop_paid",
+            "sluice_dead_letters",
+            "KV_sluice_routes",
+            "KV_sluice_routes_routers",
+        ] {
+            assert!(is_sluice_stream(s, b), "{s}");
+        }
+        for s in ["orders", "KV_other", "sluice", "KV_sluice_routes_x"] {
+            assert!(!is_sluice_stream(s, b), "{s}");
+        }
+    }
+}
