@@ -12,12 +12,19 @@ run: setup
 
 ## test: install what the tests need, then formatting, lints, the whole test suite and the
 ## cluster end-to-end test (e2e-cluster).
-test: setup functions
+## The slow builds (handler toolchains and examples, Kubernetes from source, the workspace) are
+## independent and run side by side: on a fresh machine each leaves cores idle while it waits
+## on downloads, links or one large crate. apt-get waits for the others' dpkg lock.
+test: setup
+	$(MAKE) --no-print-directory -j3 -O functions control-plane test-build
+	SLUICE_PREBUILT_BINS=1 $(CARGO) test --workspace
+	$(MAKE) --no-print-directory e2e-cluster-run
+
+.PHONY: test-build
+test-build:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --features sluice-tests/cluster -- -D warnings
 	$(CARGO) build --workspace --bins
-	SLUICE_PREBUILT_BINS=1 $(CARGO) test --workspace
-	$(MAKE) --no-print-directory e2e-cluster-run
 
 setup:
 	./scripts/setup.sh
@@ -55,7 +62,6 @@ chart: setup
 .PHONY: control-plane
 control-plane:
 	./scripts/control-plane.sh build
-test: control-plane
 
 ## image: the image the chart runs, without a container engine: the built `sluice` (debug;
 ## PROFILE=release for release) with its glibc, as an OCI archive target/image/sluice.tar
