@@ -78,6 +78,31 @@ fn context(functions: Vec<Function>, triggers: Vec<Trigger>) -> (Arc<Context>, A
     (Arc::new(ctx), handle)
 }
 
+/// No Deployment yet: the operator GETs it (404), creates it at the Function's initial
+/// replicas, then applies the rest.
+async fn expect_deployment_created(api: &mut ApiHandle) {
+    expect(
+        api,
+        Method::GET,
+        "/apis/apps/v1/namespaces/shop/deployments/sluice-fn-invoice",
+        404,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+    )
+    .await;
+    let created = expect(
+        api,
+        Method::POST,
+        "/apis/apps/v1/namespaces/shop/deployments",
+        201,
+        json!({}),
+    )
+    .await;
+    assert!(
+        created["spec"]["replicas"].is_i64(),
+        "created with its initial replicas: {created}"
+    );
+}
+
 /// Asserts the next request's method and path (query included, when `path` has one) and
 /// answers it; returns the request body as JSON (Null when empty).
 async fn expect(
@@ -153,27 +178,7 @@ async fn a_function_with_a_configmap_module_applies_its_children_then_status_the
             .unwrap()
             .contains("path: /var/run/sluice/module/module.wasm")
     );
-    // No Deployment yet: created at the Function's initial replicas, then applied.
-    expect(
-        &mut api,
-        Method::GET,
-        "/apis/apps/v1/namespaces/shop/deployments/sluice-fn-invoice",
-        404,
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
-    )
-    .await;
-    let created = expect(
-        &mut api,
-        Method::POST,
-        "/apis/apps/v1/namespaces/shop/deployments",
-        201,
-        json!({}),
-    )
-    .await;
-    assert!(
-        created["spec"]["replicas"].is_i64(),
-        "created with its initial replicas: {created}"
-    );
+    expect_deployment_created(&mut api).await;
     let body = expect(
         &mut api,
         Method::PATCH,
@@ -262,27 +267,7 @@ async fn an_http_trigger_brings_a_service() {
             .unwrap()
             .contains("name: web")
     );
-    // No Deployment yet: created at the Function's initial replicas, then applied.
-    expect(
-        &mut api,
-        Method::GET,
-        "/apis/apps/v1/namespaces/shop/deployments/sluice-fn-invoice",
-        404,
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
-    )
-    .await;
-    let created = expect(
-        &mut api,
-        Method::POST,
-        "/apis/apps/v1/namespaces/shop/deployments",
-        201,
-        json!({}),
-    )
-    .await;
-    assert!(
-        created["spec"]["replicas"].is_i64(),
-        "created with its initial replicas: {created}"
-    );
+    expect_deployment_created(&mut api).await;
     expect(
         &mut api,
         Method::PATCH,

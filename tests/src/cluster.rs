@@ -155,40 +155,29 @@ impl Cluster {
         })
     }
 
+    /// The pods of a Function's workers, whatever their phase (Terminating ones included).
+    pub fn function_pods(&self, ns: &str, function: &str) -> Vec<Value> {
+        let selector = format!("sluice.dev/function={function}");
+        self.json(&["-n", ns, "get", "pods", "-l", &selector])["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Replica and pod counts of a Function's worker Deployment: (spec, running pods).
     pub fn workers(&self, ns: &str, function: &str) -> (i64, usize) {
         let d = self.json(&["-n", ns, "get", "deploy", &format!("sluice-fn-{function}")]);
-        let pods = self.json(&[
-            "-n",
-            ns,
-            "get",
-            "pods",
-            "-l",
-            &format!("sluice.dev/function={function}"),
-        ]);
-        let running = pods["items"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter(|p| p["status"]["phase"] == "Running")
-                    .count()
-            })
-            .unwrap_or(0);
+        let running = self
+            .function_pods(ns, function)
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .count();
         (d["spec"]["replicas"].as_i64().unwrap_or(-1), running)
     }
 
     /// Number of pods of a Function, whatever their phase (Terminating ones included).
     pub fn pod_count(&self, ns: &str, function: &str) -> usize {
-        self.json(&[
-            "-n",
-            ns,
-            "get",
-            "pods",
-            "-l",
-            &format!("sluice.dev/function={function}"),
-        ])["items"]
-            .as_array()
-            .map_or(0, Vec::len)
+        self.function_pods(ns, function).len()
     }
 
     /// The condition `type_` of a resource, as (status, reason, message).
