@@ -34,9 +34,6 @@ use crate::{
 pub const MANIFESTS_DIR: &str = "/etc/sluice/manifests";
 /// Key of the per-Function ConfigMap.
 pub const MANIFESTS_KEY: &str = "manifests.yaml";
-/// The routers' ConfigMap in the operator's namespace, and its key.
-pub const ROUTES_CONFIGMAP: &str = "sluice-routes";
-pub const ROUTES_KEY: &str = "triggers.yaml";
 /// Where the NATS credentials Secret is mounted in workers.
 pub const NATS_CREDS_DIR: &str = "/etc/sluice/nats";
 pub const NATS_CREDS_KEY: &str = "creds";
@@ -518,26 +515,6 @@ pub fn routes(triggers: &[&Trigger]) -> Result<String, crate::Error> {
         ),
         &docs,
     )?)
-}
-
-/// The routers' ConfigMap in the operator's namespace.
-pub fn routes_configmap(namespace: &str, text: String) -> ConfigMap {
-    ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(ROUTES_CONFIGMAP.into()),
-            namespace: Some(namespace.into()),
-            labels: Some(BTreeMap::from([
-                ("app.kubernetes.io/name".into(), "sluice-router".into()),
-                (
-                    "app.kubernetes.io/managed-by".into(),
-                    "sluice-operator".into(),
-                ),
-            ])),
-            ..Default::default()
-        },
-        data: Some(BTreeMap::from([(ROUTES_KEY.into(), text)])),
-        ..Default::default()
-    }
 }
 
 #[cfg(test)]
