@@ -14,7 +14,7 @@ run: setup
 ## cluster end-to-end test (e2e-cluster).
 ## The slow builds (handler toolchains and examples, Kubernetes from source, the workspace) are
 ## independent and run side by side: on a fresh machine each leaves cores idle while it waits
-## on downloads, links or one large crate. apt-get waits for the others' dpkg lock.
+## on downloads, links or one large crate. apt-get runs one at a time (scripts/apt-get.sh).
 test: setup
 	$(MAKE) --no-print-directory -j3 -O functions control-plane test-build
 	SLUICE_PREBUILT_BINS=1 $(CARGO) test --workspace

@@ -13,9 +13,9 @@ case "${1:-}" in
     # Every node binary in one `make` (the cluster test needs them all; a second make costs minutes).
     "$cluster/build-node.sh" "$bin" >/dev/null
     if ! command -v kubectl >/dev/null; then
-      apt-get -o DPkg::Lock::Timeout=900 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq kubernetes-client >/dev/null
+      "$(dirname "$0")/apt-get.sh" update -qq && "$(dirname "$0")/apt-get.sh" install -y -qq kubernetes-client >/dev/null
     fi
-    command -v etcd >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq etcd-server >/dev/null
+    command -v etcd >/dev/null || "$(dirname "$0")/apt-get.sh" install -y -qq etcd-server >/dev/null
     echo "$bin"
     ;;
   start)

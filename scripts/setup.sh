@@ -18,9 +18,9 @@ for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
-  log "apt-get -o DPkg::Lock::Timeout=900 install ${missing[*]}"
-  apt-get -o DPkg::Lock::Timeout=900 update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq "${missing[@]}"
+  log "apt-get install ${missing[*]}"
+  "$(dirname "$0")/apt-get.sh" update -qq
+  "$(dirname "$0")/apt-get.sh" install -y -qq "${missing[@]}"
 fi
 
 # NATS JetStream on 127.0.0.1:4222 (the distributed bus; tests of later issues use it).

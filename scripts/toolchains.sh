@@ -30,9 +30,9 @@ for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
-  log "apt-get -o DPkg::Lock::Timeout=900 install ${missing[*]}"
-  apt-get -o DPkg::Lock::Timeout=900 update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  log "apt-get install ${missing[*]}"
+  "$(dirname "$0")/apt-get.sh" update -qq
+  "$(dirname "$0")/apt-get.sh" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 # A Python venv holding one pinned PyPI package. The stamp is written last, so an

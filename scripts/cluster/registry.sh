@@ -23,7 +23,7 @@ case "$cmd" in
     D=$(mkdir -p "$2" && cd "$2" && pwd)
     if p=$(running "$D"); then log "already running (pid $p)"; exit 0; fi
     command -v docker-registry >/dev/null ||
-      { apt-get -o DPkg::Lock::Timeout=900 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq docker-registry >/dev/null; }
+      { "$(dirname "$0")/../apt-get.sh" update -qq && "$(dirname "$0")/../apt-get.sh" install -y -qq docker-registry >/dev/null; }
     ip -4 addr show | grep -q "inet ${ADDR%:*}/" || { log "${ADDR%:*} is no address of this machine: start the node first"; exit 1; }
     mkdir -p "$D/data"
     cat >"$D/config.yml" <<C
