@@ -16,7 +16,7 @@ COPY . .
 # --strip-debug: the release profile keeps line tables for backtraces, the image needs symbols only.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p sluice-runtime --bin sluice \
+    cargo build --release --locked -p sluice-cli --bin sluice \
  && mkdir -p /out \
  && objcopy --strip-debug target/release/sluice /out/sluice
 

@@ -71,7 +71,7 @@ IMAGE ?= ghcr.io/sluice-dev/sluice:$(VERSION)
 PROFILE ?= debug
 .PHONY: image
 image:
-	$(CARGO) build $(if $(filter release,$(PROFILE)),--release) -p sluice-runtime --bin sluice
+	$(CARGO) build $(if $(filter release,$(PROFILE)),--release) -p sluice-cli --bin sluice
 	SLUICE_IMAGE=$(IMAGE) SLUICE_PROFILE=$(PROFILE) ./scripts/image.sh
 
 ## cluster-up / cluster-down: a one-node Kubernetes v1.20.2 cluster in $(CLUSTER_DIR) where pods
@@ -80,7 +80,7 @@ image:
 CLUSTER_DIR ?= /tmp/sluice-node
 .PHONY: cluster-up cluster-down
 cluster-up:
-	$(CARGO) build $(if $(filter release,$(PROFILE)),--release) -p sluice-runtime --bin sluice
+	$(CARGO) build $(if $(filter release,$(PROFILE)),--release) -p sluice-cli --bin sluice
 	SLUICE_IMAGE=$(IMAGE) SLUICE_PROFILE=$(PROFILE) ./scripts/cluster/up.sh $(CLUSTER_DIR)
 cluster-down:
 	./scripts/cluster/down.sh $(CLUSTER_DIR)
@@ -93,7 +93,7 @@ cluster-down:
 e2e-cluster: setup control-plane
 	./scripts/toolchains.sh
 	$(MAKE) -C functions rust
-	$(CARGO) build -p sluice-runtime --bin sluice
+	$(CARGO) build -p sluice-cli --bin sluice
 	$(MAKE) --no-print-directory e2e-cluster-run
 e2e-cluster-run:
 	mkdir -p target

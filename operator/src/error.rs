@@ -27,6 +27,13 @@ pub enum Error {
     CacheNotReady(&'static str),
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    /// A setting of the operator process (`--listen`, `--nats-url`, the kubeconfig) that
+    /// cannot be used; it stops the process rather than one reconcile.
+    #[error("{setting}: {message}")]
+    Setting { setting: String, message: String },
+    /// Another replica took the leader Lease; this one exits to restart as a standby.
+    #[error("lost the leader Lease")]
+    LostLease,
 }
 
 impl From<kube::Error> for Error {
@@ -36,6 +43,13 @@ impl From<kube::Error> for Error {
 }
 
 impl Error {
+    pub fn setting(setting: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        Error::Setting {
+            setting: setting.into(),
+            message: message.to_string(),
+        }
+    }
+
     /// A short, bounded label for the `sluice_operator_reconcile_errors_total` counter.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -46,6 +60,8 @@ impl Error {
             Error::MissingField(..) => "missing_field",
             Error::CacheNotReady(_) => "cache",
             Error::Timeout(_) => "timeout",
+            Error::Setting { .. } => "setting",
+            Error::LostLease => "lease",
         }
     }
 }

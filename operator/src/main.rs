@@ -4,5 +4,5 @@ use clap::Parser;
 use sluice_operator::Config;
 
 fn main() -> anyhow::Result<()> {
-    sluice_operator::run::main_with(Config::parse())
+    Ok(sluice_operator::run::main_with(Config::parse())?)
 }

@@ -40,15 +40,21 @@ pub struct JetStream {
 impl JetStream {
     /// Connects lazily: the client keeps retrying in the background, so a NATS outage delays
     /// depth readings (and so scaling) without stopping the reconcilers.
-    pub async fn connect(url: &str, creds: Option<&Path>) -> anyhow::Result<Self> {
+    pub async fn connect(url: &str, creds: Option<&Path>) -> Result<Self, Error> {
         let mut opts = async_nats::ConnectOptions::new()
             .name("sluice-operator")
             .connection_timeout(Duration::from_secs(5))
             .retry_on_initial_connect();
         if let Some(creds) = creds {
-            opts = opts.credentials_file(creds).await?;
+            opts = opts
+                .credentials_file(creds)
+                .await
+                .map_err(|e| Error::setting(format!("--nats-creds {}", creds.display()), e))?;
         }
-        let client = opts.connect(url).await?;
+        let client = opts
+            .connect(url)
+            .await
+            .map_err(|e| Error::setting(format!("--nats-url {url}"), e))?;
         let mut js = jetstream::new(client);
         js.set_timeout(Duration::from_secs(2));
         Ok(Self { js })

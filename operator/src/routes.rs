@@ -235,8 +235,8 @@ async fn follow_acks(book: Arc<RouteBook>, mut shutdown: watch::Receiver<bool>) 
             Ok(acks) => acks
                 .watch_with_history(">")
                 .await
-                .map_err(anyhow::Error::from),
-            Err(e) => Err(e.into()),
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
         };
         match watch {
             Ok(mut w) => loop {
@@ -255,7 +255,7 @@ async fn follow_acks(book: Arc<RouteBook>, mut shutdown: watch::Receiver<bool>) 
                     _ = shutdown.changed() => return,
                 }
             },
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "watching router acknowledgements"),
+            Err(e) => tracing::warn!(error = %e, "watching router acknowledgements"),
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}

@@ -3,7 +3,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use anyhow::Context as _;
 use futures::{StreamExt, future};
 use k8s_openapi::api::{
     apps::v1::Deployment,
@@ -22,7 +21,7 @@ use sluice_api::{Function, Trigger};
 use tokio::sync::{Notify, watch};
 
 use crate::{
-    Config, Context, Settings, autoscaler, children, counters, function, http,
+    Config, Context, Error, Settings, autoscaler, children, counters, function, http,
     lease::Elector,
     metrics::Metrics,
     module::Resolver,
@@ -72,18 +71,21 @@ fn identity(config: &Config) -> String {
 
 /// Runs the operator until SIGTERM/Ctrl-C (`Ok`) or until leadership is lost (`Err`, so the
 /// process exits non-zero and is restarted as a standby).
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config) -> Result<(), Error> {
     crate::install_crypto_provider();
-    let client = Client::try_default()
-        .await
-        .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
+    let client = Client::try_default().await.map_err(|e| {
+        Error::setting(
+            "Kubernetes configuration",
+            format!("none found (in-cluster or KUBECONFIG): {e}"),
+        )
+    })?;
     let metrics = Arc::new(Metrics::default());
     let (shutdown_tx, shutdown) = watch::channel(false);
     signals(shutdown_tx.clone());
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .with_context(|| format!("listening on {}", config.listen))?;
+        .map_err(|e| Error::setting(format!("--listen {}", config.listen), e))?;
     tracing::info!(addr = %config.listen, "serving /healthz and /metrics");
     let server = tokio::spawn(
         axum::serve(listener, http::app(metrics.clone()))
@@ -114,9 +116,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     metrics.leader.set(1);
 
-    let jetstream = JetStream::connect(&config.nats_url, config.nats_creds.as_deref())
-        .await
-        .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
+    let jetstream = JetStream::connect(&config.nats_url, config.nats_creds.as_deref()).await?;
     let routes =
         routes::RouteBook::start(jetstream.context(), &config.routes_bucket, shutdown.clone());
     let queues: Arc<dyn Queues> = Arc::new(jetstream);
@@ -226,7 +226,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     if lost {
-        anyhow::bail!("lost the leader Lease");
+        return Err(Error::LostLease);
     }
     tracing::info!("stopped");
     Ok(())
@@ -234,7 +234,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 /// Installs the log subscriber (`RUST_LOG`, default info) and runs the operator on a new
 /// multi-threaded runtime; shared by `sluice-operator` and `sluice operator`.
-pub fn main_with(config: Config) -> anyhow::Result<()> {
+pub fn main_with(config: Config) -> Result<(), Error> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -246,6 +246,7 @@ pub fn main_with(config: Config) -> anyhow::Result<()> {
         .try_init();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?
+        .build()
+        .map_err(|e| Error::setting("tokio runtime", e))?
         .block_on(run(config))
 }

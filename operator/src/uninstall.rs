@@ -17,7 +17,7 @@ use kube::{
 use serde_json::json;
 use sluice_api::{Function, Trigger, jetstream as names};
 
-use crate::trigger::FINALIZER;
+use crate::{Error, trigger::FINALIZER};
 
 /// How `sluice uninstall` runs.
 #[derive(Clone, Debug)]
@@ -40,7 +40,7 @@ pub fn is_sluice_stream(name: &str, routes_bucket: &str) -> bool {
         || name == format!("KV_{}", names::routers_bucket(routes_bucket))
 }
 
-pub async fn run(opts: Options) -> anyhow::Result<()> {
+pub async fn run(opts: Options) -> Result<(), Error> {
     crate::install_crypto_provider();
     let client = Client::try_default().await?;
     let triggers = Api::<Trigger>::all(client.clone());
@@ -53,7 +53,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             .name("sluice-uninstall")
             .connection_timeout(Duration::from_secs(5));
         if let Some(c) = &opts.nats_creds {
-            o = o.credentials_file(c).await?;
+            o = o
+                .credentials_file(c)
+                .await
+                .map_err(|e| Error::setting(format!("--nats-creds {}", c.display()), e))?;
         }
         match o.connect(&opts.nats_url).await {
             Ok(c) => js = Some(jetstream::new(c)),
@@ -131,7 +134,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     println!("sluice uninstall: no Function or Trigger left");
 
     if let (Some(js), false) = (&js, opts.keep_streams) {
-        let streams: Vec<String> = js.stream_names().try_collect().await?;
+        let streams: Vec<String> = js
+            .stream_names()
+            .try_collect()
+            .await
+            .map_err(|e| Error::Queue(e.to_string()))?;
         for s in streams
             .into_iter()
             .filter(|s| is_sluice_stream(s, &opts.routes_bucket))
@@ -145,7 +152,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn delete<K>(api: &Api<K>, name: &str) -> anyhow::Result<()>
+async fn delete<K>(api: &Api<K>, name: &str) -> Result<(), Error>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {

@@ -1,6 +1,7 @@
 //! The `Function` resource: a Wasm module plus how to run it (limits, capabilities,
 //! concurrency, scaling). The same type parses `sluice dev` manifests and the CRD.
 
+#[cfg(feature = "crd")]
 use kube::CustomResource;
 use schemars::{JsonSchema, Schema};
 use serde::{Deserialize, Serialize};
@@ -9,28 +10,32 @@ use serde_json::json;
 use crate::{ByteSize, Condition, Duration};
 
 /// A serverless function: the Wasm module to run and the sandbox it runs in.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[kube(
-    group = "sluice.dev",
-    version = "v1alpha1",
-    kind = "Function",
-    plural = "functions",
-    singular = "function",
-    shortname = "fn",
-    category = "sluice",
-    namespaced,
-    status = "FunctionStatus",
-    derive = "PartialEq",
-    scale(
-        spec_replicas_path = ".spec.replicas",
-        status_replicas_path = ".status.replicas",
-        label_selector_path = ".status.selector"
-    ),
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.replicas"}"#,
-    printcolumn = r#"{"name":"Pending","type":"integer","jsonPath":".status.pending"}"#,
-    printcolumn = r#"{"name":"Digest","type":"string","priority":1,"jsonPath":".status.digest"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[cfg_attr(feature = "crd", derive(CustomResource))]
+#[cfg_attr(
+    feature = "crd",
+    kube(
+        group = "sluice.dev",
+        version = "v1alpha1",
+        kind = "Function",
+        plural = "functions",
+        singular = "function",
+        shortname = "fn",
+        category = "sluice",
+        namespaced,
+        status = "FunctionStatus",
+        derive = "PartialEq",
+        scale(
+            spec_replicas_path = ".spec.replicas",
+            status_replicas_path = ".status.replicas",
+            label_selector_path = ".status.selector"
+        ),
+        printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+        printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.replicas"}"#,
+        printcolumn = r#"{"name":"Pending","type":"integer","jsonPath":".status.pending"}"#,
+        printcolumn = r#"{"name":"Digest","type":"string","priority":1,"jsonPath":".status.digest"}"#,
+        printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FunctionSpec {

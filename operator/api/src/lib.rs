@@ -3,21 +3,29 @@
 
 pub mod buckets;
 pub mod condition;
+#[cfg(feature = "crd")]
 pub mod crd;
 pub mod duration;
 pub mod function;
 pub mod jetstream;
+#[cfg(feature = "crd")]
 pub mod manifest;
 pub mod quantity;
 pub mod scaling;
+#[cfg(feature = "crd")]
 pub mod schema;
 pub mod trigger;
 pub mod validate;
 
 pub use condition::{Condition, ConditionStatus};
 pub use duration::Duration;
-pub use function::{Function, FunctionSpec, FunctionStatus};
+#[cfg(feature = "crd")]
+pub use function::Function;
+pub use function::{FunctionSpec, FunctionStatus};
+#[cfg(feature = "crd")]
 pub use manifest::{Document, ObjectRef, Outcome, Resource};
 pub use quantity::ByteSize;
-pub use trigger::{Trigger, TriggerSpec, TriggerStatus};
+#[cfg(feature = "crd")]
+pub use trigger::Trigger;
+pub use trigger::{TriggerSpec, TriggerStatus};
 pub use validate::FieldError;

@@ -1,6 +1,7 @@
 //! The `Trigger` resource: which events (source + EventBridge pattern) go to which Function,
 //! and how they are delivered (retries, dead letters, ordering, in-flight bound).
 
+#[cfg(feature = "crd")]
 use kube::CustomResource;
 use schemars::{JsonSchema, Schema};
 use serde::{Deserialize, Serialize};
@@ -9,24 +10,28 @@ use serde_json::json;
 use crate::{Condition, Duration};
 
 /// Routes matching events to a Function with a delivery policy.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[kube(
-    group = "sluice.dev",
-    version = "v1alpha1",
-    kind = "Trigger",
-    plural = "triggers",
-    singular = "trigger",
-    shortname = "trg",
-    category = "sluice",
-    namespaced,
-    status = "TriggerStatus",
-    derive = "PartialEq",
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Source","type":"string","jsonPath":".spec.source"}"#,
-    printcolumn = r#"{"name":"Function","type":"string","jsonPath":".spec.function"}"#,
-    printcolumn = r#"{"name":"Matched","type":"integer","priority":1,"jsonPath":".status.matched"}"#,
-    printcolumn = r#"{"name":"Dead-lettered","type":"integer","priority":1,"jsonPath":".status.deadLettered"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[cfg_attr(feature = "crd", derive(CustomResource))]
+#[cfg_attr(
+    feature = "crd",
+    kube(
+        group = "sluice.dev",
+        version = "v1alpha1",
+        kind = "Trigger",
+        plural = "triggers",
+        singular = "trigger",
+        shortname = "trg",
+        category = "sluice",
+        namespaced,
+        status = "TriggerStatus",
+        derive = "PartialEq",
+        printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+        printcolumn = r#"{"name":"Source","type":"string","jsonPath":".spec.source"}"#,
+        printcolumn = r#"{"name":"Function","type":"string","jsonPath":".spec.function"}"#,
+        printcolumn = r#"{"name":"Matched","type":"integer","priority":1,"jsonPath":".status.matched"}"#,
+        printcolumn = r#"{"name":"Dead-lettered","type":"integer","priority":1,"jsonPath":".status.deadLettered"}"#,
+        printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TriggerSpec {

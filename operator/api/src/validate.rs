@@ -8,10 +8,12 @@ use regex::Regex;
 use serde_json::Value;
 
 use crate::{
-    Duration, Function, FunctionSpec, Trigger, TriggerSpec,
+    Duration, FunctionSpec, TriggerSpec,
     function::{EnvVar, ModuleSource, Scaling},
     trigger::{Delivery, TriggerSource},
 };
+#[cfg(feature = "crd")]
+use crate::{Function, Trigger};
 
 /// One problem with one field of a manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,6 +80,7 @@ fn check_duration(
     }
 }
 
+#[cfg(feature = "crd")]
 impl Function {
     /// Every problem with this Function that the CRD schema cannot catch.
     pub fn validate(&self) -> Vec<FieldError> {
@@ -132,6 +135,7 @@ impl FunctionSpec {
     }
 }
 
+#[cfg(feature = "crd")]
 fn check_meta(name: Option<&str>, out: &mut Vec<FieldError>) {
     match name {
         None => out.push(FieldError::new(
@@ -270,6 +274,7 @@ fn validate_scaling(s: &Scaling, path: &str, out: &mut Vec<FieldError>) {
     );
 }
 
+#[cfg(feature = "crd")]
 impl Trigger {
     /// Every problem with this Trigger that the CRD schema cannot catch.
     pub fn validate(&self) -> Vec<FieldError> {

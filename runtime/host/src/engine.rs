@@ -11,7 +11,8 @@ use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::cache::ModuleCache;
 use crate::failure::HostError;
-use crate::sandbox::{self, ComponentState, P1State};
+use crate::linker;
+use crate::sandbox::{ComponentState, P1State};
 
 /// How the engine is built. `Default` suits a worker; tests and benchmarks shrink the pool.
 #[derive(Clone, Debug)]
@@ -136,8 +137,8 @@ impl Engine {
         }
         Ok(Engine {
             inner: Arc::new(EngineInner {
-                component_linker: sandbox::component_linker(&wasmtime).map_err(e)?,
-                p1_linker: sandbox::p1_linker(&wasmtime).map_err(e)?,
+                component_linker: linker::component_linker(&wasmtime).map_err(e)?,
+                p1_linker: linker::p1_linker(&wasmtime).map_err(e)?,
                 wasmtime,
                 cache,
                 permits: Arc::new(tokio::sync::Semaphore::new(cfg.max_instances as usize)),

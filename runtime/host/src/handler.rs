@@ -15,11 +15,11 @@ use crate::command;
 use crate::component::{self, HandlerPre};
 use crate::engine::Engine;
 use crate::failure::{Failure, HostError, fmt_duration};
+use crate::linker::DeniedCall;
 use crate::outbound::HostPattern;
 use crate::output::{Budget, GuestOutput, Sink};
-use crate::sandbox::{
-    ComponentState, DeniedCall, Io, LogContext, MemoryCap, Outbound, P1State, Violations,
-};
+use crate::record::{LogContext, Violations};
+use crate::sandbox::{ComponentState, Io, MemoryCap, Outbound, P1State};
 
 /// Everything about a Function that shapes its sandbox, resolved (env secrets already read).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -8,8 +8,10 @@ mod component;
 mod engine;
 mod failure;
 mod handler;
+mod linker;
 mod outbound;
 mod output;
+mod record;
 mod sandbox;
 
 pub use command::EXIT_FATAL;

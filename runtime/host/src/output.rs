@@ -10,7 +10,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 
 use crate::failure::Failure;
-use crate::sandbox::{LogContext, Violations};
+use crate::record::{LogContext, Violations};
 
 /// Most bytes one `check-write` grants. Not the remaining budget: a guest told "0 bytes" would
 /// wait forever for readiness, while a write past the budget fails it at once.

@@ -1,8 +1,8 @@
-//! The per-invocation sandbox: store state for both ABIs, the memory limiter, the record of
-//! what the guest tried and was refused, WASI contexts with nothing granted beyond `spec.env`,
-//! and the linkers (built once per engine) that deny sockets and gate outbound HTTP.
+//! The per-invocation sandbox: store state for both ABIs, the memory limiter, WASI contexts
+//! with nothing granted beyond `spec.env`, and the outbound HTTP gate. The linkers that
+//! instantiate guests against this state are in `linker`.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -12,6 +12,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 use crate::failure::{Failure, fmt_bytes};
 use crate::outbound::{self, HostPattern};
 use crate::output::{Budget, GuestOutput};
+use crate::record::{LogContext, Violations};
 
 /// Most elements one table may grow to. Guests need a few thousand (function tables of
 /// interpreters); the cap keeps a runaway `table.grow` from taking host memory.
@@ -20,86 +21,6 @@ const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 /// Resource handles one instance may hold open (streams, HTTP bodies…), so a guest creating
 /// handles in a loop meets a limit rather than host memory exhaustion.
 const MAX_RESOURCES: usize = 10_000;
-
-/// Who is running, for every log record and refusal message of one invocation.
-#[derive(Clone, Debug)]
-pub(crate) struct LogContext {
-    pub(crate) function: Arc<str>,
-    pub(crate) event_id: Arc<str>,
-}
-
-impl LogContext {
-    pub(crate) fn new(function: &str, event_id: &str) -> Self {
-        Self {
-            function: function.into(),
-            event_id: event_id.into(),
-        }
-    }
-
-    /// One line of guest stderr (or a component's stdout), with an optional level prefix.
-    pub(crate) fn guest_line(&self, line: &[u8]) {
-        let line = String::from_utf8_lossy(line);
-        let line = line.trim_end_matches('\r');
-        if line.trim().is_empty() {
-            return;
-        }
-        let (level, msg) = split_level(line);
-        self.guest_log(level, msg);
-    }
-
-    pub(crate) fn guest_log(&self, level: tracing::Level, msg: &str) {
-        let (function, event_id) = (&*self.function, &*self.event_id);
-        match level {
-            tracing::Level::ERROR => {
-                tracing::error!(target: "sluice::guest", function, event_id, "{msg}")
-            }
-            tracing::Level::WARN => {
-                tracing::warn!(target: "sluice::guest", function, event_id, "{msg}")
-            }
-            tracing::Level::INFO => {
-                tracing::info!(target: "sluice::guest", function, event_id, "{msg}")
-            }
-            tracing::Level::DEBUG => {
-                tracing::debug!(target: "sluice::guest", function, event_id, "{msg}")
-            }
-            tracing::Level::TRACE => {
-                tracing::trace!(target: "sluice::guest", function, event_id, "{msg}")
-            }
-        }
-    }
-}
-
-/// `error: disk full` → (ERROR, "disk full"); no known prefix → INFO and the whole line.
-pub(crate) fn split_level(line: &str) -> (tracing::Level, &str) {
-    for (prefix, level) in [
-        ("error:", tracing::Level::ERROR),
-        ("warn:", tracing::Level::WARN),
-        ("info:", tracing::Level::INFO),
-        ("debug:", tracing::Level::DEBUG),
-    ] {
-        if let Some(rest) = line.strip_prefix(prefix) {
-            return (level, rest.trim_start());
-        }
-    }
-    (tracing::Level::INFO, line)
-}
-
-/// The first limit or grant the guest ran into during one invocation. It explains a failure
-/// that follows (a Rust guest whose allocation was refused aborts with `unreachable`; we
-/// report `memory_limit`, not `trap`). A guest that recovers and succeeds is not failed.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Violations(Arc<Mutex<Option<Failure>>>);
-
-impl Violations {
-    pub(crate) fn record(&self, failure: Failure) {
-        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        slot.get_or_insert(failure);
-    }
-
-    pub(crate) fn take(&self) -> Option<Failure> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
-}
 
 /// `spec.limits.memory` over all linear memories of one instance.
 pub(crate) struct MemoryCap {
@@ -311,98 +232,10 @@ impl WasiHttpHooks for Outbound {
     }
 }
 
-/// The typed error a denied sandbox call traps with.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct DeniedCall(pub(crate) String);
-
-/// WASI p2 socket factories, replaced by functions that trap with `denied`: no Sluice handler
-/// may open a socket (outbound HTTP goes through wasi:http), and trapping at once makes the
-/// attempt visible as a typed failure instead of an error code the guest may swallow.
-const DENIED_SOCKET_CALLS: [(&str, &str); 3] = [
-    ("wasi:sockets/tcp-create-socket@0.2.12", "create-tcp-socket"),
-    ("wasi:sockets/udp-create-socket@0.2.12", "create-udp-socket"),
-    ("wasi:sockets/ip-name-lookup@0.2.12", "resolve-addresses"),
-];
-
-/// The linker every component (handler or p2 command) is instantiated through.
-pub(crate) fn component_linker(
-    engine: &wasmtime::Engine,
-) -> wasmtime::Result<wasmtime::component::Linker<ComponentState>> {
-    let mut linker = wasmtime::component::Linker::new(engine);
-    // Includes `wasi:cli/exit#exit-with-code` (stable since 0.2.12), so p2 commands can exit 65.
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-    crate::component::add_to_linker(&mut linker)?;
-    linker.allow_shadowing(true);
-    for (instance, func) in DENIED_SOCKET_CALLS {
-        let what = format!("{instance}#{func} (sockets are never granted)");
-        linker
-            .instance(instance)?
-            .func_new(func, move |store, _ty, _params, _results| {
-                let log = &store.data().log;
-                tracing::warn!(function = %log.function, event_id = %log.event_id, "refused {what}");
-                Err(wasmtime::Error::new(DeniedCall(what.clone())))
-            })?;
-    }
-    linker.allow_shadowing(false);
-    Ok(linker)
-}
-
-/// The linker every WASI preview 1 command is instantiated through. Preview 1 cannot create
-/// sockets; its `sock_*` calls on inherited sockets trap with `denied` for the same reason as
-/// above.
-pub(crate) fn p1_linker(engine: &wasmtime::Engine) -> wasmtime::Result<wasmtime::Linker<P1State>> {
-    const M: &str = "wasi_snapshot_preview1";
-    let mut linker = wasmtime::Linker::new(engine);
-    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut P1State| &mut s.wasi)?;
-    linker.allow_shadowing(true);
-    let deny = |name: &str| {
-        wasmtime::Error::new(DeniedCall(format!(
-            "{M}::{name} (sockets are never granted)"
-        )))
-    };
-    linker.func_wrap(
-        M,
-        "sock_accept",
-        move |_: i32, _: i32, _: i32| -> wasmtime::Result<i32> { Err(deny("sock_accept")) },
-    )?;
-    linker.func_wrap(
-        M,
-        "sock_recv",
-        move |_: i32, _: i32, _: i32, _: i32, _: i32, _: i32| -> wasmtime::Result<i32> {
-            Err(deny("sock_recv"))
-        },
-    )?;
-    linker.func_wrap(
-        M,
-        "sock_send",
-        move |_: i32, _: i32, _: i32, _: i32, _: i32| -> wasmtime::Result<i32> {
-            Err(deny("sock_send"))
-        },
-    )?;
-    linker.func_wrap(
-        M,
-        "sock_shutdown",
-        move |_: i32, _: i32| -> wasmtime::Result<i32> { Err(deny("sock_shutdown")) },
-    )?;
-    linker.allow_shadowing(false);
-    Ok(linker)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use wasmtime::ResourceLimiter;
-
-    #[test]
-    fn level_prefixes() {
-        assert_eq!(split_level("error: boom"), (tracing::Level::ERROR, "boom"));
-        assert_eq!(split_level("warn:x"), (tracing::Level::WARN, "x"));
-        assert_eq!(split_level("debug: d"), (tracing::Level::DEBUG, "d"));
-        assert_eq!(split_level("plain"), (tracing::Level::INFO, "plain"));
-        assert_eq!(split_level("Error: x"), (tracing::Level::INFO, "Error: x"));
-    }
 
     #[test]
     fn memory_cap_counts_all_memories_and_records_refusal() {
@@ -414,14 +247,5 @@ mod tests {
         assert!(!cap.memory_growing(30, 50, None).unwrap());
         assert_eq!(v.take(), Some(Failure::MemoryLimit(100)));
         assert!(cap.memory_growing(30, 40, None).unwrap());
-    }
-
-    #[test]
-    fn first_violation_wins() {
-        let v = Violations::default();
-        v.record(Failure::MemoryLimit(1));
-        v.record(Failure::OutputLimit(2));
-        assert_eq!(v.take(), Some(Failure::MemoryLimit(1)));
-        assert_eq!(v.take(), None);
     }
 }

@@ -1,0 +1,150 @@
+//! `sluice router`, `sluice worker`, `sluice ingress`: distributed mode on NATS JetStream.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use sluice_bus::nats::NatsConfig;
+use sluice_ingress::IngressConfig;
+
+/// Where JetStream is.
+#[derive(clap::Args, Debug, Clone)]
+pub struct NatsArgs {
+    /// NATS server URL.
+    #[arg(
+        long = "nats",
+        env = "SLUICE_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub url: String,
+    /// NATS credentials file (JWT + NKey seed).
+    #[arg(long = "nats-creds", env = "SLUICE_NATS_CREDS", value_name = "FILE")]
+    pub creds: Option<PathBuf>,
+}
+
+impl NatsArgs {
+    fn config(&self) -> NatsConfig {
+        NatsConfig {
+            credentials: self.creds.clone(),
+            ..NatsConfig::new(self.url.clone())
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RouterArgs {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// Directory of Trigger manifests (searched recursively, re-read on change).
+    #[arg(long, value_name = "DIR", required_unless_present = "routes_bucket")]
+    pub manifests: Option<PathBuf>,
+    /// Follow the route table the operator publishes in this JetStream key-value bucket
+    /// (`sluice_routes` on a cluster) instead of a directory, acknowledging each revision.
+    #[arg(long, value_name = "BUCKET", conflicts_with = "manifests")]
+    pub routes_bucket: Option<String>,
+    /// This router's name in its acknowledgements (default: the host name and process id).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Serve /healthz, /readyz and /metrics here.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// The Function to run, NAMESPACE/NAME.
+    #[arg(long)]
+    pub function: String,
+    /// Directory holding the Function's manifest and its Triggers (re-read on change).
+    #[arg(long, value_name = "DIR")]
+    pub manifests: PathBuf,
+    /// Serve HTTP-source Triggers (/fn/...), /healthz, /readyz and /metrics here.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Compiled-module cache.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct IngressArgs {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Require `Authorization: Bearer TOKEN` on writes (also read from SLUICE_TOKEN).
+    #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Read the bearer token from this file (a mounted Secret).
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+    /// Largest accepted event in bytes.
+    #[arg(long, default_value_t = 256 * 1024)]
+    pub max_event_bytes: usize,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    crate::dev::init_logging();
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+pub fn router(args: RouterArgs) -> anyhow::Result<i32> {
+    let source = match (args.routes_bucket, args.manifests) {
+        (Some(bucket), _) => sluice_process::distributed::RouteSource::Bucket {
+            bucket,
+            identity: args.identity.unwrap_or_else(default_identity),
+        },
+        (None, Some(dir)) => sluice_process::distributed::RouteSource::Dir(dir),
+        (None, None) => anyhow::bail!("sluice router: give --manifests DIR or --routes-bucket"),
+    };
+    runtime()?.block_on(sluice_process::distributed::run_router(
+        args.nats.config(),
+        source,
+        args.listen,
+    ))?;
+    Ok(0)
+}
+
+/// A name unique among a cluster's routers: the host name (a pod's name) and process id.
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "router".into());
+    format!("{host}-{}", std::process::id())
+}
+
+pub fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
+    runtime()?.block_on(sluice_process::distributed::run_worker_process(
+        args.nats.config(),
+        args.function,
+        args.manifests,
+        args.listen,
+        args.cache_dir,
+    ))?;
+    Ok(0)
+}
+
+pub fn ingress(args: IngressArgs) -> anyhow::Result<i32> {
+    let token = match &args.token_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", f.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => args.token,
+    };
+    let cfg = IngressConfig {
+        token,
+        max_event_bytes: args.max_event_bytes,
+        ..IngressConfig::default()
+    };
+    runtime()?.block_on(sluice_process::distributed::run_ingress(
+        args.nats.config(),
+        args.listen,
+        cfg,
+    ))?;
+    Ok(0)
+}

@@ -1,0 +1,210 @@
+//! The bus: named, durable event logs plus one delivery queue per Trigger. One trait, two
+//! backends: `embedded` (redb, one process, the `sluice dev` default) and `nats` (JetStream
+//! streams and durable pull consumers). Ingress and replies publish; the router moves matches
+//! into trigger queues; workers lease, then ack, retry or dead-letter.
+//!
+//! Owns: durable storage of events, queues, leases, retries as scheduled redeliveries, dead
+//! letters and depth. Must not know: what a pattern is, how a handler runs, HTTP, processes or
+//! Kubernetes — it stores and hands out what the layers above decide.
+
+pub mod embedded;
+pub mod nats;
+pub mod queue;
+
+use std::{sync::Arc, time::Duration};
+
+use futures::future::BoxFuture;
+use sluice_event::CloudEvent;
+
+/// The bus events go to when a manifest names none (schedule and HTTP replies, `POST /`).
+pub const DEFAULT_BUS: &str = "default";
+
+/// What a bus call returns.
+pub type BusFuture<'a, T> = BoxFuture<'a, Result<T, BusError>>;
+
+/// What ingress, workers and the CLI's admin endpoints need from a bus backend. Routing is
+/// backend-specific (the embedded router moves a cursor and enqueues in one commit; the NATS
+/// router acks a shared durable consumer), so it is not part of the trait.
+pub trait Bus: Send + Sync + 'static {
+    /// `embedded` or `nats`, for logs and `/readyz`.
+    fn kind(&self) -> &'static str;
+    /// Appends producers' events; resolves once they are durable.
+    fn publish(&self, items: Vec<Publish>) -> BusFuture<'_, Vec<Published>>;
+    /// Position of the last event of `bus` (0 when empty).
+    fn head<'a>(&'a self, bus: &'a str) -> BusFuture<'a, u64>;
+    /// Up to `limit` events after position `after`: (position, accepted ms, event).
+    fn read<'a>(
+        &'a self,
+        bus: &'a str,
+        after: u64,
+        limit: usize,
+    ) -> BusFuture<'a, Vec<(u64, u64, CloudEvent)>>;
+    /// Waits (at most `max`) for something to be appended to `bus`.
+    fn wait_published<'a>(&'a self, bus: &'a str, max: Duration) -> BoxFuture<'a, ()>;
+    /// Puts events straight on trigger queues (schedules and bridges, which skip the router).
+    fn enqueue(&self, items: Vec<Enqueue>) -> BusFuture<'_, ()>;
+    /// Leases up to `max` due deliveries of `trigger` without waiting.
+    fn lease<'a>(&'a self, trigger: &'a str, max: usize) -> BusFuture<'a, Vec<Delivery>>;
+    /// A number that changes whenever some queue may have something new to lease.
+    fn queued_version(&self) -> u64;
+    /// Waits until `queued_version` differs from `since`, a retry of `triggers` falls due,
+    /// or `max` passes.
+    fn wait_queued<'a>(
+        &'a self,
+        triggers: &'a [TriggerId],
+        since: u64,
+        max: Duration,
+    ) -> BoxFuture<'a, ()>;
+    /// The delivery succeeded: appends its replies (Sluice's own events), then acks it. A
+    /// delivery whose replies were not appended is never acked, so it runs again.
+    fn ack<'a>(&'a self, d: &'a Delivery, replies: Vec<Publish>) -> BusFuture<'a, ()>;
+    /// The delivery failed; deliver it again at `at_ms`.
+    fn retry<'a>(&'a self, d: &'a Delivery, at_ms: u64, error: &'a str) -> BusFuture<'a, ()>;
+    /// Gives an event up: records the dead letter for `sluice dlq` and publishes it on
+    /// `to_bus`. `from` is the delivery it ends (none for a reply stopped by the hop limit).
+    fn dead_letter<'a>(
+        &'a self,
+        dead: DeadLetter,
+        to_bus: Option<&'a str>,
+        from: Option<&'a Delivery>,
+    ) -> BusFuture<'a, ()>;
+    /// Queued plus in-flight events of a trigger.
+    fn depth<'a>(&'a self, trigger: &'a str) -> BusFuture<'a, Depth>;
+    /// A trigger's dead letters, oldest first.
+    fn dead_letters<'a>(&'a self, trigger: &'a str) -> BusFuture<'a, Vec<DeadLetter>>;
+    /// Puts a trigger's dead letters back on its queue with fresh attempts.
+    fn redrive<'a>(&'a self, trigger: &'a str) -> BusFuture<'a, usize>;
+    /// Deletes a trigger's dead letters.
+    fn purge<'a>(&'a self, trigger: &'a str) -> BusFuture<'a, usize>;
+}
+
+pub type SharedBus = Arc<dyn Bus>;
+
+/// `namespace/name` of a Trigger: the name of its delivery queue.
+pub type TriggerId = String;
+
+/// One event to append to a bus.
+#[derive(Clone, Debug)]
+pub struct Publish {
+    pub bus: String,
+    pub event: CloudEvent,
+    /// Drop the event when its (source, id) was already accepted on this bus within the
+    /// dedupe window. Producers' events are deduplicated; Sluice's own (replies, dead
+    /// letters) are not.
+    pub dedupe: bool,
+}
+
+/// What became of a published event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Published {
+    /// Appended at this position of its bus.
+    Appended(u64),
+    /// Already accepted within the dedupe window; nothing written.
+    Duplicate,
+}
+
+/// A routed event to put on a trigger's queue.
+#[derive(Clone, Debug)]
+pub struct Enqueue {
+    pub trigger: TriggerId,
+    pub event: Arc<CloudEvent>,
+    /// When the event was first accepted (ms since the epoch), for `maxAge`.
+    pub accepted_ms: u64,
+    /// The value at the trigger's `ordering.key`, when it has one.
+    pub key: Option<String>,
+}
+
+/// How a trigger's queue hands out events.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueueConfig {
+    pub max_inflight: usize,
+    /// The trigger has an `ordering.key`: events sharing a key go one at a time.
+    pub ordered: bool,
+    /// How long a lease lasts before the event is handed out again (function timeout plus
+    /// a margin).
+    pub lease: Duration,
+}
+
+/// An event leased to a worker.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub trigger: TriggerId,
+    /// Position in the trigger's queue.
+    pub seq: u64,
+    /// 1 for the first delivery.
+    pub attempt: u32,
+    pub accepted_ms: u64,
+    pub event: Arc<CloudEvent>,
+    /// The backend's handle for acking (the JetStream message); none on the embedded bus.
+    pub receipt: Option<Arc<nats::Receipt>>,
+}
+
+/// Why and how an event was given up.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeadLetter {
+    pub trigger: TriggerId,
+    pub seq: u64,
+    /// `exhausted`, `fatal`, `expired`, `loop`, …
+    pub reason: String,
+    pub attempts: u32,
+    pub last_error: String,
+    pub at_ms: u64,
+    pub event: CloudEvent,
+}
+
+impl DeadLetter {
+    /// The dead letter as a CloudEvent: the original with `sluicereason`, `sluiceattempts`,
+    /// `sluicelasterror` and `sluicetrigger` extensions.
+    pub fn to_event(&self) -> CloudEvent {
+        use sluice_event::Extension;
+        let mut e = self.event.clone();
+        e.extensions.insert(
+            "sluicereason".into(),
+            Extension::String(self.reason.clone()),
+        );
+        e.extensions.insert(
+            "sluiceattempts".into(),
+            Extension::Integer(i64::from(self.attempts)),
+        );
+        e.extensions.insert(
+            "sluicelasterror".into(),
+            Extension::String(self.last_error.clone()),
+        );
+        e.extensions.insert(
+            "sluicetrigger".into(),
+            Extension::String(self.trigger.clone()),
+        );
+        e
+    }
+}
+
+/// Queue depth, the autoscaling signal.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Depth {
+    pub queued: u64,
+    pub inflight: u64,
+}
+
+impl Depth {
+    pub fn pending(&self) -> u64 {
+        self.queued + self.inflight
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("bus storage: {0}")]
+    Storage(String),
+    #[error("bus {0:?} is unknown")]
+    UnknownBus(String),
+    #[error("the bus is shutting down")]
+    Closed,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}

@@ -1,0 +1,61 @@
+//! Delivery: routers move a bus's matching events onto trigger queues; workers lease events
+//! from their Function's trigger queues, run the handler, then ack (publishing replies),
+//! schedule a retry, or dead-letter. Decisions live in `policy` (pure); the rest does the I/O
+//! around them.
+//!
+//! Owns: routing (a bus's Triggers compiled into one matcher; the embedded and NATS routers),
+//! the worker loop, the pure retry/dead-letter policy and the runtime's metrics. Must not
+//! know: HTTP, manifest files, processes or Kubernetes; handlers are behind [`Invoker`], so
+//! the Wasm host is not a dependency.
+
+pub mod metrics;
+pub mod policy;
+pub mod router;
+pub mod worker;
+
+use std::{future::Future, pin::Pin, sync::Arc};
+
+use sluice_event::CloudEvent;
+
+/// A failed invocation as the delivery engine sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvokeError {
+    /// Whether another attempt can help.
+    pub retryable: bool,
+    /// Short machine label: `timeout`, `memory_limit`, `trap`, `fatal`, …
+    pub reason: String,
+    /// The whole story for humans (`timeout after 2s`).
+    pub message: String,
+}
+
+impl std::fmt::Display for InvokeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+pub type InvokeFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<CloudEvent>, InvokeError>> + Send + 'a>>;
+
+/// Runs one event through a Function's handler. The Wasm host implements it; tests use
+/// plain closures.
+pub trait Invoker: Send + Sync {
+    fn invoke<'a>(&'a self, event: &'a CloudEvent) -> InvokeFuture<'a>;
+}
+
+pub type SharedInvoker = Arc<dyn Invoker>;
+
+/// The hop-count extension on reply events.
+pub const HOPS: &str = "sluicehops";
+
+/// Default limit on reply chains (DESIGN §5).
+pub const DEFAULT_HOP_LIMIT: i64 = 16;
+
+/// The hop count of an event (0 for a producer's event).
+pub fn hops(e: &CloudEvent) -> i64 {
+    match e.extensions.get(HOPS) {
+        Some(sluice_event::Extension::Integer(n)) => *n,
+        Some(sluice_event::Extension::String(s)) => s.parse().unwrap_or(0),
+        _ => 0,
+    }
+}

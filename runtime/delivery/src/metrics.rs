@@ -1,0 +1,256 @@
+//! Prometheus metrics of the runtime. Every observable step of the data flow (ingress, match,
+//! delivery outcome, duration, depth, workers) is counted here and served at `/metrics`.
+
+use std::{sync::Arc, time::Duration};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BusLabel {
+    bus: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TriggerLabel {
+    trigger: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FunctionLabel {
+    function: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabel {
+    phase: &'static str,
+}
+
+type Hist = Family<FunctionLabel, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    // 50 µs … ~3.3 s: Wasm handlers are fast; the tail shows timeouts coming.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.000_05, 2.0, 17,
+    ))
+}
+
+fn writer_histogram() -> Histogram {
+    // 10 µs … ~0.65 s: a group commit is tens of µs; a stalled disk shows at the top.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.000_01, 2.0, 17,
+    ))
+}
+
+struct Inner {
+    registry: Registry,
+    events_in: Family<BusLabel, Counter>,
+    duplicates: Family<BusLabel, Counter>,
+    matched: Family<TriggerLabel, Counter>,
+    unmatched: Family<BusLabel, Counter>,
+    delivered: Family<TriggerLabel, Counter>,
+    retried: Family<TriggerLabel, Counter>,
+    dead_lettered: Family<TriggerLabel, Counter>,
+    duration: Hist,
+    depth: Family<TriggerLabel, Gauge>,
+    workers: Family<FunctionLabel, Gauge>,
+    bus_writer: Family<PhaseLabel, Histogram, fn() -> Histogram>,
+}
+
+/// Cheap to clone; all clones count into one registry.
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sluice");
+        let events_in = Family::default();
+        let duplicates = Family::default();
+        let matched = Family::default();
+        let unmatched = Family::default();
+        let delivered = Family::default();
+        let retried = Family::default();
+        let dead_lettered = Family::default();
+        let duration: Hist = Family::new_with_constructor(duration_histogram);
+        let depth = Family::default();
+        let workers = Family::default();
+        let bus_writer: Family<PhaseLabel, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(writer_histogram);
+        registry.register("events_in", "Events accepted onto a bus", events_in.clone());
+        registry.register(
+            "events_duplicate",
+            "Events dropped as duplicates of (source, id)",
+            duplicates.clone(),
+        );
+        registry.register(
+            "events_matched",
+            "Events a trigger's pattern matched",
+            matched.clone(),
+        );
+        registry.register(
+            "events_unmatched",
+            "Events routed to no trigger (no pattern of the route table matched)",
+            unmatched.clone(),
+        );
+        registry.register(
+            "deliveries_succeeded",
+            "Deliveries the handler completed",
+            delivered.clone(),
+        );
+        registry.register(
+            "deliveries_retried",
+            "Failed deliveries scheduled for retry",
+            retried.clone(),
+        );
+        registry.register(
+            "deliveries_dead_lettered",
+            "Events given up and dead-lettered",
+            dead_lettered.clone(),
+        );
+        registry.register(
+            "handler_duration_seconds",
+            "Handler invocation time",
+            duration.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Queued plus in-flight events per trigger",
+            depth.clone(),
+        );
+        registry.register(
+            "workers",
+            "Worker tasks running per function",
+            workers.clone(),
+        );
+        registry.register(
+            "bus_writer_seconds",
+            "Time of the embedded bus's writer thread per phase (commit, journal append, \
+             checkpoint); every publish waits behind the commit in progress",
+            bus_writer.clone(),
+        );
+        Self(Arc::new(Inner {
+            registry,
+            events_in,
+            duplicates,
+            matched,
+            unmatched,
+            delivered,
+            retried,
+            dead_lettered,
+            duration,
+            depth,
+            workers,
+            bus_writer,
+        }))
+    }
+
+    pub fn events_in(&self, bus: &str, n: u64) {
+        self.0
+            .events_in
+            .get_or_create(&BusLabel { bus: bus.into() })
+            .inc_by(n);
+    }
+    pub fn duplicates(&self, bus: &str, n: u64) {
+        self.0
+            .duplicates
+            .get_or_create(&BusLabel { bus: bus.into() })
+            .inc_by(n);
+    }
+    pub fn matched(&self, trigger: &str) {
+        self.0
+            .matched
+            .get_or_create(&TriggerLabel {
+                trigger: trigger.into(),
+            })
+            .inc();
+    }
+    pub fn unmatched(&self, bus: &str) {
+        self.0
+            .unmatched
+            .get_or_create(&BusLabel { bus: bus.into() })
+            .inc();
+    }
+    pub fn delivered(&self, trigger: &str) {
+        self.0
+            .delivered
+            .get_or_create(&TriggerLabel {
+                trigger: trigger.into(),
+            })
+            .inc();
+    }
+    pub fn retried(&self, trigger: &str) {
+        self.0
+            .retried
+            .get_or_create(&TriggerLabel {
+                trigger: trigger.into(),
+            })
+            .inc();
+    }
+    pub fn dead_lettered(&self, trigger: &str) {
+        self.0
+            .dead_lettered
+            .get_or_create(&TriggerLabel {
+                trigger: trigger.into(),
+            })
+            .inc();
+    }
+    pub fn observe_duration(&self, function: &str, d: Duration) {
+        self.0
+            .duration
+            .get_or_create(&FunctionLabel {
+                function: function.into(),
+            })
+            .observe(d.as_secs_f64());
+    }
+    pub fn set_depth(&self, trigger: &str, pending: u64) {
+        self.0
+            .depth
+            .get_or_create(&TriggerLabel {
+                trigger: trigger.into(),
+            })
+            .set(pending as i64);
+    }
+    pub fn set_workers(&self, function: &str, n: u32) {
+        self.0
+            .workers
+            .get_or_create(&FunctionLabel {
+                function: function.into(),
+            })
+            .set(i64::from(n));
+    }
+
+    /// Counter value, for the status line and tests.
+    pub fn delivered_count(&self, trigger: &str) -> u64 {
+        self.0
+            .delivered
+            .get_or_create(&TriggerLabel {
+                trigger: trigger.into(),
+            })
+            .get()
+    }
+
+    pub fn bus_writer(&self, phase: &'static str, took: Duration) {
+        self.0
+            .bus_writer
+            .get_or_create(&PhaseLabel { phase })
+            .observe(took.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.0.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

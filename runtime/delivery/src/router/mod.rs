@@ -1,0 +1,251 @@
+//! The router of one bus: reads the log from its cursor, evaluates every Trigger's pattern in
+//! one pass of the compiled matcher, and enqueues each match on that trigger's queue together
+//! with the cursor move (one commit), so an event is routed once; workers see the matches
+//! without waiting for that commit (see `EmbeddedBus::route_now`). Trigger changes swap the
+//! route table; the next batch uses it, with no restart.
+
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use serde_json::Value;
+use sluice_pattern::{Matcher, Pattern};
+use tokio::sync::watch;
+
+use sluice_bus::{Enqueue, TriggerId, embedded::EmbeddedBus};
+
+use crate::metrics::Metrics;
+
+pub mod nats;
+
+/// Events read per routing commit.
+const BATCH: usize = 1024;
+
+/// One trigger as the router needs it.
+#[derive(Clone, Debug)]
+pub struct RouteTarget {
+    pub id: TriggerId,
+    /// `None`: every event of the bus.
+    pub pattern: Option<Pattern>,
+    /// Dotted path of `delivery.ordering.key`.
+    pub ordering_key: Option<String>,
+}
+
+/// All triggers of one bus, compiled.
+#[derive(Default)]
+pub struct RouteTable {
+    matcher: Matcher<usize>,
+    match_all: Vec<usize>,
+    targets: Vec<RouteTarget>,
+}
+
+impl RouteTable {
+    pub fn new(targets: Vec<RouteTarget>) -> Self {
+        let mut matcher = Matcher::new();
+        let mut match_all = Vec::new();
+        for (i, t) in targets.iter().enumerate() {
+            match &t.pattern {
+                Some(p) => matcher.insert(i, p),
+                None => match_all.push(i),
+            }
+        }
+        Self {
+            matcher,
+            match_all,
+            targets,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    /// The triggers an event (CloudEvent JSON bytes) goes to, with each one's ordering key.
+    /// Only the fields some pattern names are decoded (and the whole event only for a trigger
+    /// with an ordering key).
+    pub fn route_json(
+        &self,
+        json: &[u8],
+    ) -> Result<Vec<(&TriggerId, Option<String>)>, sluice_pattern::EventError> {
+        let mut hits = Vec::new();
+        self.matcher.matches_json_into(json, &mut hits)?;
+        hits.extend_from_slice(&self.match_all);
+        hits.sort_unstable();
+        let mut tree: Option<Value> = None;
+        Ok(hits
+            .into_iter()
+            .filter_map(|i| self.targets.get(i))
+            .map(|t| {
+                let key = t.ordering_key.as_deref().and_then(|k| {
+                    let v = tree
+                        .get_or_insert_with(|| serde_json::from_slice(json).unwrap_or(Value::Null));
+                    key_of(v, k)
+                });
+                (&t.id, key)
+            })
+            .collect())
+    }
+}
+
+/// The value at a dotted path, as a string key; absent (or null) means unordered.
+pub fn key_of(event: &Value, path: &str) -> Option<String> {
+    let mut v = event;
+    for part in path.split('.') {
+        v = v.get(part)?;
+    }
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+pub type SharedTable = Arc<RwLock<Arc<RouteTable>>>;
+
+/// Routes `bus_name` until `stop` turns true.
+pub async fn run(
+    bus_name: String,
+    bus: EmbeddedBus,
+    table: SharedTable,
+    metrics: Metrics,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let notified = bus.published();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        match route_batch(&bus_name, &bus, &table, &metrics).await {
+            Ok(0) => {}
+            Ok(_) => continue,
+            Err(e) => tracing::error!(bus = %bus_name, error = %e, "routing failed; retrying"),
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Routes one batch; returns how many events it read.
+pub async fn route_batch(
+    bus_name: &str,
+    bus: &EmbeddedBus,
+    table: &SharedTable,
+    metrics: &Metrics,
+) -> Result<usize, sluice_bus::BusError> {
+    let cursor = bus.route_cursor(bus_name);
+    let events = bus.read_raw(bus_name, cursor, BATCH)?;
+    let Some(last) = events.last().map(|e| e.0) else {
+        return Ok(0);
+    };
+    let n = events.len();
+    let table = table
+        .read()
+        .map(|t| t.clone())
+        .unwrap_or_else(|p| p.into_inner().clone());
+    let mut items = Vec::new();
+    for (pos, accepted_ms, json) in &events {
+        // Matched on the stored bytes: an event no pattern wants (a reply, typically) is
+        // never decoded, and a matched one is decoded once and stored with the same bytes.
+        let hits = match table.route_json(json) {
+            Ok(h) if h.is_empty() => {
+                metrics.unmatched(bus_name);
+                continue;
+            }
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(bus = %bus_name, pos, error = %e, "unreadable event skipped");
+                continue;
+            }
+        };
+        let event = match sluice_event::CloudEvent::from_json(json) {
+            Ok(e) => Arc::new(e),
+            Err(e) => {
+                tracing::error!(bus = %bus_name, pos, error = %e, "unreadable event skipped");
+                continue;
+            }
+        };
+        for (trigger, key) in hits {
+            metrics.matched(trigger);
+            let item = Enqueue {
+                trigger: trigger.clone(),
+                event: event.clone(),
+                accepted_ms: *accepted_ms,
+                key,
+            };
+            items.push((item, Some(json.as_slice())));
+        }
+    }
+    // Workers may lease the matches now; the commit is confirmed in the background, so the
+    // next batch is routed while this one is stored.
+    let committed = bus.route_now(bus_name, last, items).await?;
+    let bus_name = bus_name.to_owned();
+    tokio::spawn(async move {
+        if let Ok(Err(e)) = committed.await {
+            // Nothing is lost: the cursor move was not stored either, so after a restart these
+            // events are routed again.
+            tracing::error!(bus = %bus_name, error = %e, "storing routed events failed");
+        }
+    });
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn routes_by_pattern_and_extracts_ordering_keys() {
+        let p = |v: Value| Some(Pattern::parse(&v).unwrap());
+        let table = RouteTable::new(vec![
+            RouteTarget {
+                id: "ns/paid".into(),
+                pattern: p(json!({"type": ["order.paid"]})),
+                ordering_key: Some("data.orderId".into()),
+            },
+            RouteTarget {
+                id: "ns/all".into(),
+                pattern: None,
+                ordering_key: None,
+            },
+            RouteTarget {
+                id: "ns/big".into(),
+                pattern: p(json!({"data": {"total": [{"numeric": [">", 100]}]}})),
+                ordering_key: None,
+            },
+        ]);
+        let e = json!({"type": "order.paid", "data": {"orderId": 7, "total": 50}});
+        let got: Vec<(String, Option<String>)> = table
+            .route_json(e.to_string().as_bytes())
+            .unwrap()
+            .into_iter()
+            .map(|(t, k)| (t.clone(), k))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("ns/paid".into(), Some("7".into())),
+                ("ns/all".into(), None)
+            ]
+        );
+        let e = json!({"type": "other", "data": {"total": 500}});
+        let ids: Vec<&TriggerId> = table
+            .route_json(e.to_string().as_bytes())
+            .unwrap()
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        assert_eq!(ids, vec!["ns/all", "ns/big"]);
+        assert_eq!(
+            key_of(&json!({"subject": "s"}), "subject"),
+            Some("s".into())
+        );
+        assert_eq!(key_of(&json!({"data": {"k": null}}), "data.k"), None);
+    }
+}

@@ -1,0 +1,248 @@
+//! The worker tasks of one Function. Each task keeps up to `concurrency` deliveries in flight,
+//! leasing round-robin from the Function's trigger queues; the scaler sets how many tasks run.
+
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use sluice_api::trigger::Retry;
+use sluice_event::{CloudEvent, Extension};
+use tokio::{sync::watch, task::JoinSet};
+
+use crate::{
+    HOPS, InvokeError, SharedInvoker, hops,
+    policy::{self, GiveUp, Step},
+};
+use sluice_bus::{Bus, DeadLetter, Delivery, Publish, SharedBus, TriggerId, now_ms};
+
+use crate::metrics::Metrics;
+
+/// How one trigger's events are delivered.
+#[derive(Clone, Debug)]
+pub struct TriggerRoute {
+    pub id: TriggerId,
+    pub retry: Retry,
+    pub dead_letter_bus: Option<String>,
+    /// Where replies of this trigger's deliveries are published.
+    pub reply_bus: String,
+}
+
+/// Everything a worker needs about its Function; swapped whole on reload.
+pub struct FunctionRuntime {
+    /// `namespace/name`.
+    pub id: String,
+    pub invoker: SharedInvoker,
+    pub concurrency: usize,
+    pub triggers: Vec<TriggerRoute>,
+    pub hop_limit: i64,
+}
+
+pub type SharedFunction = Arc<RwLock<Arc<FunctionRuntime>>>;
+
+/// Runs worker task number `index` until the desired count drops to `index` or below. It
+/// finishes what it has in flight before it exits, so scaling down loses nothing.
+pub async fn run_worker(
+    index: u32,
+    func: SharedFunction,
+    bus: SharedBus,
+    metrics: Metrics,
+    mut desired: watch::Receiver<u32>,
+) {
+    let mut inflight: JoinSet<()> = JoinSet::new();
+    let mut next_trigger = 0usize;
+    loop {
+        let stop = *desired.borrow() <= index;
+        if stop {
+            break;
+        }
+        let f = func
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        // Read before leasing: a wake-up between the lease and the wait is then not missed.
+        let version = bus.queued_version();
+        // Fill free slots round-robin over the triggers so one busy trigger cannot starve the rest.
+        // A lease from a remote bus is a round trip: wait for a quarter of the slots to be
+        // free (or none in flight) rather than pull one event per completion.
+        let min_free = if bus.kind() == "embedded" {
+            1
+        } else {
+            (f.concurrency / 4).max(1)
+        };
+        let free_now = f.concurrency.saturating_sub(inflight.len());
+        let mut leased_any = false;
+        let n = if free_now >= min_free || inflight.is_empty() {
+            f.triggers.len()
+        } else {
+            0
+        };
+        for i in 0..n {
+            let free = f.concurrency.saturating_sub(inflight.len());
+            if free == 0 {
+                break;
+            }
+            let route = &f.triggers[(next_trigger + i) % n];
+            let leased = match bus.lease(&route.id, free).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(trigger = %route.id, error = %e, "lease failed");
+                    Vec::new()
+                }
+            };
+            for d in leased {
+                leased_any = true;
+                let (f, bus, metrics, route) =
+                    (f.clone(), bus.clone(), metrics.clone(), route.clone());
+                inflight.spawn(async move { deliver(&f, &route, &*bus, &metrics, d).await });
+            }
+        }
+        next_trigger = next_trigger.wrapping_add(1);
+        if leased_any && inflight.len() < f.concurrency {
+            continue;
+        }
+        let ids: Vec<TriggerId> = f.triggers.iter().map(|t| t.id.clone()).collect();
+        tokio::select! {
+            Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
+            _ = bus.wait_queued(&ids, version, Duration::from_secs(1)) => {}
+            _ = desired.changed() => {}
+        }
+    }
+    while inflight.join_next().await.is_some() {}
+}
+
+/// One delivery start to finish. Bus errors are logged: the lease then expires and the event
+/// is delivered again, which at-least-once allows.
+async fn deliver(
+    f: &FunctionRuntime,
+    route: &TriggerRoute,
+    bus: &dyn Bus,
+    metrics: &Metrics,
+    d: Delivery,
+) {
+    let age = Duration::from_millis(now_ms().saturating_sub(d.accepted_ms));
+    if policy::expired(age, &route.retry) {
+        give_up(
+            route,
+            bus,
+            metrics,
+            &d,
+            GiveUp::Expired,
+            "event older than maxAge",
+        )
+        .await;
+        return;
+    }
+    let started = std::time::Instant::now();
+    let result = f.invoker.invoke(&d.event).await;
+    let elapsed = started.elapsed();
+    metrics.observe_duration(&f.id, elapsed);
+    match result {
+        Ok(replies) => {
+            let acked = match hop_checked(f, route, bus, metrics, &d, replies).await {
+                Ok(replies) => bus.ack(&d, replies).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = acked {
+                tracing::warn!(trigger = %route.id, event_id = %d.event.id, error = %e, "publishing replies or ack failed; will redeliver");
+                return;
+            }
+            metrics.delivered(&route.id);
+            tracing::info!(target: "sluice::delivery", "{} {} → {} ok in {:.1?} (attempt {})", d.event.ty, d.event.id, f.id, elapsed, d.attempt);
+        }
+        Err(err) => failed(route, bus, metrics, &d, err, age).await,
+    }
+}
+
+async fn failed(
+    route: &TriggerRoute,
+    bus: &dyn Bus,
+    metrics: &Metrics,
+    d: &Delivery,
+    err: InvokeError,
+    age: Duration,
+) {
+    let jitter: f64 = rand::random();
+    match policy::after_failure(d.attempt, err.retryable, &route.retry, age, jitter) {
+        Step::Retry(delay) => {
+            metrics.retried(&route.id);
+            tracing::warn!(target: "sluice::delivery", "{} {} → {} failed: {} (attempt {}/{}, retry in {:.1?})", d.event.ty, d.event.id, route.id, err, d.attempt, route.retry.max_attempts, delay);
+            if let Err(e) = bus
+                .retry(d, now_ms() + delay.as_millis() as u64, &err.message)
+                .await
+            {
+                tracing::warn!(trigger = %route.id, event_id = %d.event.id, error = %e, "scheduling retry failed");
+            }
+        }
+        Step::DeadLetter(why) => give_up(route, bus, metrics, d, why, &err.message).await,
+    }
+}
+
+async fn give_up(
+    route: &TriggerRoute,
+    bus: &dyn Bus,
+    metrics: &Metrics,
+    d: &Delivery,
+    why: GiveUp,
+    last_error: &str,
+) {
+    metrics.dead_lettered(&route.id);
+    tracing::warn!(target: "sluice::delivery", "{} {} → {} dead-lettered: {} after {} attempt(s): {}", d.event.ty, d.event.id, route.id, why.as_str(), d.attempt, last_error);
+    let dead = DeadLetter {
+        trigger: route.id.clone(),
+        seq: d.seq,
+        reason: why.as_str().into(),
+        attempts: d.attempt,
+        last_error: last_error.into(),
+        at_ms: now_ms(),
+        event: (*d.event).clone(),
+    };
+    if let Err(e) = bus
+        .dead_letter(dead, route.dead_letter_bus.as_deref(), Some(d))
+        .await
+    {
+        tracing::error!(trigger = %route.id, event_id = %d.event.id, error = %e, "dead-lettering failed; will redeliver");
+    }
+}
+
+/// A handler's replies to publish, with the hop count one above the input's; replies past the
+/// hop limit are dead-lettered as a loop instead, so a function cannot storm itself.
+async fn hop_checked(
+    f: &FunctionRuntime,
+    route: &TriggerRoute,
+    bus: &dyn Bus,
+    metrics: &Metrics,
+    d: &Delivery,
+    replies: Vec<CloudEvent>,
+) -> Result<Vec<Publish>, sluice_bus::BusError> {
+    if replies.is_empty() {
+        return Ok(Vec::new());
+    }
+    let next = hops(&d.event) + 1;
+    let mut out = Vec::with_capacity(replies.len());
+    for mut r in replies {
+        r.extensions.insert(HOPS.into(), Extension::Integer(next));
+        if next > f.hop_limit {
+            let dead = DeadLetter {
+                trigger: route.id.clone(),
+                seq: 0,
+                reason: GiveUp::Loop.as_str().into(),
+                attempts: d.attempt,
+                last_error: format!("reply {} exceeds the hop limit of {}", r.ty, f.hop_limit),
+                at_ms: now_ms(),
+                event: r,
+            };
+            metrics.dead_lettered(&route.id);
+            tracing::warn!(target: "sluice::delivery", "{}: reply chain stopped by the hop limit", route.id);
+            bus.dead_letter(dead, route.dead_letter_bus.as_deref(), None)
+                .await?;
+        } else {
+            out.push(Publish {
+                bus: route.reply_bus.clone(),
+                event: r,
+                dedupe: false,
+            });
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,293 @@
+//! Bridges: Trigger sources outside Sluice (an MQTT topic filter, a plain NATS subject) whose
+//! messages become CloudEvents on the trigger's queue. A message that is already a structured
+//! CloudEvent (JSON with `specversion`) is taken as is; anything else is wrapped, the payload
+//! as `data`. MQTT messages are acknowledged (QoS 1) only after the enqueue is durable, so a
+//! crash re-sends rather than loses them.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use sluice_api::{TriggerSpec, trigger::MqttSource, trigger::NatsSource};
+use sluice_event::{CloudEvent, Extension};
+use sluice_pattern::Pattern;
+
+use sluice_bus::{BusError, Enqueue, SharedBus, TriggerId, now_ms};
+use sluice_delivery::router::key_of;
+
+/// Why a bridge stopped or could not start. The caller logs it with the trigger and retries.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    /// The Trigger's source settings are unusable (named by their manifest field).
+    #[error("{field}: {message}")]
+    Config {
+        field: &'static str,
+        message: String,
+    },
+    /// The broker refused, dropped or could not be reached.
+    #[error("{broker}: {message}")]
+    Broker { broker: String, message: String },
+    /// The broker ended the subscription.
+    #[error("subscription to {0} ended")]
+    Ended(String),
+    /// The bus did not take a bridged event (it is not acknowledged to the broker).
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+fn broker(url: &str) -> impl Fn(&dyn std::fmt::Display) -> BridgeError + '_ {
+    move |e| BridgeError::Broker {
+        broker: url.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// Runs the bridge of one trigger until aborted, reconnecting after failures.
+pub async fn run(
+    trigger: TriggerId,
+    spec: TriggerSpec,
+    pattern: Option<Pattern>,
+    default_nats: Option<String>,
+    bus: SharedBus,
+) {
+    let bridge = Bridge {
+        trigger,
+        pattern,
+        ordering_key: spec.delivery.ordering.as_ref().map(|o| o.key.clone()),
+        bus,
+    };
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let result = if let Some(m) = &spec.source.mqtt {
+            bridge.mqtt(m).await
+        } else if let Some(n) = &spec.source.nats {
+            bridge.nats(n, default_nats.as_deref()).await
+        } else {
+            return;
+        };
+        if let Err(e) = result {
+            tracing::warn!(trigger = %bridge.trigger, error = %e, "bridge interrupted; reconnecting");
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+struct Bridge {
+    trigger: TriggerId,
+    pattern: Option<Pattern>,
+    ordering_key: Option<String>,
+    bus: SharedBus,
+}
+
+impl Bridge {
+    /// Turns one message into an enqueue, unless the trigger's pattern rejects it.
+    fn to_enqueue(&self, event: CloudEvent) -> Option<Enqueue> {
+        let json = event.to_json_value();
+        if let Some(p) = &self.pattern {
+            let mut m = sluice_pattern::Matcher::new();
+            m.insert(0usize, p);
+            if m.matches(&json).is_empty() {
+                return None;
+            }
+        }
+        Some(Enqueue {
+            trigger: self.trigger.clone(),
+            key: self.ordering_key.as_deref().and_then(|k| key_of(&json, k)),
+            event: Arc::new(event),
+            accepted_ms: now_ms(),
+        })
+    }
+
+    async fn nats(&self, src: &NatsSource, default_url: Option<&str>) -> Result<(), BridgeError> {
+        let url = src
+            .url
+            .as_deref()
+            .or(default_url)
+            .unwrap_or("nats://127.0.0.1:4222");
+        let err = broker(url);
+        let client = async_nats::connect(url).await.map_err(|e| err(&e))?;
+        let mut sub = match &src.queue {
+            Some(q) => client
+                .queue_subscribe(src.subject.clone(), q.clone())
+                .await
+                .map_err(|e| err(&e))?,
+            None => client
+                .subscribe(src.subject.clone())
+                .await
+                .map_err(|e| err(&e))?,
+        };
+        tracing::info!(trigger = %self.trigger, subject = %src.subject, "NATS bridge subscribed");
+        while let Some(msg) = sub.next().await {
+            let event = message_event(
+                &format!("nats://{}", msg.subject),
+                "dev.sluice.nats.message",
+                msg.subject.as_str(),
+                &msg.payload,
+            );
+            if let Some(item) = self.to_enqueue(event) {
+                self.bus.enqueue(vec![item]).await?;
+            }
+            // Core NATS has no acknowledgement: a request-reply sender learns it was taken.
+            if let Some(reply) = msg.reply {
+                let _ = client.publish(reply, "accepted".into()).await;
+            }
+        }
+        Err(BridgeError::Ended(src.subject.clone()))
+    }
+
+    async fn mqtt(&self, src: &MqttSource) -> Result<(), BridgeError> {
+        let (host, port) = parse_mqtt_url(&src.url)?;
+        let err = broker(&src.url);
+        // A client id stable per (trigger, broker, topic, host) with a persistent session:
+        // QoS 1 messages published while this bridge was away are delivered when it returns.
+        // Several routers share the topic through an MQTT shared subscription, so each
+        // message is bridged once.
+        let id = mqtt_client_id(&self.trigger, &src.url, &src.topic);
+        let filter = format!(
+            "$share/sluice-{}/{}",
+            self.trigger.replace('/', "-"),
+            src.topic
+        );
+        let mut opts = rumqttc::MqttOptions::new(id, host, port);
+        opts.set_keep_alive(Duration::from_secs(15));
+        opts.set_clean_session(false);
+        opts.set_manual_acks(true);
+        let (client, mut events) = rumqttc::AsyncClient::new(opts, 64);
+        let qos = match src.qos {
+            0 => rumqttc::QoS::AtMostOnce,
+            1 => rumqttc::QoS::AtLeastOnce,
+            _ => rumqttc::QoS::ExactlyOnce,
+        };
+        client
+            .subscribe(filter.clone(), qos)
+            .await
+            .map_err(|e| err(&e))?;
+        tracing::info!(trigger = %self.trigger, topic = %src.topic, "MQTT bridge subscribed");
+        loop {
+            match events.poll().await.map_err(|e| err(&e))? {
+                rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => {
+                    let topic = p.topic.clone();
+                    let event = message_event(
+                        &format!("mqtt://{topic}"),
+                        "dev.sluice.mqtt.message",
+                        &topic,
+                        &p.payload,
+                    );
+                    if let Some(item) = self.to_enqueue(event) {
+                        self.bus.enqueue(vec![item]).await?;
+                    }
+                    client.ack(&p).await.map_err(|e| err(&e))?;
+                }
+                rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)) => {
+                    // A new session (the broker forgot us) needs the subscription again.
+                    client
+                        .subscribe(filter.clone(), qos)
+                        .await
+                        .map_err(|e| err(&e))?;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A bridged message as a CloudEvent.
+pub fn message_event(source: &str, ty: &str, subject: &str, payload: &[u8]) -> CloudEvent {
+    if let Ok(e) = CloudEvent::from_json(payload) {
+        return e;
+    }
+    let mut e = CloudEvent::new(uuid::Uuid::new_v4().to_string(), source, ty);
+    e.subject = Some(subject.to_owned());
+    e.time = Some(sluice_event::now_rfc3339());
+    let json = serde_json::from_slice::<serde_json::Value>(payload).is_ok();
+    e.datacontenttype = Some(
+        if json {
+            "application/json"
+        } else {
+            "application/octet-stream"
+        }
+        .into(),
+    );
+    e.extensions
+        .insert("sluicebridge".into(), Extension::String(source.to_owned()));
+    if !payload.is_empty() {
+        e.data = Some(payload.to_vec());
+    }
+    e
+}
+
+/// The MQTT client id of a bridge: per trigger, broker and topic (two bridges of one host
+/// never take each other's session over), and per host (each router its own session).
+pub fn mqtt_client_id(trigger: &str, url: &str, topic: &str) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| std::process::id().to_string());
+    use sha2::Digest as _;
+    let digest = hex::encode(&sha2::Sha256::digest(format!("{url}\n{topic}").as_bytes())[..4]);
+    format!("sluice-{}-{digest}-{host}", trigger.replace('/', "-"))
+        .chars()
+        .take(128)
+        .collect()
+}
+
+/// `mqtt://host:port` → (host, port); port 1883 when omitted.
+pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), BridgeError> {
+    let bad = |message: String| BridgeError::Config {
+        field: "spec.source.mqtt.url",
+        message,
+    };
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .ok_or_else(|| {
+            bad(format!(
+                "{url:?} is not mqtt://host:port (mqtts:// is not supported yet)"
+            ))
+        })?;
+    let rest = rest.trim_end_matches('/');
+    match rest.rsplit_once(':') {
+        Some((h, p)) => Ok((
+            h.to_owned(),
+            p.parse().map_err(|_| bad(format!("bad port in {url:?}")))?,
+        )),
+        None => Ok((rest.to_owned(), 1883)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wraps_plain_payloads_and_keeps_cloudevents() {
+        let e = message_event(
+            "mqtt://a/b",
+            "dev.sluice.mqtt.message",
+            "a/b",
+            br#"{"t":1}"#,
+        );
+        assert_eq!(e.datacontenttype.as_deref(), Some("application/json"));
+        assert_eq!(e.data.as_deref(), Some(&br#"{"t":1}"#[..]));
+        assert_eq!(e.subject.as_deref(), Some("a/b"));
+        let ce = br#"{"specversion":"1.0","id":"x","source":"/s","type":"t"}"#;
+        let e = message_event("mqtt://a", "ignored", "a", ce);
+        assert_eq!((e.id.as_str(), e.ty.as_str()), ("x", "t"));
+    }
+
+    #[test]
+    fn mqtt_urls() {
+        assert_eq!(
+            parse_mqtt_url("mqtt://127.0.0.1:1883").unwrap(),
+            ("127.0.0.1".into(), 1883)
+        );
+        assert_eq!(
+            parse_mqtt_url("mqtt://broker").unwrap(),
+            ("broker".into(), 1883)
+        );
+        assert!(parse_mqtt_url("http://x").is_err());
+        assert!(parse_mqtt_url("mqtt://x:notaport").is_err());
+    }
+}

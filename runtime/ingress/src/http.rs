@@ -1,0 +1,500 @@
+//! HTTP ingress (axum): the CloudEvents HTTP binding (binary, structured and batched modes)
+//! onto a bus, answering 202 only once the append is durable; synchronous invocation for
+//! HTTP-source Triggers; tail and dead-letter endpoints for the CLI; health and metrics.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, Path, Query, Request, State},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{any, get, post},
+};
+use serde::Deserialize;
+use serde_json::json;
+use sluice_event::{CloudEvent, EventError, Extension};
+
+use sluice_bus::{DEFAULT_BUS, Publish, Published, SharedBus, TriggerId};
+use sluice_delivery::{SharedInvoker, metrics::Metrics};
+
+/// Set when the process begins to stop. Open long-polls (`sluice tail`) then answer at once
+/// with what they have, so a graceful shutdown is not held up for their full wait (a pod on
+/// SIGTERM otherwise took up to 30 s to exit).
+static STOPPING: AtomicBool = AtomicBool::new(false);
+static STOP: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Ends every long-poll now and from now on; call when shutdown begins.
+pub fn begin_shutdown() {
+    STOPPING.store(true, Ordering::Release);
+    STOP.notify_waiters();
+}
+
+/// An HTTP-source trigger's route: the Function answers the request itself.
+#[derive(Clone)]
+pub struct HttpRoute {
+    pub trigger: TriggerId,
+    pub function: String,
+    pub methods: Vec<String>,
+    pub invoker: SharedInvoker,
+    pub reply_bus: String,
+}
+
+/// Where HTTP-source Triggers are looked up: `sluice dev`'s local system, or a `sluice
+/// worker`'s own Function.
+pub trait HttpRoutes: Send + Sync {
+    /// The route serving `/fn/{namespace}{path}`.
+    fn http_route(&self, namespace: &str, path: &str) -> Option<HttpRoute>;
+}
+
+/// No HTTP-source Triggers here (`sluice ingress`: they are served by their Function's
+/// workers).
+pub struct NoHttpRoutes;
+
+impl HttpRoutes for NoHttpRoutes {
+    fn http_route(&self, _: &str, _: &str) -> Option<HttpRoute> {
+        None
+    }
+}
+
+/// Ingress settings.
+#[derive(Clone, Debug)]
+pub struct IngressConfig {
+    /// Required as `Authorization: Bearer <token>` on every write and admin call when set.
+    pub token: Option<String>,
+    /// Largest single event (bytes, as on the wire).
+    pub max_event_bytes: usize,
+    /// Largest request body (a batch may hold several events).
+    pub max_body_bytes: usize,
+}
+
+impl Default for IngressConfig {
+    fn default() -> Self {
+        Self {
+            token: None,
+            max_event_bytes: 256 * 1024,
+            max_body_bytes: 4 << 20,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub bus: SharedBus,
+    pub metrics: Metrics,
+    pub http: Arc<dyn HttpRoutes>,
+    pub cfg: Arc<IngressConfig>,
+    /// False until the first manifests are applied.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// The whole HTTP surface; tests call `app(state).oneshot(request)` without a socket.
+pub fn app(state: AppState) -> Router {
+    let limit = state.cfg.max_body_bytes;
+    let guarded = Router::new()
+        .route("/", post(publish_default))
+        .route("/buses/{bus}/events", post(publish_bus).get(tail))
+        .route("/fn/{namespace}/{*path}", any(invoke_http))
+        .route(
+            "/admin/triggers/{namespace}/{name}/dlq",
+            get(dlq_list).delete(dlq_purge),
+        )
+        .route(
+            "/admin/triggers/{namespace}/{name}/dlq/redrive",
+            post(dlq_redrive),
+        )
+        .route("/admin/triggers/{namespace}/{name}/depth", get(depth))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(guarded)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &s.cfg.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            return problem(
+                StatusCode::UNAUTHORIZED,
+                "a valid `Authorization: Bearer <token>` header is required",
+            );
+        }
+    }
+    next.run(req).await
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    if s.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "loading manifests").into_response()
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let mut r = s.metrics.encode().into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    r
+}
+
+fn problem(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// A refused request: status plus the reason, answered as `{"error": reason}`.
+#[derive(Debug)]
+pub struct Rejection(pub StatusCode, pub String);
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        problem(self.0, self.1)
+    }
+}
+
+fn bad_event(e: EventError) -> Rejection {
+    Rejection(StatusCode::BAD_REQUEST, format!("invalid CloudEvent: {e}"))
+}
+
+async fn publish_default(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    publish(s, DEFAULT_BUS.to_owned(), headers, body).await
+}
+
+async fn publish_bus(
+    State(s): State<AppState>,
+    Path(bus): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    publish(s, bus, headers, body).await
+}
+
+/// Reads the events of a request in whichever CloudEvents HTTP mode it uses.
+pub fn parse_events(
+    headers: &HeaderMap,
+    body: &[u8],
+    max_event: usize,
+) -> Result<Vec<CloudEvent>, Rejection> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let events = if ct.starts_with("application/cloudevents-batch+json") {
+        sluice_event::from_batch_json(body).map_err(bad_event)?
+    } else if ct.starts_with("application/cloudevents+json") {
+        vec![CloudEvent::from_json(body).map_err(bad_event)?]
+    } else if headers.contains_key("ce-specversion") {
+        let hs = headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()));
+        vec![sluice_event::from_binary(hs, body).map_err(bad_event)?]
+    } else {
+        return Err(Rejection(
+            StatusCode::BAD_REQUEST,
+            "not a CloudEvent: send ce-* headers (binary mode) or Content-Type application/cloudevents+json (structured) or application/cloudevents-batch+json (batch)".into(),
+        ));
+    };
+    for (i, e) in events.iter().enumerate() {
+        if e.size() > max_event {
+            let msg = format!(
+                "event {i} ({}) is {} bytes, over the {max_event}-byte limit",
+                e.id,
+                e.size()
+            );
+            return Err(Rejection(StatusCode::PAYLOAD_TOO_LARGE, msg));
+        }
+    }
+    Ok(events)
+}
+
+/// A trace context for events that arrive without one, so every delivery can be followed.
+fn ensure_traceparent(e: &mut CloudEvent, headers: &HeaderMap) {
+    if e.extensions.contains_key("traceparent") {
+        return;
+    }
+    let tp = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            // The thread's RNG, not a syscall per event as `Uuid::new_v4` makes. All-zero ids
+            // are invalid in W3C trace context, hence the `max(1)`.
+            let (trace, span) = (rand::random::<u128>().max(1), rand::random::<u64>().max(1));
+            format!("00-{trace:032x}-{span:016x}-01")
+        });
+    e.extensions
+        .insert("traceparent".into(), Extension::String(tp));
+}
+
+async fn publish(s: AppState, bus: String, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(e) = check_bus_name(&bus) {
+        return e.into_response();
+    }
+    let mut events = match parse_events(&headers, &body, s.cfg.max_event_bytes) {
+        Ok(e) => e,
+        Err(r) => return r.into_response(),
+    };
+    for e in &mut events {
+        ensure_traceparent(e, &headers);
+    }
+    let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+    let items = events
+        .into_iter()
+        .map(|event| Publish {
+            bus: bus.clone(),
+            event,
+            dedupe: true,
+        })
+        .collect();
+    match s.bus.publish(items).await {
+        Ok(out) => {
+            let accepted = out
+                .iter()
+                .filter(|p| matches!(p, Published::Appended(_)))
+                .count();
+            s.metrics.events_in(&bus, accepted as u64);
+            s.metrics.duplicates(&bus, (out.len() - accepted) as u64);
+            let results: Vec<_> = ids
+                .iter()
+                .zip(&out)
+                .map(|(id, p)| match p {
+                    Published::Appended(seq) => json!({"id": id, "position": seq}),
+                    Published::Duplicate => json!({"id": id, "duplicate": true}),
+                })
+                .collect();
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({ "bus": bus, "accepted": accepted, "events": results })),
+            )
+                .into_response()
+        }
+        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, format!("bus {bus}: {e}")),
+    }
+}
+
+/// Bus names follow the same rule as in manifests (`spec.source.bus`).
+fn check_bus_name(bus: &str) -> Result<(), Rejection> {
+    let mut problems = Vec::new();
+    sluice_api::validate::check_dns_label("bus", bus, &mut problems);
+    match problems.pop() {
+        None => Ok(()),
+        Some(e) => Err(Rejection(StatusCode::BAD_REQUEST, e.to_string())),
+    }
+}
+
+#[derive(Deserialize)]
+struct TailQuery {
+    /// Return events after this position; omitted: start at the head (only new events).
+    after: Option<u64>,
+    /// Long-poll up to this many milliseconds for new events.
+    wait_ms: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// `GET /buses/{bus}/events?after=N`: events after position N as JSON lines, long-polling
+/// when there are none yet. `x-sluice-next` says where to continue.
+async fn tail(
+    State(s): State<AppState>,
+    Path(bus): Path<String>,
+    Query(q): Query<TailQuery>,
+) -> Response {
+    if let Err(e) = check_bus_name(&bus) {
+        return e.into_response();
+    }
+    let after = match q.after {
+        Some(a) => a,
+        None => match s.bus.head(&bus).await {
+            Ok(h) => h,
+            Err(e) => return problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        },
+    };
+    let limit = q.limit.unwrap_or(500).clamp(1, 10_000);
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(q.wait_ms.unwrap_or(0).min(30_000));
+    loop {
+        let events = match s.bus.read(&bus, after, limit).await {
+            Ok(e) => e,
+            Err(e) => return problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        };
+        let now = tokio::time::Instant::now();
+        let stopping = STOPPING.load(Ordering::Acquire);
+        if !events.is_empty() || now >= deadline || stopping {
+            let next = events.last().map_or(after, |e| e.0);
+            let mut body = Vec::new();
+            for (_, _, e) in &events {
+                body.extend_from_slice(&e.to_json());
+                body.push(b'\n');
+            }
+            let mut r = (StatusCode::OK, body).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-ndjson"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&next.to_string()) {
+                r.headers_mut().insert("x-sluice-next", v);
+            }
+            return r;
+        }
+        // Bounded so a wake-up missed between the read and the wait costs little.
+        let wait = (deadline - now).min(Duration::from_millis(250));
+        let stop = STOP.notified();
+        tokio::pin!(stop);
+        stop.as_mut().enable();
+        if STOPPING.load(Ordering::Acquire) {
+            continue;
+        }
+        tokio::select! {
+            _ = s.bus.wait_published(&bus, wait) => {}
+            _ = stop => {}
+        }
+    }
+}
+
+/// Invokes an HTTP-source Trigger's Function synchronously; the first reply event is the
+/// response (its data as the body, its attributes as `ce-` headers, as Knative does).
+async fn invoke_http(
+    State(s): State<AppState>,
+    Path((namespace, path)): Path<(String, String)>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = format!("/{path}");
+    let Some(route) = s.http.http_route(&namespace, &path) else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            format!("no HTTP trigger serves /fn/{namespace}{path}"),
+        );
+    };
+    if !route.methods.iter().any(|m| m == method.as_str()) {
+        return problem(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!(
+                "trigger {} accepts {}",
+                route.trigger,
+                route.methods.join(", ")
+            ),
+        );
+    }
+    let mut event = if headers.contains_key("ce-specversion")
+        || headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|c| c.as_bytes().starts_with(b"application/cloudevents"))
+    {
+        match parse_events(&headers, &body, s.cfg.max_event_bytes) {
+            Ok(mut v) if v.len() == 1 => v.remove(0),
+            Ok(_) => return problem(StatusCode::BAD_REQUEST, "send one event, not a batch"),
+            Err(r) => return r.into_response(),
+        }
+    } else {
+        let mut e = CloudEvent::new(
+            uuid::Uuid::new_v4().to_string(),
+            format!("sluice://{namespace}/http{path}"),
+            "dev.sluice.http.request",
+        );
+        e.subject = Some(path.clone());
+        e.datacontenttype = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        e.extensions
+            .insert("httpmethod".into(), Extension::String(method.to_string()));
+        if !body.is_empty() {
+            e.data = Some(body.to_vec());
+        }
+        e
+    };
+    ensure_traceparent(&mut event, &headers);
+    let started = std::time::Instant::now();
+    let result = route.invoker.invoke(&event).await;
+    s.metrics
+        .observe_duration(&route.function, started.elapsed());
+    match result {
+        Ok(replies) => {
+            s.metrics.delivered(&route.trigger);
+            let Some(first) = replies.first() else {
+                return StatusCode::NO_CONTENT.into_response();
+            };
+            let mut r = (StatusCode::OK, first.data.clone().unwrap_or_default()).into_response();
+            for (k, v) in sluice_event::to_binary_headers(first) {
+                if let (Ok(k), Ok(v)) = (header::HeaderName::try_from(k), HeaderValue::from_str(&v))
+                {
+                    r.headers_mut().insert(k, v);
+                }
+            }
+            r
+        }
+        Err(e) => {
+            let status = match e.reason.as_str() {
+                "timeout" => StatusCode::GATEWAY_TIMEOUT,
+                _ if !e.retryable => StatusCode::UNPROCESSABLE_ENTITY,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            problem(
+                status,
+                format!("function {}: {}", route.function, e.message),
+            )
+        }
+    }
+}
+
+async fn dlq_list(State(s): State<AppState>, Path((ns, name)): Path<(String, String)>) -> Response {
+    match s.bus.dead_letters(&format!("{ns}/{name}")).await {
+        Ok(list) => {
+            let items: Vec<_> = list.iter().map(|d| d.to_event().to_json_value()).collect();
+            Json(json!({ "trigger": format!("{ns}/{name}"), "deadLetters": items })).into_response()
+        }
+        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// A trigger's queue depth as the bus reports it (the autoscaling signal).
+async fn depth(State(s): State<AppState>, Path((ns, name)): Path<(String, String)>) -> Response {
+    match s.bus.depth(&format!("{ns}/{name}")).await {
+        Ok(d) => Json(json!({
+            "trigger": format!("{ns}/{name}"),
+            "queued": d.queued,
+            "inflight": d.inflight,
+            "pending": d.pending(),
+        }))
+        .into_response(),
+        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn dlq_redrive(
+    State(s): State<AppState>,
+    Path((ns, name)): Path<(String, String)>,
+) -> Response {
+    match s.bus.redrive(&format!("{ns}/{name}")).await {
+        Ok(n) => Json(json!({ "redriven": n })).into_response(),
+        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn dlq_purge(
+    State(s): State<AppState>,
+    Path((ns, name)): Path<(String, String)>,
+) -> Response {
+    match s.bus.purge(&format!("{ns}/{name}")).await {
+        Ok(n) => Json(json!({ "purged": n })).into_response(),
+        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}

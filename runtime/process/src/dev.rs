@@ -1,0 +1,439 @@
+//! `sluice dev DIR`: loads every manifest under DIR, runs the whole system in this process on
+//! the embedded bus, serves HTTP, and re-applies when a manifest or module file changes. A
+//! manifest that turns invalid (or a module that fails to load) is reported and its last good
+//! version keeps running, so an editing mistake never drops a working Function.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, atomic::AtomicBool},
+    time::{Duration, SystemTime},
+};
+
+use sha2::Digest as _;
+use sluice_api::{Function, FunctionSpec, ObjectRef, Outcome, Resource, Trigger};
+use sluice_pattern::Pattern;
+use tokio::sync::watch;
+
+use sluice_bus::embedded::{EmbeddedBus, EmbeddedConfig};
+use sluice_delivery::{InvokeError, InvokeFuture, Invoker, SharedInvoker, metrics::Metrics};
+use sluice_ingress::{self as ingress, AppState, IngressConfig};
+
+use crate::{
+    ProcessError,
+    local::{FunctionDef, Local, TriggerDef},
+    manifests,
+};
+
+#[derive(Clone, Debug)]
+pub struct DevOptions {
+    pub dir: PathBuf,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub ingress: IngressConfig,
+    /// How often manifest and module files are checked for changes.
+    pub poll: Duration,
+}
+
+/// The Wasm host as the delivery engine's `Invoker`.
+pub struct HostInvoker(pub sluice_host::Handler);
+
+impl Invoker for HostInvoker {
+    fn invoke<'a>(&'a self, event: &'a sluice_event::CloudEvent) -> InvokeFuture<'a> {
+        Box::pin(async move {
+            self.0.handle(event).await.map_err(|f| InvokeError {
+                retryable: f.is_retryable(),
+                reason: f.reason().into(),
+                message: f.to_string(),
+            })
+        })
+    }
+}
+
+/// A loaded Function: kept while its spec and module bytes stay the same.
+struct LoadedFunction {
+    spec: FunctionSpec,
+    digest: String,
+    invoker: SharedInvoker,
+}
+
+/// Turns manifests into what `Local::apply` runs, remembering the last good version of
+/// every object.
+pub struct Loader {
+    dir: PathBuf,
+    /// None: Functions are not loaded at all (a router needs only Triggers).
+    engine: Option<sluice_host::Engine>,
+    /// Load only this Function (`namespace/name`), as a `sluice worker` does.
+    only: Option<String>,
+    /// Resolve `valueFrom` env entries from `SLUICE_ENV_<NAME>` in this process's
+    /// environment, where the operator's worker Deployment puts Secret and ConfigMap values.
+    env_from_process: bool,
+    functions: BTreeMap<String, LoadedFunction>,
+    triggers: BTreeMap<String, Trigger>,
+    /// Module files read on the last pass, watched for changes too.
+    modules: Vec<PathBuf>,
+}
+
+impl Loader {
+    pub fn new(dir: PathBuf, engine: sluice_host::Engine) -> Self {
+        Self {
+            dir,
+            engine: Some(engine),
+            only: None,
+            env_from_process: false,
+            functions: BTreeMap::new(),
+            triggers: BTreeMap::new(),
+            modules: Vec::new(),
+        }
+    }
+
+    /// A loader of Triggers only.
+    pub fn triggers_only(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            engine: None,
+            only: None,
+            env_from_process: false,
+            functions: BTreeMap::new(),
+            triggers: BTreeMap::new(),
+            modules: Vec::new(),
+        }
+    }
+
+    /// Loads just one Function, taking `valueFrom` env entries from the process environment.
+    pub fn worker_of(mut self, function: &str) -> Self {
+        self.only = Some(function.to_owned());
+        self.env_from_process = true;
+        self
+    }
+
+    fn wants_function(&self, id: &str) -> bool {
+        self.engine.is_some() && self.only.as_deref().is_none_or(|o| o == id)
+    }
+
+    /// Reads DIR again; returns the Functions and Triggers to apply.
+    pub async fn load(&mut self) -> (Vec<FunctionDef>, Vec<TriggerDef>) {
+        // A router started before the first Trigger exists (an empty ConfigMap volume) is
+        // normal, not an error.
+        if self.engine.is_none() && manifests::files(&self.dir).is_ok_and(|f| f.is_empty()) {
+            tracing::info!("{}: no Trigger manifests yet", self.dir.display());
+            self.triggers.clear();
+            return (Vec::new(), Vec::new());
+        }
+        let files = manifests::load(std::slice::from_ref(&self.dir));
+        let mut seen_functions = BTreeMap::new();
+        let mut seen_triggers = BTreeMap::new();
+        let mut modules = Vec::new();
+        for file in files {
+            let base = file
+                .path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            let docs = match file.documents {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!("{}: {e}", file.path.display());
+                    continue;
+                }
+            };
+            for doc in docs {
+                match doc.outcome {
+                    Outcome::Valid(Resource::Function(f)) => {
+                        let id = id_of(&doc.object);
+                        if !self.wants_function(&id) {
+                            continue;
+                        }
+                        if let Some(p) = &f.spec.module.path {
+                            modules.push(base.join(p));
+                        }
+                        match self.load_function(&id, &f, &base).await {
+                            Ok(loaded) => {
+                                seen_functions.insert(id, loaded);
+                            }
+                            Err(e) => {
+                                tracing::error!("{}: {}: {e}", file.path.display(), doc.object);
+                                if let Some(old) = self.functions.remove(&id) {
+                                    tracing::warn!("{}: keeping the last good version", doc.object);
+                                    seen_functions.insert(id, old);
+                                }
+                            }
+                        }
+                    }
+                    Outcome::Valid(Resource::Trigger(t)) => {
+                        seen_triggers.insert(id_of(&doc.object), *t);
+                    }
+                    Outcome::Invalid(errors) => {
+                        for e in &errors {
+                            tracing::error!("{}: {}: {e}", file.path.display(), doc.object);
+                        }
+                        let id = id_of(&doc.object);
+                        let kept = match doc.object.kind.as_str() {
+                            "Function" => self
+                                .functions
+                                .remove(&id)
+                                .map(|old| seen_functions.insert(id, old))
+                                .is_some(),
+                            "Trigger" => self
+                                .triggers
+                                .remove(&id)
+                                .map(|old| seen_triggers.insert(id, old))
+                                .is_some(),
+                            _ => false,
+                        };
+                        if kept {
+                            tracing::warn!("{}: keeping the last good version", doc.object);
+                        }
+                    }
+                    Outcome::Skipped { .. } => {}
+                }
+            }
+        }
+        self.functions = seen_functions;
+        self.triggers = seen_triggers;
+        self.modules = modules;
+        let functions = self
+            .functions
+            .iter()
+            .map(|(id, f)| FunctionDef {
+                id: id.clone(),
+                spec: f.spec.clone(),
+                invoker: f.invoker.clone(),
+            })
+            .collect();
+        let triggers = self
+            .triggers
+            .iter()
+            .map(|(id, t)| TriggerDef {
+                id: id.clone(),
+                namespace: id.split('/').next().unwrap_or_default().to_owned(),
+                spec: t.spec.clone(),
+                // Validation already parsed it; a failure here cannot happen for a Valid object.
+                pattern: t.spec.pattern.as_ref().and_then(|p| Pattern::parse(p).ok()),
+            })
+            .collect();
+        (functions, triggers)
+    }
+
+    async fn load_function(
+        &self,
+        id: &str,
+        f: &Function,
+        base: &Path,
+    ) -> Result<LoadedFunction, ProcessError> {
+        let Some(rel) = &f.spec.module.path else {
+            return Err(ProcessError::field(
+                "spec.module",
+                "sluice dev runs modules from `path`; url, oci and configMap are resolved by the operator",
+            ));
+        };
+        let path = base.join(rel);
+        let bytes = tokio::fs::read(&path).await.map_err(|e| {
+            ProcessError::field(
+                "spec.module.path",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)));
+        if let Some(pinned) = &f.spec.module.sha256
+            && !digest.ends_with(pinned.as_str())
+        {
+            return Err(ProcessError::field(
+                "spec.module.sha256",
+                format!(
+                    "{} has digest {digest}, not the pinned {pinned}",
+                    path.display()
+                ),
+            ));
+        }
+        if let Some(old) = self.functions.get(id)
+            && old.spec == f.spec
+            && old.digest == digest
+        {
+            return Ok(LoadedFunction {
+                spec: old.spec.clone(),
+                digest,
+                invoker: old.invoker.clone(),
+            });
+        }
+        let mut env = Vec::new();
+        for (i, var) in f.spec.env.iter().enumerate() {
+            match &var.value {
+                Some(v) => env.push((var.name.clone(), v.clone())),
+                None if self.env_from_process => {
+                    let from = format!("SLUICE_ENV_{}", var.name);
+                    let v = std::env::var(&from).map_err(|_| {
+                        ProcessError::field(
+                            format!("spec.env[{i}].valueFrom"),
+                            format!("{from} is not set in the worker's environment"),
+                        )
+                    })?;
+                    env.push((var.name.clone(), v));
+                }
+                None => {
+                    return Err(ProcessError::field(
+                        format!("spec.env[{i}].valueFrom"),
+                        "Secret and ConfigMap references are resolved by the operator; use value in sluice dev",
+                    ));
+                }
+            }
+        }
+        let (ns, name) = id.split_once('/').unwrap_or(("default", id));
+        let cfg = sluice_host::HandlerConfig::from_spec(ns, name, &f.spec, env);
+        let Some(engine) = self.engine.clone() else {
+            return Err(ProcessError::field(
+                "spec.function",
+                "this process runs no Functions",
+            ));
+        };
+        let started = std::time::Instant::now();
+        let handler = tokio::task::spawn_blocking(move || engine.load(&bytes, cfg))
+            .await
+            .map_err(std::io::Error::other)?
+            .map_err(|e| {
+                ProcessError::field("spec.module.path", format!("{}: {e}", path.display()))
+            })?;
+        tracing::info!(
+            "loaded Function {id} ({}, {:?}) in {:.0?}",
+            handler.digest(),
+            handler.abi(),
+            started.elapsed()
+        );
+        Ok(LoadedFunction {
+            spec: f.spec.clone(),
+            digest,
+            invoker: Arc::new(HostInvoker(handler)),
+        })
+    }
+
+    /// A cheap summary of every manifest and module file; a change means "load again".
+    pub fn fingerprint(&self) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
+        // A directory that cannot be read right now simply has no files this round.
+        let mut paths = manifests::files(&self.dir).unwrap_or_default();
+        paths.extend(self.modules.iter().cloned());
+        paths.sort();
+        paths
+            .into_iter()
+            .map(|p| {
+                let meta = std::fs::metadata(&p).ok();
+                let m = meta.as_ref().and_then(|m| m.modified().ok());
+                let len = meta.map_or(0, |m| m.len());
+                (p, m, len)
+            })
+            .collect()
+    }
+}
+
+fn id_of(o: &ObjectRef) -> String {
+    format!("{}/{}", o.namespace, o.name)
+}
+
+/// Runs `sluice dev` until Ctrl-C or SIGTERM.
+pub async fn run(opts: DevOptions) -> Result<(), ProcessError> {
+    let bus = EmbeddedBus::open(EmbeddedConfig::new(&opts.data_dir))
+        .map_err(|e| ProcessError::setting(format!("--data-dir {}", opts.data_dir.display()), e))?;
+    let metrics = Metrics::new();
+    let local = Local::new(bus, metrics);
+    let engine = sluice_host::Engine::new(sluice_host::EngineConfig {
+        cache_dir: Some(opts.data_dir.join("cache")),
+        ..Default::default()
+    })?;
+    let mut loader = Loader::new(opts.dir.clone(), engine);
+    let (functions, triggers) = loader.load().await;
+    tracing::info!(
+        "applying {} Function(s) and {} Trigger(s) from {}",
+        functions.len(),
+        triggers.len(),
+        opts.dir.display()
+    );
+    local.apply(functions, triggers);
+
+    let ready = Arc::new(AtomicBool::new(true));
+    let state = AppState {
+        bus: local.shared_bus.clone(),
+        metrics: local.metrics.clone(),
+        http: local.clone(),
+        cfg: Arc::new(opts.ingress.clone()),
+        ready,
+    };
+    let listener = tokio::net::TcpListener::bind(opts.addr)
+        .await
+        .map_err(|e| ProcessError::setting(format!("--addr {}", opts.addr), e))?;
+    let addr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(local.clone().run_background(stop_rx.clone()));
+    tokio::spawn(watch_files(
+        loader,
+        local.clone(),
+        opts.poll,
+        stop_rx.clone(),
+    ));
+    println!(
+        "sluice dev: serving {} on http://{addr} (data in {})",
+        opts.dir.display(),
+        opts.data_dir.display()
+    );
+    let order = r#"{"orderId":"o-1","country":"NL","total":120,"items":[{"sku":"TEA","qty":2,"unitPrice":60}]}"#;
+    println!(
+        "  try: sluice publish --url http://{addr} --type com.example.order.paid --source /shop --data '{order}'"
+    );
+    println!(
+        "   or: curl -i http://{addr}/ -H 'ce-specversion: 1.0' -H 'ce-id: 1' -H 'ce-source: /shop' -H 'ce-type: com.example.order.paid' -H 'content-type: application/json' -d '{order}'"
+    );
+    println!("  then: sluice tail default --after 0 --url http://{addr}");
+    let mut stop_wait = stop_rx.clone();
+    axum::serve(listener, ingress::app(state))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            ingress::begin_shutdown();
+            let _ = stop_tx.send(true);
+            let _ = stop_wait.changed().await;
+        })
+        .await?;
+    tracing::info!("shutting down: finishing in-flight deliveries");
+    local.shutdown().await;
+    Ok(())
+}
+
+async fn watch_files(
+    mut loader: Loader,
+    local: Arc<Local>,
+    poll: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut last = loader.fingerprint();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(poll) => {}
+            _ = stop.changed() => return,
+        }
+        let now = loader.fingerprint();
+        if now == last {
+            continue;
+        }
+        tracing::info!("manifests changed; reloading");
+        let (functions, triggers) = loader.load().await;
+        local.apply(functions, triggers);
+        // Modules named by new manifests are watched from now on.
+        last = loader.fingerprint();
+    }
+}
+
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
