@@ -15,9 +15,22 @@ run: setup
 ## The slow builds (handler toolchains and examples, Kubernetes from source, the workspace) are
 ## independent and run side by side: on a fresh machine each leaves cores idle while it waits
 ## on downloads, links or one large crate. apt-get runs one at a time (scripts/apt-get.sh).
+## The suite climbs three rungs (docs/architecture.md#tests), each runnable alone once built:
+## test-unit (pure, in-crate), test-component (one crate against a real local part: the
+## journal on disk, one nats-server, one API server), test-system (the sluice processes, then
+## the one-node cluster).
 test: setup
 	$(MAKE) --no-print-directory -j3 -O functions control-plane test-build
-	SLUICE_PREBUILT_BINS=1 $(CARGO) test --workspace
+	$(MAKE) --no-print-directory test-unit test-component test-system
+
+.PHONY: test-unit test-component test-system
+test-unit:
+	$(CARGO) test --workspace --lib --bins
+	$(CARGO) test --workspace --doc
+test-component:
+	$(CARGO) test --workspace --exclude sluice-tests --test '*'
+test-system:
+	SLUICE_PREBUILT_BINS=1 $(CARGO) test -p sluice-tests
 	$(MAKE) --no-print-directory e2e-cluster-run
 
 .PHONY: test-build

@@ -17,7 +17,7 @@ ref=${SLUICE_IMAGE:-ghcr.io/sluice-dev/sluice:$version}
 out=${SLUICE_IMAGE_OUT:-$repo/target/image/sluice.tar}
 
 log() { printf 'image.sh: %s\n' "$*" >&2; }
-[ -x "$bin" ] || { log "$bin: no such binary (cargo build -p sluice-runtime --bin sluice)"; exit 1; }
+[ -x "$bin" ] || { log "$bin: no such binary (cargo build -p sluice-cli --bin sluice)"; exit 1; }
 
 root=$(mktemp -d -t sluice-rootfs.XXXXXX)
 trap 'rm -rf "$root"' EXIT

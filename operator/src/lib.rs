@@ -2,6 +2,10 @@
 //! HTTP Trigger targets them), Triggers into the routers' configuration, and scales workers by
 //! the depth of their JetStream queues. `run` wires it together; every decision is a pure
 //! function in `children`, `conditions` or `sluice_api::scaling`, unit-tested without a client.
+//!
+//! Owns: everything that talks to the Kubernetes API. Must not know: the data plane's
+//! internals; it reaches workers and routers only through what it writes (Deployments, the
+//! routes bucket) and reads (JetStream consumer depth), and no data-plane crate depends on it.
 
 pub mod autoscaler;
 pub mod children;

@@ -1,13 +1,12 @@
 //! The operator against a real control plane (etcd + kube-apiserver + kube-controller-manager
-//! v1.20.2 on loopback, started by `scripts/control-plane.sh`) and the real NATS JetStream at
-//! 127.0.0.1:4222, driving the built `sluice-operator` binary the way a cluster runs it.
+//! v1.20.2 on loopback, started by `scripts/control-plane.sh` through
+//! `sluice_tests::control_plane`) and the machine's NATS JetStream at 127.0.0.1:4222, driving
+//! the built `sluice-operator` binary the way a cluster runs it.
 //! If the control plane (or kubectl, or NATS) is missing, the test fails: it never skips.
 //! Prints the reconcile latency and the autoscaler's reaction time (README "## Operator").
 
 use std::{
     collections::BTreeMap,
-    io::Write,
-    net::TcpListener as StdListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -36,145 +35,64 @@ use sluice_api::{
     jetstream::{queue_stream, queue_subject},
     manifest::{Outcome, parse},
 };
+use sluice_tests::{control_plane::ControlPlane, nats::MACHINE_URL};
 
 const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
-struct ControlPlane {
-    dir: tempfile::TempDir,
-    kubeconfig: PathBuf,
+/// A kubeconfig for ServiceAccount sluice/sluice-operator bound to operator/rbac.yaml.
+async fn service_account_kubeconfig(cp: &ControlPlane, client: &Client) -> Result<PathBuf> {
+    cp.ok(&["apply", "-f", &format!("{REPO}/operator/rbac.yaml")]);
+    cp.ok(&[
+        "-n",
+        "sluice",
+        "create",
+        "serviceaccount",
+        "sluice-operator",
+    ]);
+    cp.ok(&[
+        "create",
+        "clusterrolebinding",
+        "sluice-operator",
+        "--clusterrole=sluice-operator",
+        "--serviceaccount=sluice:sluice-operator",
+    ]);
+    // Kubernetes 1.20's token controller writes the ServiceAccount's token Secret.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), "sluice");
+    let token = eventually("the ServiceAccount token", Duration::from_secs(30), || {
+        let s = secrets.clone();
+        async move {
+            let list = s.list(&ListParams::default()).await?;
+            Ok(list.items.into_iter().find_map(|s| {
+                let sa = s
+                    .metadata
+                    .annotations
+                    .as_ref()?
+                    .get("kubernetes.io/service-account.name")?
+                    .clone();
+                (sa == "sluice-operator").then_some(())?;
+                let t = s.data?.get("token")?.0.clone();
+                String::from_utf8(t).ok()
+            }))
+        }
+    })
+    .await?;
+    let admin = std::fs::read_to_string(&cp.kubeconfig)?;
+    let start = admin.find("token: \"").context("token in kubeconfig")? + 8;
+    let end = start + admin[start..].find('"').context("token end")?;
+    let path = cp.dir().join("operator.kubeconfig");
+    std::fs::write(
+        &path,
+        format!("{}{token}{}", &admin[..start], &admin[end..]),
+    )?;
+    Ok(path)
 }
 
-impl ControlPlane {
-    fn start() -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("sluice-k8s-").tempdir()?;
-        let out = Command::new(format!("{REPO}/scripts/control-plane.sh"))
-            .arg("start")
-            .arg(dir.path())
-            .stderr(Stdio::inherit())
-            .output()
-            .context("running scripts/control-plane.sh start")?;
-        let kubeconfig = dir.path().join("kubeconfig");
-        let cp = Self { dir, kubeconfig };
-        ensure!(
-            out.status.success() && cp.kubeconfig.exists(),
-            "the control plane did not start ({}); run `make control-plane` first",
-            out.status
-        );
-        Ok(cp)
-    }
-
-    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
-        let mut child = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("kubectl (Debian: apt-get install kubernetes-client)")?;
-        if let Some(input) = stdin {
-            child.stdin.take().unwrap().write_all(input.as_bytes())?;
-        }
-        drop(child.stdin.take());
-        let out = child.wait_with_output()?;
-        ensure!(
-            out.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    /// A kubeconfig for ServiceAccount sluice/sluice-operator bound to operator/rbac.yaml.
-    async fn service_account_kubeconfig(&self, client: &Client) -> Result<PathBuf> {
-        self.kubectl(
-            &["apply", "-f", &format!("{REPO}/operator/rbac.yaml")],
-            None,
-        )?;
-        self.kubectl(
-            &[
-                "-n",
-                "sluice",
-                "create",
-                "serviceaccount",
-                "sluice-operator",
-            ],
-            None,
-        )?;
-        self.kubectl(
-            &[
-                "create",
-                "clusterrolebinding",
-                "sluice-operator",
-                "--clusterrole=sluice-operator",
-                "--serviceaccount=sluice:sluice-operator",
-            ],
-            None,
-        )?;
-        // Kubernetes 1.20's token controller writes the ServiceAccount's token Secret.
-        let secrets: Api<k8s_openapi::api::core::v1::Secret> =
-            Api::namespaced(client.clone(), "sluice");
-        let token = eventually("the ServiceAccount token", Duration::from_secs(30), || {
-            let s = secrets.clone();
-            async move {
-                let list = s.list(&ListParams::default()).await?;
-                Ok(list.items.into_iter().find_map(|s| {
-                    let sa = s
-                        .metadata
-                        .annotations
-                        .as_ref()?
-                        .get("kubernetes.io/service-account.name")?
-                        .clone();
-                    (sa == "sluice-operator").then_some(())?;
-                    let t = s.data?.get("token")?.0.clone();
-                    String::from_utf8(t).ok()
-                }))
-            }
-        })
-        .await?;
-        let admin = std::fs::read_to_string(&self.kubeconfig)?;
-        let start = admin.find("token: \"").context("token in kubeconfig")? + 8;
-        let end = start + admin[start..].find('"').context("token end")?;
-        let path = self.dir.path().join("operator.kubeconfig");
-        std::fs::write(
-            &path,
-            format!("{}{token}{}", &admin[..start], &admin[end..]),
-        )?;
-        Ok(path)
-    }
-
-    async fn client(&self) -> Result<Client> {
-        let kc = Kubeconfig::read_from(&self.kubeconfig)?;
-        let config = KubeConfig::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
-        Ok(Client::try_from(config)?)
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        // Controller manager, then API server, then etcd: an API server whose etcd went first
-        // can hang in its graceful shutdown, so each gets 5 s and then SIGKILL.
-        if let Ok(pids) = std::fs::read_to_string(self.dir.path().join("pids")) {
-            for pid in pids.split_whitespace().rev() {
-                let _ = Command::new("kill").arg(pid).stderr(Stdio::null()).status();
-                let alive = || {
-                    Command::new("kill")
-                        .args(["-0", pid])
-                        .stderr(Stdio::null())
-                        .status()
-                        .is_ok_and(|s| s.success())
-                };
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while alive() && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                if alive() {
-                    let _ = Command::new("kill").args(["-KILL", pid]).status();
-                }
-            }
-        }
-    }
+/// A client of the control plane's API server, as its admin.
+async fn client(cp: &ControlPlane) -> Result<Client> {
+    let kc = Kubeconfig::read_from(&cp.kubeconfig)?;
+    let config = KubeConfig::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
 }
 
 /// The operator process; SIGTERMed (and checked) by `stop`, killed on drop.
@@ -215,11 +133,11 @@ async fn fake_router(js: jetstream::Context, identity: &'static str) -> Result<(
 
 impl Operator {
     fn start(kubeconfig: &Path) -> Result<Self> {
-        let port = StdListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = sluice_tests::free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_sluice-operator"))
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,kube_client=error,kube_runtime=warn")
-            .args(["--namespace", "sluice", "--nats", "nats://127.0.0.1:4222"])
+            .args(["--namespace", "sluice", "--nats", MACHINE_URL])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--identity", "it-operator"])
             // Its own route table: other tests share this NATS.
@@ -327,20 +245,17 @@ async fn serve_module(body: Vec<u8>) -> Result<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_against_a_real_control_plane() -> Result<()> {
     sluice_operator::install_crypto_provider();
-    let cp = ControlPlane::start()?;
-    cp.kubectl(&["apply", "-f", &format!("{REPO}/crds")], None)?;
-    cp.kubectl(
-        &[
-            "wait",
-            "--for",
-            "condition=established",
-            "--timeout=30s",
-            "crd/functions.sluice.dev",
-            "crd/triggers.sluice.dev",
-        ],
-        None,
-    )?;
-    let client = cp.client().await?;
+    let cp = ControlPlane::start();
+    cp.ok(&["apply", "-f", &format!("{REPO}/crds")]);
+    cp.ok(&[
+        "wait",
+        "--for",
+        "condition=established",
+        "--timeout=30s",
+        "crd/functions.sluice.dev",
+        "crd/triggers.sluice.dev",
+    ]);
+    let client = client(&cp).await?;
     let ns = format!("it-{}", std::process::id());
     let namespaces: Api<Namespace> = Api::all(client.clone());
     for n in ["sluice", ns.as_str()] {
@@ -353,13 +268,13 @@ async fn operator_against_a_real_control_plane() -> Result<()> {
         };
         namespaces.create(&PostParams::default(), &obj).await?;
     }
-    let nats = async_nats::connect("127.0.0.1:4222")
+    let nats = async_nats::connect(MACHINE_URL)
         .await
         .context("NATS JetStream must listen on 127.0.0.1:4222 (scripts/setup.sh starts it)")?;
     let js = jetstream::new(nats);
 
     // The operator runs as a ServiceAccount holding exactly operator/rbac.yaml.
-    let operator_kubeconfig = cp.service_account_kubeconfig(&client).await?;
+    let operator_kubeconfig = service_account_kubeconfig(&cp, &client).await?;
     let operator = Operator::start(&operator_kubeconfig)?;
     let health = operator.health.clone();
     eventually("operator /healthz", Duration::from_secs(20), || {
@@ -468,7 +383,7 @@ async fn operator_against_a_real_control_plane() -> Result<()> {
             .unwrap()
             .contains("sluice.dev/function=lat-0")
     );
-    let printed = cp.kubectl(&["-n", &ns, "get", "fn", "lat-0", "--no-headers"], None)?;
+    let printed = cp.ok(&["-n", &ns, "get", "fn", "lat-0", "--no-headers"]);
     assert!(
         printed.split_whitespace().nth(1) == Some("True"),
         "kubectl get fn: {printed}"
@@ -488,7 +403,7 @@ async fn operator_against_a_real_control_plane() -> Result<()> {
             "  source: {bus: default}\n  function: lat-0\n  pattern: {type: [paid]}\n"
         )
     );
-    cp.kubectl(&["apply", "-f", "-"], Some(&t))?;
+    cp.apply(&t);
     eventually("the Service", Duration::from_secs(10), || {
         let s = svcs.clone();
         async move { Ok(s.get_opt("sluice-fn-lat-0").await?.map(|_| ())) }
@@ -559,10 +474,7 @@ async fn operator_against_a_real_control_plane() -> Result<()> {
         "orphan",
         "  source: {bus: default}\n  function: later\n",
     );
-    cp.kubectl(
-        &["apply", "-f", "-"],
-        Some(&format!("{bad}\n---\n{bad_t}\n---\n{orphan}")),
-    )?;
+    cp.apply(&format!("{bad}\n---\n{bad_t}\n---\n{orphan}"));
     let want_reason = |api: Api<Trigger>, name: &'static str, reason: &'static str| async move {
         eventually(reason, Duration::from_secs(10), || {
             let api = api.clone();
@@ -658,10 +570,7 @@ async fn operator_against_a_real_control_plane() -> Result<()> {
         "wrong-digest",
         &format!("  module: {{url: '{url}', sha256: '{}'}}\n", "0".repeat(64)),
     );
-    cp.kubectl(
-        &["apply", "-f", "-"],
-        Some(&format!("{good}\n---\n{wrong}")),
-    )?;
+    cp.apply(&format!("{good}\n---\n{wrong}"));
     let d = eventually("the by-url Deployment", Duration::from_secs(10), || {
         let d = deploys.clone();
         async move { d.get_opt("sluice-fn-by-url").await.map_err(Into::into) }
@@ -723,10 +632,7 @@ async fn operator_against_a_real_control_plane() -> Result<()> {
         "jobs",
         "  source: {bus: default}\n  function: scaler\n",
     );
-    cp.kubectl(
-        &["apply", "-f", "-"],
-        Some(&format!("{scaler}\n---\n{jobs}")),
-    )?;
+    cp.apply(&format!("{scaler}\n---\n{jobs}"));
     let wait_replicas = |n: i32, limit: Duration| {
         let d = deploys.clone();
         async move {
@@ -836,7 +742,7 @@ async fn operator_against_a_real_control_plane() -> Result<()> {
     )
     .await;
     if let Err(e) = collected {
-        let log = std::fs::read_to_string(cp.dir.path().join("kcm.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(cp.dir().join("kcm.log")).unwrap_or_default();
         let tail: Vec<_> = log.lines().rev().take(30).collect();
         bail!(
             "{e}\nkube-controller-manager log (last lines first):\n{}",

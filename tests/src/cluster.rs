@@ -4,14 +4,15 @@
 //! node address; dropping [`Cluster`] runs `scripts/cluster/down.sh`, also when a test fails.
 
 use std::{
+    ops::Deref,
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
 
-use crate::workspace;
+use crate::{kubectl::Kubectl, workspace};
 
 /// The node's address: the API server, the registry and anything the host serves to pods.
 pub const NODE_IP: &str = "10.244.0.1";
@@ -22,8 +23,7 @@ pub const NATS_URL: &str = "nats://nats.nats.svc.cluster.local:4222";
 
 pub struct Cluster {
     pub dir: PathBuf,
-    pub kubeconfig: PathBuf,
-    pub helm: PathBuf,
+    kube: Kubectl,
 }
 
 fn script(name: &str) -> PathBuf {
@@ -46,8 +46,9 @@ impl Cluster {
             .expect("scripts/cluster/up.sh runs");
         let cluster = Cluster {
             dir: dir.to_owned(),
-            kubeconfig: dir.join("kubeconfig"),
-            helm: helm(),
+            kube: Kubectl {
+                kubeconfig: dir.join("kubeconfig"),
+            },
         };
         assert!(
             out.status.success(),
@@ -57,43 +58,6 @@ impl Cluster {
         );
         figure("node_up", started.elapsed());
         cluster
-    }
-
-    pub fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new("kubectl")
-            .env("KUBECONFIG", &self.kubeconfig)
-            .current_dir(workspace())
-            .args(args)
-            .output()
-            .expect("kubectl runs")
-    }
-
-    /// `kubectl ARGS`, which must succeed; its stdout.
-    pub fn k(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// `kubectl ARGS -o json`, parsed.
-    pub fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.extend(["-o", "json"]);
-        serde_json::from_str(&self.k(&a)).expect("kubectl printed JSON")
-    }
-
-    pub fn helm_cmd(&self, args: &[&str]) -> Output {
-        Command::new(&self.helm)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .current_dir(workspace())
-            .args(args)
-            .output()
-            .expect("helm runs")
     }
 
     /// `kubectl port-forward` as a user runs it; the forward ends when the child is dropped.
@@ -222,6 +186,14 @@ impl Cluster {
     }
 }
 
+impl Deref for Cluster {
+    type Target = Kubectl;
+
+    fn deref(&self) -> &Kubectl {
+        &self.kube
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         let out = Command::new(script("down.sh")).arg(&self.dir).output();
@@ -253,23 +225,6 @@ impl Drop for Forward {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Helm from `scripts/helm.sh` (installed under /var/cache/sluice, keyed by version).
-fn helm() -> PathBuf {
-    let out = Command::new(workspace().join("scripts/helm.sh"))
-        .output()
-        .expect("scripts/helm.sh runs");
-    assert!(
-        out.status.success(),
-        "scripts/helm.sh: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("helm="))
-        .map(PathBuf::from)
-        .expect("scripts/helm.sh prints helm=PATH")
 }
 
 /// An HTTP file server on the node address (what a module `url` points at).

@@ -1,8 +1,25 @@
-//! Shared helpers for the end-to-end tests in `tests/tests/`: they run the real `sluice`
-//! binary, built once per test process by cargo itself, the way a user would.
+//! The system rung of Sluice's tests, and the helpers every test that starts a real
+//! component shares. Tests stand on three rungs, each run on its own: **unit** tests are pure
+//! and live in their crate's `src/` (`cargo test --workspace --lib --bins`); **component**
+//! tests drive one crate against a real local part (the journal on disk, one nats-server, an
+//! API-server-only control plane) and live in that crate's own `tests/` folder (`cargo test
+//! --workspace --exclude sluice-tests --test '*'`); **system** tests run the built binaries as
+//! processes (or on a one-node cluster) the way users do, and are this crate's `tests/`
+//! (`cargo test -p sluice-tests --tests`, which leaves out the cluster test; that one is
+//! `cargo test -p sluice-tests --features cluster --test cluster`).
+//! Each real component has one module here, used by every rung that needs it: [`nats`] (a
+//! nats-server), [`control_plane`] (etcd + kube-apiserver), [`cluster`] (the one-node
+//! Kubernetes), [`sluice`](mod@sluice) (the `sluice` binary and its processes); [`kubectl`]
+//! drives an API server as users do, and [`process`] is the child process they all run in.
 
 pub mod cluster;
-pub mod system;
+pub mod control_plane;
+pub mod kubectl;
+pub mod nats;
+pub mod process;
+pub mod sluice;
+
+pub use sluice::{Dev, sluice, sluice_bin, workspace_bin};
 
 use std::{
     path::{Path, PathBuf},
@@ -17,51 +34,17 @@ pub fn workspace() -> &'static Path {
         .expect("tests/ sits in the workspace")
 }
 
-/// Path of a freshly built `sluice` binary of the same profile as this test.
-pub fn sluice_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| workspace_bin("sluice"))
-}
-
-/// Path of the workspace binary `name` of this test's profile, built first (once per test
-/// process) unless `SLUICE_PREBUILT_BINS` says `make test` built them before starting the
-/// tests. (Cargo run from inside a test sees the test's environment, which build scripts
-/// notice: it would rebuild part of the dependency tree on every test run.)
-pub fn workspace_bin(name: &str) -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        if std::env::var_os("SLUICE_PREBUILT_BINS").is_none() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut cmd = Command::new(cargo);
-            cmd.current_dir(workspace())
-                .args(["build", "--quiet", "--workspace", "--bins"]);
-            if !cfg!(debug_assertions) {
-                cmd.arg("--release");
-            }
-            let status = cmd.status().expect("cargo runs");
-            assert!(status.success(), "building the workspace binaries failed");
-        }
-        // The test executable lives in target/<profile>/deps/.
-        let exe = std::env::current_exe().expect("test executable path");
-        exe.parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>")
-            .to_path_buf()
-    });
-    dir.join(name)
-}
-
-/// Runs `sluice ARGS…` from the workspace root and returns its output.
-pub fn sluice(args: &[&str]) -> Output {
-    Command::new(sluice_bin())
-        .current_dir(workspace())
-        .args(args)
-        .output()
-        .expect("sluice runs")
-}
-
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Stdout then stderr of a finished command, for failure messages.
+pub fn output_text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// The e2e tester handler (`tests/guests/tester`), built from source once per test process.
@@ -89,70 +72,6 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// A `sluice dev` process serving a manifest directory; killed when dropped.
-pub struct Dev {
-    pub child: std::process::Child,
-    pub addr: String,
-    pub log: PathBuf,
-}
-
-impl Dev {
-    /// Starts `sluice dev DIR --data-dir DATA` and waits until it serves.
-    pub fn start(dir: &Path, data: &Path, port: u16, extra: &[&str]) -> Dev {
-        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let log = data.with_extension(format!("{port}.{n}.log"));
-        let file = std::fs::File::create(&log).expect("log file");
-        let addr = format!("127.0.0.1:{port}");
-        let child = Command::new(sluice_bin())
-            .arg("dev")
-            .arg(dir)
-            .arg("--data-dir")
-            .arg(data)
-            .args(["--addr", &addr])
-            .args(extra)
-            .stdout(file.try_clone().expect("log file"))
-            .stderr(file)
-            .spawn()
-            .expect("sluice dev starts");
-        let dev = Dev { child, addr, log };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        while std::time::Instant::now() < deadline {
-            if let Ok((200, _, _)) = dev.request("GET", "/readyz", &[], b"") {
-                return dev;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        panic!("sluice dev did not become ready; log:\n{}", dev.log_text());
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Kills the process at once (SIGKILL), as a crash would.
-    pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// One HTTP/1.1 request; returns (status, headers, body).
-    pub fn request(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> std::io::Result<HttpResponse> {
-        http(&self.addr, method, path, headers, body)
-    }
-
-    /// Every event on `bus` so far, oldest first.
-    pub fn events(&self, bus: &str) -> Vec<serde_json::Value> {
-        events_at(&self.addr, bus)
-    }
-}
-
 /// Every event on `bus` of the Sluice at `addr` so far, oldest first.
 pub fn events_at(addr: &str, bus: &str) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
@@ -176,12 +95,6 @@ pub fn events_at(addr: &str, bus: &str) -> Vec<serde_json::Value> {
             .find(|(k, _)| k == "x-sluice-next")
             .and_then(|(_, v)| v.parse().ok())
             .expect("x-sluice-next");
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 
@@ -302,6 +215,24 @@ pub fn tester_manifests(dir: &Path, triggers: &str) {
     );
     std::fs::write(dir.join("function.yaml"), f).expect("write manifest");
     std::fs::write(dir.join("triggers.yaml"), triggers).expect("write manifest");
+}
+
+/// A Trigger in namespace `e2e` sending the default bus's events of type `event_type` to the
+/// tester handler; `delivery` holds the lines of its `spec.delivery` (none: no such key).
+/// Triggers join with `---\n` into one manifest file.
+pub fn tester_trigger(name: &str, event_type: &str, delivery: &[&str]) -> String {
+    let mut t = format!(
+        "apiVersion: sluice.dev/v1alpha1\nkind: Trigger\n\
+         metadata: {{ name: {name}, namespace: e2e }}\n\
+         spec:\n  source: {{ bus: default }}\n  pattern: {{ type: [{event_type}] }}\n  function: tester\n"
+    );
+    if !delivery.is_empty() {
+        t.push_str("  delivery:\n");
+        for line in delivery {
+            t.push_str(&format!("    {line}\n"));
+        }
+    }
+    t
 }
 
 /// The Python with the official CloudEvents SDK that `scripts/setup.sh` installs.

@@ -7,14 +7,20 @@
 use std::{
     collections::BTreeSet,
     io::Write,
-    path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
-    sync::OnceLock,
+    path::Path,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
-use sluice_tests::{sluice, stdout, workspace, workspace_bin};
+use sluice_tests::{
+    control_plane::ControlPlane,
+    kubectl::{helm, tools},
+    nats::MACHINE_URL,
+    output_text as text,
+    process::Proc,
+    stdout, workspace, workspace_bin,
+};
 
 const CHART: &str = "charts/sluice";
 const NATS_URL: &str = "nats://nats.nats.svc.cluster.local:4222";
@@ -22,53 +28,6 @@ const IMAGE: &str = "ghcr.io/sluice-dev/sluice:0.1.0";
 /// (`helm template --kube-version`, `kubernetes-validate -k`): the oldest API server the chart
 /// supports (and the tests install into), and the newest kubernetes-validate 1.28.3 knows.
 const KUBE_VERSIONS: [(&str, &str); 2] = [("1.20.2", "1.20.0"), ("1.28.0", "1.28.0")];
-
-struct Tools {
-    helm: PathBuf,
-    kubernetes_validate: PathBuf,
-}
-
-/// Installs (once per test process, cached under /var/cache/sluice) and locates the tools.
-fn tools() -> &'static Tools {
-    static TOOLS: OnceLock<Tools> = OnceLock::new();
-    TOOLS.get_or_init(|| {
-        let out = Command::new(workspace().join("scripts/helm.sh"))
-            .output()
-            .expect("scripts/helm.sh runs");
-        assert!(
-            out.status.success(),
-            "scripts/helm.sh failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = stdout(&out);
-        let find = |key: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-                .map(PathBuf::from)
-                .unwrap_or_else(|| panic!("scripts/helm.sh printed no {key}= line:\n{text}"))
-        };
-        Tools {
-            helm: find("helm"),
-            kubernetes_validate: find("kubernetes-validate"),
-        }
-    })
-}
-
-fn helm(args: &[&str]) -> Output {
-    Command::new(&tools().helm)
-        .current_dir(workspace())
-        .args(args)
-        .output()
-        .expect("helm runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// The values each rendering is checked with: the defaults (plus the one required value) and
 /// every file in charts/sluice/ci/.
@@ -653,134 +612,6 @@ fn permissions_ignore_how_rules_are_grouped() {
     assert_ne!(permissions(&named), permissions(&any));
 }
 
-#[test]
-fn cluster_example_validates() {
-    let out = sluice(&["validate", "functions/cluster"]);
-    let report = stdout(&out);
-    assert_eq!(out.status.code(), Some(0), "{report}");
-    assert!(report.contains("Function shop/invoice: ok"), "{report}");
-    assert!(report.contains("Trigger shop/paid-orders: ok"), "{report}");
-}
-
-/// A local control plane; stopped when dropped.
-struct ControlPlane {
-    dir: tempfile::TempDir,
-    kubeconfig: PathBuf,
-}
-
-impl ControlPlane {
-    /// `scripts/control-plane.sh`: etcd, kube-apiserver and kube-controller-manager v1.20.2
-    /// on loopback, built once and cached under /var/cache/sluice (no kubelet: pods never run).
-    fn start() -> ControlPlane {
-        let script = workspace().join("scripts/control-plane.sh");
-        let build = Command::new(&script)
-            .arg("build")
-            .output()
-            .unwrap_or_else(|e| panic!("{}: {e}", script.display()));
-        assert!(
-            build.status.success(),
-            "control-plane.sh build:\n{}",
-            text(&build)
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let start = Command::new(&script)
-            .arg("start")
-            .arg(dir.path())
-            .output()
-            .expect("control-plane.sh runs");
-        let cp = ControlPlane {
-            kubeconfig: dir.path().join("kubeconfig"),
-            dir,
-        };
-        assert!(
-            start.status.success(),
-            "control-plane.sh start:\n{}",
-            text(&start)
-        );
-        cp
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .current_dir(workspace())
-            .output()
-            .expect("kubectl runs (Debian package kubernetes-client)")
-    }
-
-    /// `kubectl ARGS`, which must succeed; its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {}:\n{}",
-            args.join(" "),
-            text(&out)
-        );
-        stdout(&out)
-    }
-
-    fn helm(&self, args: &[&str]) -> Output {
-        let mut a = args.to_vec();
-        let kubeconfig = self.kubeconfig.to_str().unwrap();
-        a.extend(["--kubeconfig", kubeconfig]);
-        helm(&a)
-    }
-
-    /// The API server's address, from the admin kubeconfig.
-    fn server(&self) -> String {
-        let config = std::fs::read_to_string(&self.kubeconfig).unwrap();
-        let at = config.find("server: \"").expect("server in kubeconfig") + 9;
-        config[at..].split('"').next().unwrap().to_owned()
-    }
-}
-
-impl Drop for ControlPlane {
-    /// Stops kube-controller-manager, kube-apiserver, then etcd (the reverse of their start:
-    /// an API server left without its etcd can hang), each with SIGKILL after 5 s.
-    fn drop(&mut self) {
-        let pids = std::fs::read_to_string(self.dir.path().join("pids")).unwrap_or_default();
-        for pid in pids.split_whitespace().rev() {
-            let alive = || {
-                Command::new("kill")
-                    .args(["-0", pid])
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success())
-            };
-            let _ = Command::new("kill").arg(pid).status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while alive() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            if alive() {
-                let _ = Command::new("kill").args(["-9", pid]).status();
-            }
-        }
-    }
-}
-
-/// A process killed when dropped, its output in a log file.
-struct Process {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Process {
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Polls `f` every 200 ms until it returns Some, or panics with `what` after `timeout`.
 fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
@@ -809,10 +640,11 @@ fn helm_install_reconcile_and_uninstall_on_a_real_api_server() {
         wasm.display()
     );
     let sluice = workspace_bin("sluice");
+    ControlPlane::build();
     let cp = ControlPlane::start();
 
     // Install, as the README says.
-    let nats = "nats://127.0.0.1:4222";
+    let nats = MACHINE_URL;
     let started = Instant::now();
     let out = cp.helm(&[
         "install",
@@ -907,7 +739,7 @@ fn helm_install_reconcile_and_uninstall_on_a_real_api_server() {
         "-o",
         "go-template={{.data.token | base64decode}}",
     ]);
-    let sa_kubeconfig = cp.dir.path().join("operator.kubeconfig");
+    let sa_kubeconfig = cp.dir().join("operator.kubeconfig");
     std::fs::write(
         &sa_kubeconfig,
         format!(
@@ -923,29 +755,30 @@ fn helm_install_reconcile_and_uninstall_on_a_real_api_server() {
     let port = sluice_tests::free_port();
     // Its own route table: other tests share this NATS.
     let routes_bucket = format!("sluice_routes_chart_{}", std::process::id());
-    let log = cp.dir.path().join("operator.log");
-    let file = std::fs::File::create(&log).unwrap();
-    let op = Process {
-        child: Command::new(&sluice)
-            .args([
-                "operator",
-                "--nats",
-                nats,
-                "--namespace",
-                "sluice",
-                "--image",
-                IMAGE,
-            ])
-            .args(["--routes-bucket", &routes_bucket])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("KUBECONFIG", &sa_kubeconfig)
-            .env("RUST_LOG", "info")
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .expect("sluice-operator starts"),
+    let log = cp.dir().join("operator.log");
+    let op = Proc::spawn_with_env(
+        &sluice,
+        [
+            "operator",
+            "--nats",
+            nats,
+            "--namespace",
+            "sluice",
+            "--image",
+            IMAGE,
+            "--routes-bucket",
+            &routes_bucket,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+        &[
+            ("KUBECONFIG", sa_kubeconfig.as_os_str()),
+            ("RUST_LOG", "info".as_ref()),
+        ],
         log,
-    };
+    );
     let addr = format!("127.0.0.1:{port}");
     eventually(Duration::from_secs(60), "the operator's /healthz", || {
         matches!(
@@ -956,15 +789,7 @@ fn helm_install_reconcile_and_uninstall_on_a_real_api_server() {
     });
 
     // The cluster example, as the README applies it.
-    cp.ok(&["create", "namespace", "shop"]);
-    cp.ok(&[
-        "-n",
-        "shop",
-        "create",
-        "configmap",
-        "invoice-wasm",
-        "--from-file=module.wasm=functions/rust/invoice/invoice.wasm",
-    ]);
+    cp.create_invoice_module_configmap();
     let applied = Instant::now();
     cp.ok(&["apply", "-f", "functions/cluster/invoice.yaml"]);
     let worker = eventually(

@@ -19,7 +19,7 @@ use std::{
 use serde_json::{Value, json};
 use sluice_tests::{
     cluster::{Cluster, FileServer, NATS_URL, REGISTRY, figure},
-    done_counts, events_at, free_port, http, sluice_bin, tester_wasm, workspace,
+    done_counts, events_at, free_port, http, sluice, tester_wasm, workspace,
 };
 
 /// The image `scripts/cluster/up.sh` imported: `SLUICE_IMAGE`, as `make image` and `up.sh`
@@ -32,14 +32,6 @@ fn image() -> (String, String) {
         .filter(|(_, tag)| !tag.contains('/'))
         .unwrap_or((reference.as_str(), "latest"));
     (repo.to_owned(), tag.to_owned())
-}
-
-fn sluice(args: &[&str]) -> std::process::Output {
-    Command::new(sluice_bin())
-        .current_dir(workspace())
-        .args(args)
-        .output()
-        .expect("sluice runs")
 }
 
 fn ok(out: &std::process::Output, what: &str) -> String {
@@ -186,7 +178,7 @@ fn the_readme_cluster_walkthrough_on_a_real_node() {
 
     // --- helm install, as the README, with the locally built image --------------------
     let started = Instant::now();
-    let install = c.helm_cmd(&[
+    let install = c.helm(&[
         "install",
         "sluice",
         "charts/sluice",
@@ -227,17 +219,9 @@ fn the_readme_cluster_walkthrough_on_a_real_node() {
     // --- the README's example Function, module from a ConfigMap -----------------------
     let invoice = workspace().join("functions/rust/invoice/invoice.wasm");
     assert!(invoice.exists(), "make -C functions rust first");
-    c.k(&["create", "namespace", "shop"]);
-    c.k(&[
-        "-n",
-        "shop",
-        "create",
-        "configmap",
-        "invoice-wasm",
-        "--from-file=module.wasm=functions/rust/invoice/invoice.wasm",
-    ]);
+    c.create_invoice_module_configmap();
     let applied = Instant::now();
-    c.k(&["apply", "-f", "functions/cluster/invoice.yaml"]);
+    c.ok(&["apply", "-f", "functions/cluster/invoice.yaml"]);
     let (_, msg) = c.wait_condition("shop", "fn", "invoice", "Ready", "True", 60);
     let digest = sha256_hex(&invoice);
     let fnv = c.json(&["-n", "shop", "get", "fn", "invoice"]);
@@ -255,7 +239,7 @@ fn the_readme_cluster_walkthrough_on_a_real_node() {
         (0, 0),
         "worker created at 0 replicas"
     );
-    let wide = c.k(&["-n", "shop", "get", "fn,trg", "-o", "wide"]);
+    let wide = c.ok(&["-n", "shop", "get", "fn,trg", "-o", "wide"]);
     assert!(
         wide.contains(&digest[..12]) || wide.contains("sha256:"),
         "{wide}"
@@ -293,7 +277,7 @@ fn the_readme_cluster_walkthrough_on_a_real_node() {
     // The curl lines of docs/cluster.md and of the chart's NOTES, verbatim.
     let page = std::fs::read_to_string(workspace().join("docs/cluster.md")).unwrap();
     let notes = ok(
-        &c.helm_cmd(&["get", "notes", "sluice", "--namespace", "sluice"]),
+        &c.helm(&["get", "notes", "sluice", "--namespace", "sluice"]),
         "helm get notes",
     );
     // The same event twice would be a duplicate: the NOTES' copy gets its own id and order.
@@ -322,7 +306,7 @@ fn the_readme_cluster_walkthrough_on_a_real_node() {
         });
         assert!(reply["data"]["total"].is_number(), "{what}: {reply}");
     }
-    let logs = c.k(&["-n", "shop", "logs", "deploy/sluice-fn-invoice"]);
+    let logs = c.ok(&["-n", "shop", "logs", "deploy/sluice-fn-invoice"]);
     assert!(
         logs.contains("o-2077"),
         "the handler's log lines in kubectl logs:\n{logs}"
@@ -330,8 +314,8 @@ fn the_readme_cluster_walkthrough_on_a_real_node() {
     assert_locked_down(&c, "shop", "sluice.dev/function=invoice");
 
     // --- a resent event after delete + re-apply: an explicit outcome ------------------
-    c.k(&["delete", "-f", "functions/cluster/invoice.yaml", "--wait"]);
-    c.k(&["apply", "-f", "functions/cluster/invoice.yaml"]);
+    c.ok(&["delete", "-f", "functions/cluster/invoice.yaml", "--wait"]);
+    c.ok(&["apply", "-f", "functions/cluster/invoice.yaml"]);
     c.wait_condition("shop", "trg", "paid-orders", "Ready", "True", 60);
     let out = ok(
         &sluice(&[
@@ -389,7 +373,7 @@ fn the_readme_cluster_walkthrough_on_a_real_node() {
         ]),
         "sluice module push",
     );
-    c.k(&["create", "namespace", "e2e"]);
+    c.ok(&["create", "namespace", "e2e"]);
     let manifests = format!(
         r#"apiVersion: sluice.dev/v1alpha1
 kind: Function
@@ -432,7 +416,7 @@ spec:
     );
     let mpath = served.path().join("e2e.yaml");
     std::fs::write(&mpath, &manifests).unwrap();
-    c.k(&["apply", "-f", &mpath.display().to_string()]);
+    c.ok(&["apply", "-f", &mpath.display().to_string()]);
     for f in ["tester", "from-oci"] {
         let (_, msg) = c.wait_condition("e2e", "fn", f, "Ready", "True", 90);
         let v = c.json(&["-n", "e2e", "get", "fn", f]);
@@ -445,7 +429,7 @@ spec:
     for t in ["work", "oci-work"] {
         c.wait_condition("e2e", "trg", t, "Ready", "True", 60);
     }
-    let ingress_ip = c.k(&[
+    let ingress_ip = c.ok(&[
         "-n",
         "sluice",
         "get",
@@ -483,7 +467,7 @@ spec:
     let fpath = served.path().join("late.yaml");
     std::fs::write(&fpath, fresh).unwrap();
     let applied = Instant::now();
-    c.k(&["apply", "-f", &fpath.display().to_string()]);
+    c.ok(&["apply", "-f", &fpath.display().to_string()]);
     // Poll as a user's `kubectl wait` would; the first event goes the moment it is Ready.
     c.until(30, "Trigger e2e/late Ready", || {
         c.condition("e2e", "trg", "late", "Ready")
@@ -628,7 +612,7 @@ spec:
     c.until(60, "a tester pod running under load", || {
         (c.workers("e2e", "tester").1 > 0).then_some(())
     });
-    let pod = c.k(&[
+    let pod = c.ok(&[
         "-n",
         "e2e",
         "get",
@@ -638,7 +622,7 @@ spec:
         "-o",
         "jsonpath={.items[0].metadata.name}",
     ]);
-    c.k(&[
+    c.ok(&[
         "-n",
         "e2e",
         "delete",
@@ -648,7 +632,7 @@ spec:
         "--force",
     ]);
     std::thread::sleep(Duration::from_secs(2));
-    c.k(&[
+    c.ok(&[
         "-n",
         "sluice",
         "delete",
@@ -657,7 +641,7 @@ spec:
         "app.kubernetes.io/component=operator",
     ]);
     std::thread::sleep(Duration::from_secs(2));
-    c.k(&["-n", "nats", "delete", "pod", "nats-0"]);
+    c.ok(&["-n", "nats", "delete", "pod", "nats-0"]);
     let accepted_fault = load.join().expect("the load thread");
     assert!(!accepted_fault.is_empty());
     c.until(240, "every accepted event handled after the faults", || {
@@ -715,7 +699,7 @@ spec:
     );
     let bpath = served.path().join("bad.yaml");
     std::fs::write(&bpath, bad).unwrap();
-    c.k(&["apply", "-f", &bpath.display().to_string()]);
+    c.ok(&["apply", "-f", &bpath.display().to_string()]);
     for (kind, name, type_, want_reason, field) in [
         (
             "fn",
@@ -752,7 +736,7 @@ spec:
             msg.contains(field),
             "{kind} {name}: the message names {field}: {msg}"
         );
-        let described = c.k(&["-n", "e2e", "describe", kind, name]);
+        let described = c.ok(&["-n", "e2e", "describe", kind, name]);
         assert!(
             described.contains(want_reason),
             "kubectl describe {kind} {name}:\n{described}"
@@ -785,7 +769,7 @@ spec:
     drop(fwd);
     let started = Instant::now();
     ok(
-        &c.helm_cmd(&[
+        &c.helm(&[
             "uninstall",
             "sluice",
             "--namespace",
@@ -806,7 +790,7 @@ spec:
         ("e2e", "deploy,svc,pods"),
     ] {
         c.until(120, &format!("nothing left in {ns}"), || {
-            let left = c.k(&["-n", ns, "get", kinds, "-o", "name"]);
+            let left = c.ok(&["-n", ns, "get", kinds, "-o", "name"]);
             let left: Vec<&str> = left
                 .lines()
                 .filter(|l| {
@@ -816,13 +800,13 @@ spec:
             left.is_empty().then_some(())
         });
     }
-    let cluster_rbac = c.k(&["get", "clusterroles,clusterrolebindings", "-o", "name"]);
+    let cluster_rbac = c.ok(&["get", "clusterroles,clusterrolebindings", "-o", "name"]);
     assert!(
         !cluster_rbac.contains("sluice"),
         "cluster RBAC left: {cluster_rbac}"
     );
     assert_eq!(
-        c.k(&["get", "fn,trg", "-A", "-o", "name"]).trim(),
+        c.ok(&["get", "fn,trg", "-A", "-o", "name"]).trim(),
         "",
         "Functions or Triggers left"
     );
@@ -842,7 +826,7 @@ spec:
     ok(&out, "kubectl delete crd");
     figure("crd_delete", deleted.elapsed());
     // JetStream: the chart's streams and route buckets are gone.
-    let nats_ip = c.k(&[
+    let nats_ip = c.ok(&[
         "-n",
         "nats",
         "get",

@@ -9,53 +9,41 @@ use std::{
 
 use serde_json::{Value, json};
 use sluice_tests::{
-    done_counts, sluice, stdout,
-    system::{Backend, System, Tester},
-    wait_for,
+    done_counts,
+    nats::MACHINE_URL,
+    sluice,
+    sluice::{Backend, System, Tester},
+    stdout, tester_trigger, wait_for,
 };
 
-const TRIGGERS: &str = "apiVersion: sluice.dev/v1alpha1
-kind: Trigger
-metadata: { name: work, namespace: e2e }
-spec:
-  source: { bus: default }
-  pattern: { type: [com.example.work] }
-  function: tester
-  delivery:
-    retry: { maxAttempts: 3, backoff: exponential, initialDelay: 300ms, maxDelay: 600ms }
-    deadLetter: { bus: dead }
----
-apiVersion: sluice.dev/v1alpha1
-kind: Trigger
-metadata: { name: ping, namespace: e2e }
-spec:
-  source: { bus: default }
-  pattern: { type: [com.example.ping] }
-  function: tester
-  delivery:
-    deadLetter: { bus: dead }
----
-apiVersion: sluice.dev/v1alpha1
-kind: Trigger
-metadata: { name: ordered, namespace: e2e }
-spec:
-  source: { bus: default }
-  pattern: { type: [com.example.ordered] }
-  function: tester
-  delivery:
-    ordering: { key: data.k }
-";
+/// Work retried then dead-lettered; pings dead-lettered (the hop limit); ordered events in
+/// order per `data.k`.
+fn triggers() -> String {
+    [
+        tester_trigger(
+            "work",
+            "com.example.work",
+            &[
+                "retry: { maxAttempts: 3, backoff: exponential, initialDelay: 300ms, maxDelay: 600ms }",
+                "deadLetter: { bus: dead }",
+            ],
+        ),
+        tester_trigger("ping", "com.example.ping", &["deadLetter: { bus: dead }"]),
+        tester_trigger("ordered", "com.example.ordered", &["ordering: { key: data.k }"]),
+    ]
+    .join("---\n")
+}
 
 macro_rules! both {
     ($($case:ident),* $(,)?) => {$(
         mod $case {
             #[test]
             fn embedded() {
-                super::$case(sluice_tests::system::Backend::Embedded)
+                super::$case(sluice_tests::sluice::Backend::Embedded)
             }
             #[test]
             fn nats() {
-                super::$case(sluice_tests::system::Backend::Nats)
+                super::$case(sluice_tests::sluice::Backend::Nats)
             }
         }
     )*};
@@ -71,7 +59,7 @@ both!(
 );
 
 fn start(backend: Backend) -> Tester {
-    Tester::start(backend, TRIGGERS)
+    Tester::start(backend, &triggers())
 }
 
 fn event(ty: &str, id: &str, data: Value) -> Value {
@@ -327,7 +315,7 @@ fn mqtt_and_nats_messages_become_cloudevents_for_their_triggers(backend: Backend
     let url = sys
         .nats
         .as_ref()
-        .map_or_else(|| "nats://127.0.0.1:4222".to_owned(), |n| n.url());
+        .map_or_else(|| MACHINE_URL.to_owned(), |n| n.url());
     // Bridges subscribe once the manifests are applied (the processes are ready); give the
     // subscriptions a moment to reach the brokers.
     std::thread::sleep(Duration::from_secs(1));

@@ -5,29 +5,23 @@
 use std::collections::HashMap;
 
 use serde_json::{Value, json};
-use sluice_tests::{Dev, done_counts, free_port, tester_manifests, wait_for};
+use sluice_tests::{Dev, done_counts, free_port, tester_manifests, tester_trigger, wait_for};
 
-const TRIGGER: &str = "apiVersion: sluice.dev/v1alpha1
-kind: Trigger
-metadata: { name: work, namespace: e2e }
-spec:
-  source: { bus: default }
-  pattern: { type: [com.example.work] }
-  function: tester
-  delivery:
-    retry: { maxAttempts: 3, backoff: exponential, initialDelay: 10ms, maxDelay: 50ms }
-    deadLetter: { bus: dead }
----
-apiVersion: sluice.dev/v1alpha1
-kind: Trigger
-metadata: { name: ping, namespace: e2e }
-spec:
-  source: { bus: default }
-  pattern: { type: [com.example.ping] }
-  function: tester
-  delivery:
-    deadLetter: { bus: dead }
-";
+/// Work retried fast then dead-lettered; pings dead-lettered (the hop limit).
+fn triggers() -> String {
+    [
+        tester_trigger(
+            "work",
+            "com.example.work",
+            &[
+                "retry: { maxAttempts: 3, backoff: exponential, initialDelay: 10ms, maxDelay: 50ms }",
+                "deadLetter: { bus: dead }",
+            ],
+        ),
+        tester_trigger("ping", "com.example.ping", &["deadLetter: { bus: dead }"]),
+    ]
+    .join("---\n")
+}
 
 /// POSTs one event in structured mode to the default bus; returns the status.
 fn post_event(dev: &Dev, event: &Value) -> u16 {
@@ -42,7 +36,7 @@ fn setup() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let dir = tmp.path().join("manifests");
     let data = tmp.path().join("data");
     std::fs::create_dir_all(&dir).unwrap();
-    tester_manifests(&dir, TRIGGER);
+    tester_manifests(&dir, &triggers());
     (tmp, dir, data)
 }
 
@@ -165,7 +159,7 @@ fn manifest_changes_apply_without_restart_and_a_broken_edit_keeps_the_last_good_
     // Retarget the work trigger to a new event type; the change applies on the fly.
     std::fs::write(
         dir.join("triggers.yaml"),
-        TRIGGER.replace("com.example.work]", "com.example.work2]"),
+        triggers().replace("com.example.work]", "com.example.work2]"),
     )
     .unwrap();
     let log_has =
@@ -186,7 +180,7 @@ fn manifest_changes_apply_without_restart_and_a_broken_edit_keeps_the_last_good_
     let before = dev.log_text().len();
     std::fs::write(
         dir.join("triggers.yaml"),
-        TRIGGER
+        triggers()
             .replace("com.example.work]", "com.example.work2]")
             .replace("maxAttempts: 3", "maxAttempts: 0"),
     )

@@ -8,23 +8,21 @@ use futures::TryStreamExt;
 use serde_json::{Value, json};
 use sluice_tests::{
     done_counts,
-    system::{Backend, System, Tester},
-    wait_for,
+    sluice::{Backend, System, Tester},
+    tester_trigger, wait_for,
 };
 
-const TRIGGERS: &str = "apiVersion: sluice.dev/v1alpha1
-kind: Trigger
-metadata: { name: work, namespace: e2e }
-spec:
-  source: { bus: default }
-  pattern: { type: [com.example.work] }
-  function: tester
-  delivery:
-    retry: { maxAttempts: 5, initialDelay: 60s, maxDelay: 60s }
-";
+/// Failures wait a minute for their retry.
+fn triggers() -> String {
+    tester_trigger(
+        "work",
+        "com.example.work",
+        &["retry: { maxAttempts: 5, initialDelay: 60s, maxDelay: 60s }"],
+    )
+}
 
-fn start(triggers: &str) -> Tester {
-    Tester::start(Backend::Nats, triggers)
+fn start() -> Tester {
+    Tester::start(Backend::Nats, &triggers())
 }
 
 fn work(id: &str, data: Value) -> Value {
@@ -93,7 +91,7 @@ fn all_handled(sys: &System, ids: &[String]) -> HashMap<String, usize> {
 
 #[test]
 fn restarting_nats_server_mid_load_loses_nothing() {
-    let Tester { sys, .. } = &mut start(TRIGGERS);
+    let Tester { sys, .. } = &mut start();
     let (before, after) = load(sys, 3_000, |sys| {
         let nats = sys.nats.as_mut().unwrap();
         nats.kill9();
@@ -122,7 +120,7 @@ fn restarting_nats_server_mid_load_loses_nothing() {
 
 #[test]
 fn a_crashed_router_routes_each_event_once() {
-    let Tester { sys, .. } = &mut start(TRIGGERS);
+    let Tester { sys, .. } = &mut start();
     let (mut ids, after) = load(sys, 3_000, |sys| {
         let router = sys.router.as_mut().unwrap();
         router.kill9();
@@ -154,7 +152,7 @@ fn jetstream_numbers(url: &str, ns: &str, trigger: &str) -> (u64, u64) {
 
 #[test]
 fn depth_equals_jetstream_consumer_numbers_and_a_worker_stops_gracefully() {
-    let Tester { sys, .. } = &mut start(TRIGGERS);
+    let Tester { sys, .. } = &mut start();
     let depth = |sys: &System| -> Value {
         let (status, _, body) = sys
             .request("GET", "/admin/triggers/e2e/work/depth", &[], b"")

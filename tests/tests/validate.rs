@@ -1,15 +1,27 @@
-//! `sluice validate` as a user runs it: on the shipped examples and on a folder of broken
-//! manifests, each of which states the lines it expects in `# expect:` comments.
+//! `sluice validate` as a user runs it: on the shipped examples (local and cluster) and on a
+//! folder of broken manifests, each of which states the lines it expects in `# expect:`
+//! comments.
 
 use sluice_tests::{sluice, stdout, workspace};
 
-#[test]
-fn examples_validate() {
-    let out = sluice(&["validate", "functions/examples"]);
+/// `sluice validate DIR` passes, with the README's invoice Function and its Trigger ok.
+fn invoice_example_validates(dir: &str) {
+    let out = sluice(&["validate", dir]);
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("Function shop/invoice: ok"), "{text}");
     assert!(text.contains("Trigger shop/paid-orders: ok"), "{text}");
+}
+
+#[test]
+fn examples_validate() {
+    invoice_example_validates("functions/examples");
+}
+
+/// The manifests the README applies to a cluster (and the chart tests install).
+#[test]
+fn cluster_example_validates() {
+    invoice_example_validates("functions/cluster");
 }
 
 #[test]

@@ -1,5 +1,10 @@
 //! Sluice's resource types, `Function` and `Trigger` (`sluice.dev/v1alpha1`): the single source
 //! of truth for the CRDs, for `sluice dev` manifests, and for validation. No Kubernetes client.
+//!
+//! Owns: the spec types, their validation, the JetStream names and route buckets shared by the
+//! operator and the routers. The Kubernetes object wrappers, CRD generation and manifest files
+//! are the `crd` feature (kube's derive types), so the data-plane crates use the spec types
+//! without kube. Must not know: how anything runs; it describes, it does not act.
 
 pub mod buckets;
 pub mod condition;

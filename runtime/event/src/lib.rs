@@ -1,6 +1,9 @@
 //! CloudEvents 1.0: the one event type every part of Sluice passes along (ingress → bus →
 //! router → worker → handler → reply). Parsing is strict and names the attribute at fault,
 //! because events come from the network.
+//!
+//! Owns: the event type and its wire formats (structured JSON, HTTP binary mode). Must not
+//! know: buses, patterns, handlers or anything else of Sluice; every other crate builds on it.
 
 mod binary;
 mod json;

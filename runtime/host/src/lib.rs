@@ -1,6 +1,10 @@
 //! Sluice's Wasm sandbox host: runs one CloudEvent through a handler module in a fresh,
 //! limited instance and returns its reply events or a typed `Failure` the delivery engine can
 //! retry or dead-letter. Two ABIs: a `sluice:function/handler` component, or a WASI command.
+//!
+//! Owns: wasmtime, the module cache, sandbox limits and grants, and the translation of guest
+//! outcomes into `Failure`s. Must not know: buses, queues, retries or HTTP ingress; whether a
+//! failure is retried is `sluice-delivery`'s decision.
 
 mod cache;
 mod command;

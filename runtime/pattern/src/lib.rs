@@ -2,6 +2,10 @@
 //! matcher over all patterns of a bus ([`Matcher`]), and a slow reference interpreter
 //! ([`reference`]) that tests and the fuzz target hold the matcher to.
 //!
+//! Owns: pattern grammar, validation and matching over JSON. Must not know: CloudEvents,
+//! buses or Triggers (a pattern sees a JSON document; `sluice-delivery` decides what a match
+//! does).
+//!
 //! ```
 //! use sluice_pattern::{Matcher, Pattern};
 //! use serde_json::json;

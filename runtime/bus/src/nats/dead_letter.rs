@@ -1,0 +1,170 @@
+//! Dead letters get a stream of their own so `sluice dlq` can list, redrive and purge them after
+//! the queue has moved on; a record is written before its delivery is acked, so none is lost.
+
+use std::sync::Arc;
+
+use async_nats::jetstream::stream::{self, StorageType};
+use serde::{Deserialize, Serialize};
+use sluice_api::jetstream as names;
+use sluice_event::CloudEvent;
+
+use super::{NatsBus, nats_err, split_id};
+use crate::{BusError, DeadLetter, Delivery, Enqueue, Publish, now_ms};
+
+/// A dead letter as kept in the dead-letter stream.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeadRecord {
+    reason: String,
+    attempts: u32,
+    last_error: String,
+    at_ms: u64,
+    seq: u64,
+    event: serde_json::Value,
+}
+
+impl NatsBus {
+    async fn dead_letter_stream(&self) -> Result<stream::Stream, BusError> {
+        let js = &self.0.js;
+        let age = self.0.cfg.dead_letter_age;
+        self.0
+            .dead_letters_ready
+            .get_or_try_init(|| async {
+                js.get_or_create_stream(stream::Config {
+                    name: names::DEAD_LETTER_STREAM.into(),
+                    subjects: vec!["sluice.dlq.>".into()],
+                    storage: StorageType::File,
+                    max_age: age,
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
+                .map_err(nats_err)
+            })
+            .await?;
+        js.get_stream(names::DEAD_LETTER_STREAM)
+            .await
+            .map_err(nats_err)
+    }
+
+    pub(super) async fn read_dead(
+        &self,
+        trigger: &str,
+    ) -> Result<Vec<(u64, DeadLetter)>, BusError> {
+        let (ns, name) = split_id(trigger)?;
+        self.dead_letter_stream().await?;
+        let msgs = self
+            .read_stream(
+                names::DEAD_LETTER_STREAM,
+                Some(names::dead_letter_subject(ns, name)),
+                0,
+                usize::MAX,
+            )
+            .await?;
+        let mut out = Vec::with_capacity(msgs.len());
+        for (pos, m) in msgs {
+            let rec: DeadRecord = match serde_json::from_slice(&m.payload) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(trigger, pos, error = %e, "unreadable dead-letter record");
+                    continue;
+                }
+            };
+            let Ok(event) = CloudEvent::from_json_value(rec.event) else {
+                continue;
+            };
+            out.push((
+                pos,
+                DeadLetter {
+                    trigger: trigger.to_owned(),
+                    seq: rec.seq,
+                    reason: rec.reason,
+                    attempts: rec.attempts,
+                    last_error: rec.last_error,
+                    at_ms: rec.at_ms,
+                    event,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn dead_letter_now(
+        &self,
+        dead: DeadLetter,
+        to_bus: Option<&str>,
+        from: Option<&Delivery>,
+    ) -> Result<(), BusError> {
+        let (ns, name) = split_id(&dead.trigger)?;
+        self.dead_letter_stream().await?;
+        let rec = DeadRecord {
+            reason: dead.reason.clone(),
+            attempts: dead.attempts,
+            last_error: dead.last_error.clone(),
+            at_ms: dead.at_ms,
+            seq: dead.seq,
+            event: dead.event.to_json_value(),
+        };
+        let body = serde_json::to_vec(&rec).map_err(nats_err)?;
+        self.0
+            .js
+            .publish(names::dead_letter_subject(ns, name), body.into())
+            .await
+            .map_err(nats_err)?
+            .await
+            .map_err(nats_err)?;
+        if let Some(bus) = to_bus {
+            self.publish_all(vec![Publish {
+                bus: bus.to_owned(),
+                event: dead.to_event(),
+                dedupe: false,
+            }])
+            .await?;
+        }
+        if let Some(r) = from.and_then(|d| d.receipt.as_ref()) {
+            r.0.ack().await.map_err(nats_err)?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn redrive_now(&self, trigger: &str) -> Result<usize, BusError> {
+        let (ns, name) = split_id(trigger)?;
+        let dead = self.read_dead(trigger).await?;
+        let Some(last) = dead.last().map(|(pos, _)| *pos) else {
+            return Ok(0);
+        };
+        let n = dead.len();
+        let now = now_ms();
+        let items = dead
+            .into_iter()
+            .map(|(_, d)| Enqueue {
+                trigger: trigger.to_owned(),
+                event: Arc::new(d.event),
+                accepted_ms: now,
+                key: None,
+            })
+            .collect();
+        self.enqueue_with_ids(items, None).await?;
+        // Only what was put back is removed; dead letters that arrived meanwhile stay.
+        self.dead_letter_stream()
+            .await?
+            .purge()
+            .filter(names::dead_letter_subject(ns, name))
+            .sequence(last + 1)
+            .await
+            .map_err(nats_err)?;
+        Ok(n)
+    }
+
+    pub(super) async fn purge_now(&self, trigger: &str) -> Result<usize, BusError> {
+        let (ns, name) = split_id(trigger)?;
+        let r = self
+            .dead_letter_stream()
+            .await?
+            .purge()
+            .filter(names::dead_letter_subject(ns, name))
+            .await
+            .map_err(nats_err)?;
+        Ok(r.purged as usize)
+    }
+}
