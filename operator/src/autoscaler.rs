@@ -1,6 +1,7 @@
-//! The autoscaler: every `--scale-interval`, pending events per Function (over the queues of
-//! its Triggers) → `sluice_api::scaling::decide` → the Deployment's scale subresource, and
-//! `status.replicas`/`status.pending` under its own field manager.
+//! The autoscaler: every `--scale-interval`, pending events per Function (over the JetStream
+//! consumers of its Triggers on their home buses' streams) → `sluice_api::scaling::decide` →
+//! the Deployment's scale subresource, and `status.replicas`/`status.pending` under its own
+//! field manager.
 
 use std::{
     collections::HashMap,
@@ -24,7 +25,7 @@ use tokio::sync::watch;
 
 use crate::{
     AUTOSCALER_FIELD_MANAGER, Context, Result, children, function::triggers_of,
-    metrics::FunctionLabels,
+    metrics::FunctionLabels, queues::home_bus,
 };
 
 /// How often the replica count is re-read from the API server, in case someone else
@@ -108,10 +109,11 @@ impl Autoscaler {
         };
         let ns = f.namespace().unwrap_or_default();
         let triggers = triggers_of(&self.ctx, f);
-        let depths = join_all(triggers.iter().map(|t| {
+        // HTTP Triggers invoke the workers directly: no queue to read.
+        let depths = join_all(triggers.iter().filter(|t| children::routed(t)).map(|t| {
             let name = t.name_any();
             let ns = ns.clone();
-            async move { queues.pending(&ns, &name).await }
+            async move { queues.pending(home_bus(t), &ns, &name).await }
         }))
         .await;
         depths

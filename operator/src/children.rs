@@ -10,9 +10,9 @@ use k8s_openapi::{
         core::v1::{
             Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
             EmptyDirVolumeSource, EnvVar as K8sEnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
-            PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-            SeccompProfile, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
-            Volume, VolumeMount,
+            ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+            ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Service,
+            ServicePort, ServiceSpec, Volume, VolumeMount,
         },
     },
     apimachinery::pkg::{
@@ -220,14 +220,32 @@ pub fn worker_deployment(f: &Function, module: &ResolvedModule, settings: &Setti
         MANIFESTS_DIR,
         "--listen",
         &format!("0.0.0.0:{WORKER_PORT}"),
+        // Workers publish too (replies, dead letters), and every publisher stores an event
+        // once per Trigger it matches: they need the whole route table, not just their own.
+        "--routes-bucket",
+        &settings.routes_bucket,
     ]
     .map(String::from)
     .to_vec();
-    let mut env = vec![K8sEnvVar {
-        name: "SLUICE_NATS_URL".into(),
-        value: Some(settings.nats_url.clone()),
-        ..Default::default()
-    }];
+    let mut env = vec![
+        K8sEnvVar {
+            name: "SLUICE_NATS_URL".into(),
+            value: Some(settings.nats_url.clone()),
+            ..Default::default()
+        },
+        // This worker's name in its route-table acknowledgements.
+        K8sEnvVar {
+            name: "POD_NAME".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    ];
     env.extend(env_from_refs(&f.spec.env));
 
     let mut volumes = vec![
@@ -494,12 +512,13 @@ pub fn manifests_configmap(f: &Function, manifests: String) -> ConfigMap {
     }
 }
 
-/// Is this Trigger one the routers serve? HTTP Triggers are served by the ingress instead.
+/// Is this Trigger in the route table (its events are matched by publishers and queued on its
+/// home bus's stream)? HTTP Triggers are served by the ingress instead.
 pub fn routed(t: &Trigger) -> bool {
     t.spec.source.http.is_none()
 }
 
-/// `triggers.yaml` of the routers: every given Trigger (the caller passes the valid ones
+/// The route table every publisher follows: every given Trigger (the caller passes the valid ones
 /// whose Function exists), sorted by namespace and name so the text only changes with them.
 pub fn routes(triggers: &[&Trigger]) -> Result<String, crate::Error> {
     let mut ts: Vec<&&Trigger> = triggers.iter().filter(|t| routed(t)).collect();

@@ -41,8 +41,8 @@ pub struct Config {
     /// Address of `/metrics` and `/healthz`.
     #[arg(long, env = "SLUICE_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
-    /// How often the autoscaler reads queue depth and decides replicas (two JetStream
-    /// requests per Trigger each time).
+    /// How often the autoscaler reads queue depth and decides replicas (per Trigger each
+    /// time: its bus stream's info and a listing of that stream's consumers).
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     pub scale_interval: Duration,
     /// Run controllers only while holding the Lease (turn off for a single local replica).
@@ -54,8 +54,9 @@ pub struct Config {
     /// This replica's identity in the Lease; defaults to the host name and process id.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
-    /// JetStream key-value bucket the route table is published in (routers follow it with
-    /// `sluice router --routes-bucket`).
+    /// JetStream key-value bucket the route table is published in. Every publisher follows it
+    /// with `--routes-bucket` (routers and ingress from the chart, workers from their
+    /// Deployments) and matches the events it publishes against it.
     #[arg(long, env = "SLUICE_ROUTES_BUCKET", default_value = sluice_api::jetstream::ROUTES_BUCKET)]
     pub routes_bucket: String,
     /// OCI registries spoken to over plain HTTP (a local test registry, say). Repeatable.
@@ -78,6 +79,9 @@ pub struct Settings {
     pub nats_url: String,
     pub nats_creds_secret: Option<String>,
     pub oci_plain_http: Vec<String>,
+    /// The route table workers follow (`--routes-bucket`): they publish replies and dead
+    /// letters, and a publisher stores each event once per Trigger it matches.
+    pub routes_bucket: String,
 }
 
 impl Settings {
@@ -89,6 +93,7 @@ impl Settings {
             nats_url: c.nats_url.clone(),
             nats_creds_secret: c.nats_creds_secret.clone(),
             oci_plain_http: c.oci_plain_http.clone(),
+            routes_bucket: c.routes_bucket.clone(),
         }
     }
 }
@@ -102,6 +107,7 @@ impl Default for Settings {
             nats_url: "nats://nats:4222".into(),
             nats_creds_secret: None,
             oci_plain_http: Vec::new(),
+            routes_bucket: sluice_api::jetstream::ROUTES_BUCKET.into(),
         }
     }
 }

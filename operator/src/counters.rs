@@ -12,7 +12,10 @@ use serde_json::json;
 use sluice_api::Trigger;
 use tokio::sync::watch;
 
-use crate::{Context, children, queues::TriggerCounts};
+use crate::{
+    Context, children,
+    queues::{TriggerCounts, home_bus},
+};
 
 pub const FIELD_MANAGER: &str = "sluice-operator-counters";
 const EVERY: Duration = Duration::from_secs(5);
@@ -43,7 +46,7 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
                 continue;
             }
             let (ns, name) = (t.namespace().unwrap_or_default(), t.name_any());
-            let counts = match queues.counts(&ns, &name).await {
+            let counts = match queues.counts(home_bus(&t), &ns, &name).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::debug!(trigger = %format!("{ns}/{name}"), error = %e, "trigger counters");

@@ -1,11 +1,13 @@
 //! The Sluice operator: reconciles Functions into worker Deployments (plus a Service when an
-//! HTTP Trigger targets them), Triggers into the routers' configuration, and scales workers by
-//! the depth of their JetStream queues. `run` wires it together; every decision is a pure
-//! function in `children`, `conditions` or `sluice_api::scaling`, unit-tested without a client.
+//! HTTP Trigger targets them), Triggers into the route table every publisher follows, and
+//! scales workers by the depth of their Triggers' JetStream consumers. `run` wires it
+//! together; every decision is a pure function in `children`, `conditions` or
+//! `sluice_api::scaling`, unit-tested without a client.
 //!
 //! Owns: everything that talks to the Kubernetes API. Must not know: the data plane's
-//! internals; it reaches workers and routers only through what it writes (Deployments, the
-//! routes bucket) and reads (JetStream consumer depth), and no data-plane crate depends on it.
+//! internals; it reaches workers, routers and the ingress only through what it writes
+//! (Deployments, the routes bucket) and reads (JetStream consumer depth), and no data-plane
+//! crate depends on it.
 
 pub mod autoscaler;
 pub mod children;
@@ -52,12 +54,13 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<metrics::Metrics>,
     pub modules: module::Resolver,
-    /// JetStream, for deleting a deleted Trigger's queue. `None`: queues are left alone.
+    /// JetStream, for reading Trigger queue depth and deleting a deleted Trigger's consumers
+    /// and events. `None`: queues are left alone.
     pub queues: Option<Arc<dyn queues::Queues>>,
     /// Poked whenever Triggers or Functions may have changed, so the routes are re-rendered.
     pub routes_changed: Arc<tokio::sync::Notify>,
-    /// The published route table and the routers' acknowledgements. `None`: no routers are
-    /// tracked and a valid Trigger is Ready at once (the unit tests' mocked API).
+    /// The published route table and the publishers' acknowledgements. `None`: no publishers
+    /// are tracked and a valid Trigger is Ready at once (the unit tests' mocked API).
     pub routes: Option<Arc<routes::RouteBook>>,
 }
 

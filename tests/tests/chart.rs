@@ -368,6 +368,8 @@ fn components_run_the_contracted_commands() {
             "ingress",
             "--nats",
             "$(SLUICE_NATS_URL)",
+            "--routes-bucket",
+            "sluice_routes",
             "--listen",
             "0.0.0.0:8080"
         ]

@@ -1,11 +1,13 @@
 //! Distributed mode under faults, each test on a nats-server of its own (free port, own store):
-//! the server restarting mid-load, a router crashing mid-load, depth as JetStream counts it,
-//! and graceful worker shutdown.
+//! the server restarting mid-load, a publisher killed between storing and answering, a Trigger
+//! added and removed under load, depth as JetStream counts it, and graceful worker shutdown.
 
 use std::{collections::HashMap, time::Duration};
 
-use futures::TryStreamExt;
+use async_nats::jetstream::consumer::{AckPolicy, pull};
+use futures::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
+use sluice_api::jetstream::{bus_stream, is_trigger_consumer, trigger_subjects};
 use sluice_tests::{
     done_counts,
     sluice::{Backend, System, Tester},
@@ -101,10 +103,9 @@ fn restarting_nats_server_mid_load_loses_nothing() {
     let all: Vec<String> = before.iter().chain(&after).cloned().collect();
     let handled = all_handled(sys, &all);
     // JetStream persists consumer acks lazily, so a crashed server forgets acks it had
-    // received, and a work-queue stream forgets the message ids of what it had already
-    // handed out: events routed or handled shortly before the crash may run again. That
-    // redelivery is confined to work the crash interrupted; everything accepted after the
-    // restart runs exactly once.
+    // received: events handled shortly before the crash may run again. That redelivery is
+    // confined to work the crash interrupted; everything accepted after the restart runs
+    // exactly once.
     let twice_after: Vec<_> = after.iter().filter(|id| handled[*id] > 1).collect();
     assert!(
         twice_after.is_empty(),
@@ -118,20 +119,154 @@ fn restarting_nats_server_mid_load_loses_nothing() {
     );
 }
 
+/// Stored copies per event id under `filter` of the default bus's stream.
+fn stored_ids(url: &str, filter: &str) -> HashMap<String, usize> {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let client = async_nats::connect(url).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let stream = js.get_stream(bus_stream("default")).await.unwrap();
+        let c = stream
+            .create_consumer(pull::Config {
+                filter_subject: filter.to_owned(),
+                ack_policy: AckPolicy::None,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let pending = c.cached_info().num_pending as usize;
+        let mut out = HashMap::new();
+        let mut msgs = c
+            .fetch()
+            .max_messages(pending.max(1))
+            .messages()
+            .await
+            .unwrap();
+        let mut seen = 0;
+        while seen < pending {
+            let Some(Ok(m)) = msgs.next().await else {
+                break;
+            };
+            seen += 1;
+            let e: Value = serde_json::from_slice(&m.payload).unwrap();
+            *out.entry(e["id"].as_str().unwrap_or_default().to_owned())
+                .or_default() += 1;
+        }
+        out
+    })
+}
+
 #[test]
-fn a_crashed_router_routes_each_event_once() {
+fn a_publisher_killed_between_storing_and_answering_is_retried_without_duplicates() {
     let Tester { sys, .. } = &mut start();
-    let (mut ids, after) = load(sys, 3_000, |sys| {
-        let router = sys.router.as_mut().unwrap();
-        router.kill9();
-        router.restart();
-    });
-    ids.extend(after);
+    let url = sys.nats.as_ref().unwrap().url();
+    let work_subjects = trigger_subjects("default", "e2e", "work");
+    let mut ids = Vec::new();
+    let mut partial = 0;
+    // Each round posts a large batch and kills the ingress a little later each time, so some
+    // rounds die after storing part of the batch but before answering; the producer then
+    // retries the same batch at the restarted ingress.
+    for round in 0..24u64 {
+        if partial >= 2 {
+            break;
+        }
+        let batch: Vec<Value> = (0..1500)
+            .map(|i| work(&format!("r{round}-{i}"), json!({"n": i})))
+            .collect();
+        let body = serde_json::to_vec(&batch).unwrap();
+        let addr = sys.addr.clone();
+        let post = std::thread::spawn(move || {
+            sluice_tests::http(
+                &addr,
+                "POST",
+                "/buses/default/events",
+                &[("content-type", "application/cloudevents-batch+json")],
+                &body,
+            )
+        });
+        std::thread::sleep(Duration::from_millis(4 + 3 * round));
+        sys.crash_and_restart_front();
+        let answered = matches!(post.join().unwrap(), Ok((202, _, _)));
+        let stored = stored_ids(&url, &work_subjects);
+        let of_round = batch
+            .iter()
+            .filter(|e| stored.contains_key(e["id"].as_str().unwrap()))
+            .count();
+        eprintln!("round {round}: answered {answered}, {of_round} of the batch stored");
+        if !answered && of_round > 0 && of_round < batch.len() {
+            partial += 1;
+        }
+        publish_until_accepted(sys, &batch);
+        ids.extend(batch.iter().map(|e| e["id"].as_str().unwrap().to_owned()));
+    }
+    assert!(
+        partial > 0,
+        "no round killed the ingress between storing and answering; the test proved nothing"
+    );
     let handled = all_handled(sys, &ids);
-    // Events the dead router had pulled are routed again by its successor, and the queue
-    // drops the second copy by message id: no trigger sees an event twice.
     let twice: Vec<_> = handled.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "routed twice: {twice:?}");
+    assert!(twice.is_empty(), "handled twice: {twice:?}");
+    let stored = stored_ids(&url, &work_subjects);
+    let copies: Vec<_> = stored.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(copies.is_empty(), "stored twice: {copies:?}");
+}
+
+#[test]
+fn a_trigger_added_and_removed_under_load_changes_nothing_for_the_others() {
+    let tester = &mut start();
+    let manifests = tester.manifests();
+    let sys = &mut tester.sys;
+    let url = sys.nats.as_ref().unwrap().url();
+    let extra = tester_trigger("extra", "com.example.work", &[]);
+    let mut ids = Vec::new();
+    let mut after_removal = Vec::new();
+    for step in 0..30 {
+        if step == 8 {
+            std::fs::write(manifests.join("extra.yaml"), format!("---\n{extra}")).unwrap();
+        }
+        if step == 18 {
+            std::fs::remove_file(manifests.join("extra.yaml")).unwrap();
+        }
+        if step >= 18 {
+            // The ingress re-reads its manifests every second: events published well after
+            // that window are routed without the removed Trigger.
+            std::thread::sleep(Duration::from_millis(if step == 18 { 5_000 } else { 100 }));
+        } else {
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        let batch: Vec<Value> = (0..100)
+            .map(|i| work(&format!("s{step}-{i}"), json!({"n": i})))
+            .collect();
+        publish_until_accepted(sys, &batch);
+        let batch_ids = batch.iter().map(|e| e["id"].as_str().unwrap().to_owned());
+        if step >= 18 {
+            after_removal.extend(batch_ids.clone());
+        }
+        ids.extend(batch_ids);
+    }
+    let handled = all_handled(sys, &ids);
+    let work = stored_ids(&url, &trigger_subjects("default", "e2e", "work"));
+    let extra = stored_ids(&url, &trigger_subjects("default", "e2e", "extra"));
+    for id in &ids {
+        // The Trigger that existed throughout got every event once.
+        assert_eq!(work.get(id), Some(&1), "event {id} routed to work");
+        // The added one got an event at most once, and its handled copies show in the count.
+        let to_extra = extra.get(id).copied().unwrap_or(0);
+        assert!(to_extra <= 1, "event {id} routed to extra {to_extra} times");
+        assert!(
+            handled[id] >= 1 && handled[id] <= 1 + to_extra,
+            "event {id} handled {} times with {to_extra} copies for extra",
+            handled[id]
+        );
+    }
+    assert!(
+        !extra.is_empty(),
+        "the added Trigger never got an event: the route table was not reloaded"
+    );
+    let late: Vec<_> = after_removal
+        .iter()
+        .filter(|id| extra.contains_key(*id))
+        .collect();
+    assert!(late.is_empty(), "routed to the removed Trigger: {late:?}");
 }
 
 /// Consumer numbers straight from JetStream: (num_pending, num_ack_pending) summed.
@@ -139,14 +274,14 @@ fn jetstream_numbers(url: &str, ns: &str, trigger: &str) -> (u64, u64) {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let client = async_nats::connect(url).await.unwrap();
         let js = async_nats::jetstream::new(client);
-        let stream = js
-            .get_stream(sluice_api::jetstream::queue_stream(ns, trigger))
-            .await
-            .unwrap();
+        let stream = js.get_stream(bus_stream("default")).await.unwrap();
         let infos: Vec<_> = stream.consumers().try_collect().await.unwrap();
-        infos.iter().fold((0, 0), |(p, a), i| {
-            (p + i.num_pending, a + i.num_ack_pending as u64)
-        })
+        infos
+            .iter()
+            .filter(|i| is_trigger_consumer(&i.name, ns, trigger))
+            .fold((0, 0), |(p, a), i| {
+                (p + i.num_pending, a + i.num_ack_pending as u64)
+            })
     })
 }
 

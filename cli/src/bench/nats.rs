@@ -1,11 +1,12 @@
 //! `sluice bench nats --module M.wasm`: distributed mode's data path on a real nats-server,
 //! next to a raw JetStream baseline measured in the same run. Baseline: publish N messages
 //! to a stream and consume them with a durable pull consumer, acking each (`async-nats`, no
-//! Sluice). Sluice: publish N events to a bus (durable, deduplicated), route them with the
-//! JetStream router, and handle each in a fresh Wasm instance, then ack. Streams made by the
-//! run are deleted afterwards.
+//! Sluice). Sluice: publish N events to a bus (matched against the bus's Triggers as they are
+//! stored, durable, deduplicated), consume each Trigger's copies with its worker, handle each
+//! in a fresh Wasm instance, then ack. Streams made by the run are deleted afterwards.
 
 use std::{
+    collections::HashMap,
     path::PathBuf,
     sync::{Arc, RwLock},
     time::{Duration, Instant},
@@ -23,7 +24,7 @@ use sluice_bus::{
 use sluice_delivery::{
     DEFAULT_HOP_LIMIT,
     metrics::Metrics,
-    router::{RouteTable, RouteTarget, SharedTable, nats as nats_router},
+    router::{BusRoutes, RouteTarget},
     worker::{FunctionRuntime, SharedFunction, TriggerRoute, run_worker},
 };
 use sluice_process::dev::HostInvoker;
@@ -72,6 +73,11 @@ async fn bench(args: NatsBenchArgs) -> anyhow::Result<i32> {
     let run = format!("b{}", std::process::id());
     let bus = NatsBus::connect(NatsConfig::new(args.url.clone())).await?;
     let js = bus.jetstream().clone();
+    println!(
+        "nats-server {} at {}",
+        bus.client().server_info().version,
+        args.url
+    );
 
     let raw = raw_baseline(&js, &run, args.events).await?;
     println!(
@@ -82,7 +88,7 @@ async fn bench(args: NatsBenchArgs) -> anyhow::Result<i32> {
     cleanup(&js, &run).await;
     let sluice = sluice?;
     println!(
-        "sluice publish→route→handle→ack:  {:>8.0} events/s ({} events) = {:.0}% of raw",
+        "sluice publish+route→handle→ack:  {:>8.0} events/s ({} events) = {:.0}% of raw",
         sluice,
         args.events,
         100.0 * sluice / raw
@@ -150,9 +156,25 @@ async fn sluice_path(bus: &NatsBus, run: &str, args: &NatsBenchArgs) -> anyhow::
     let handler = tokio::task::spawn_blocking(move || engine.load(&wasm, cfg)).await??;
     let trigger = format!("{run}/work");
     let bus_name = format!("bench-{run}");
+    let pattern =
+        sluice_pattern::Pattern::parse(&serde_json::json!({"type": ["com.example.work"]}))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    bus.set_routes(Arc::new(BusRoutes::new(
+        HashMap::from([(
+            bus_name.clone(),
+            vec![RouteTarget {
+                id: trigger.clone(),
+                pattern: Some(pattern),
+                ordering_key: None,
+            }],
+        )]),
+        HashMap::from([(trigger.clone(), bus_name.clone())]),
+        0,
+    )));
     bus.configure_queue(
         &trigger,
         &QueueConfig {
+            bus: bus_name.clone(),
             max_inflight: 1_000,
             ordered: false,
             lease: Duration::from_secs(30),
@@ -160,22 +182,6 @@ async fn sluice_path(bus: &NatsBus, run: &str, args: &NatsBenchArgs) -> anyhow::
     )
     .await?;
     let metrics = Metrics::new();
-    let pattern =
-        sluice_pattern::Pattern::parse(&serde_json::json!({"type": ["com.example.work"]}))
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let table: SharedTable = Arc::new(RwLock::new(Arc::new(RouteTable::new(vec![RouteTarget {
-        id: trigger.clone(),
-        pattern: Some(pattern),
-        ordering_key: None,
-    }]))));
-    let (stop, stop_rx) = watch::channel(false);
-    tokio::spawn(nats_router::run(
-        bus.clone(),
-        bus_name.clone(),
-        table,
-        metrics.clone(),
-        stop_rx,
-    ));
     let shared_bus: SharedBus = Arc::new(bus.clone());
     let func: SharedFunction = Arc::new(RwLock::new(Arc::new(FunctionRuntime {
         id: "bench/work".into(),
@@ -233,7 +239,6 @@ async fn sluice_path(bus: &NatsBus, run: &str, args: &NatsBenchArgs) -> anyhow::
     }
     let rate = args.events as f64 / started.elapsed().as_secs_f64();
     desired.send_replace(0);
-    stop.send_replace(true);
     bus.unconfigure_queue(&trigger);
     Ok(rate)
 }

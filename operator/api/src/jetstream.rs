@@ -3,40 +3,55 @@
 //! Bus, namespace and object names are DNS labels (validated), so `_` and `.` never occur in
 //! them and every name below is unambiguous.
 
-/// Stream holding the events of bus `bus` (EventBridge's event bus).
+/// Stream holding the events of bus `bus` (EventBridge's event bus). A limits stream (age and
+/// size): it is both every Trigger's delivery queue and the bus's archive for `sluice tail` and
+/// `sluice replay`.
 pub fn bus_stream(bus: &str) -> String {
     format!("sluice_bus_{bus}")
 }
 
-/// Subject events of bus `bus` are published on.
-pub fn bus_subject(bus: &str) -> String {
-    format!("sluice.bus.{bus}")
+/// Every subject of bus `bus`'s stream.
+pub fn bus_subjects(bus: &str) -> String {
+    format!("sluice.bus.{bus}.>")
 }
 
-/// Durable consumer the routers of a bus share: every event is routed once by one of them.
-pub const ROUTER_CONSUMER: &str = "router";
-
-/// Work-queue stream holding the delivery queue of Trigger `namespace/name`. Queued and
-/// in-flight events (including scheduled retries) stay in it until acked.
-pub fn queue_stream(namespace: &str, trigger: &str) -> String {
-    format!("sluice_q_{namespace}_{trigger}")
+/// Subject of an event of bus `bus` that matched no Trigger when it was published: kept for
+/// the archive, delivered to nobody.
+pub fn unrouted_subject(bus: &str) -> String {
+    format!("sluice.bus.{bus}.none")
 }
 
-/// Subject prefix of a trigger's queue; the last token is the ordering partition (`0` when
-/// the trigger has no `ordering.key`).
-pub fn queue_subject(namespace: &str, trigger: &str, partition: u32) -> String {
-    format!("sluice.q.{namespace}.{trigger}.{partition}")
+/// Subject of an event of bus `bus` routed to Trigger `namespace/trigger`. Publishers match
+/// each event against the bus's Triggers and store one copy per match under this subject;
+/// the last token is the ordering partition (`0` when the Trigger has no `ordering.key`).
+pub fn trigger_subject(bus: &str, namespace: &str, trigger: &str, partition: u32) -> String {
+    format!("sluice.bus.{bus}.t.{namespace}.{trigger}.{partition}")
 }
 
-/// Durable pull consumer(s) of a trigger's queue. Without ordering one consumer named
-/// `worker` is shared by every worker replica; with ordering each partition has its own
-/// consumer `p<partition>` with one event in flight. The queue's pending count is the sum
-/// of `num_pending + num_ack_pending` over all consumers of [`queue_stream`].
-pub fn queue_consumer(partition: Option<u32>) -> String {
+/// Every partition of Trigger `namespace/trigger` on bus `bus`.
+pub fn trigger_subjects(bus: &str, namespace: &str, trigger: &str) -> String {
+    format!("sluice.bus.{bus}.t.{namespace}.{trigger}.*")
+}
+
+/// Durable pull consumer(s) of Trigger `namespace/trigger` on its bus's stream, filtered to
+/// [`trigger_subjects`]. Without ordering one consumer is shared by every worker replica; with
+/// ordering each partition has its own consumer with one event in flight. The Trigger's
+/// pending count is the sum of `num_pending + num_ack_pending` over them.
+pub fn trigger_consumer(namespace: &str, trigger: &str, partition: Option<u32>) -> String {
     match partition {
-        None => "worker".into(),
-        Some(p) => format!("p{p}"),
+        None => format!("t_{namespace}_{trigger}"),
+        Some(p) => format!("t_{namespace}_{trigger}_p{p}"),
     }
+}
+
+/// Whether consumer `name` of a bus stream belongs to Trigger `namespace/trigger`.
+pub fn is_trigger_consumer(name: &str, namespace: &str, trigger: &str) -> bool {
+    let base = trigger_consumer(namespace, trigger, None);
+    name == base
+        || name
+            .strip_prefix(&base)
+            .and_then(|r| r.strip_prefix("_p"))
+            .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Stream keeping dead letters of every trigger for `sluice dlq list|redrive|purge`.
@@ -96,16 +111,25 @@ mod tests {
 
     #[test]
     fn names_do_not_collide_across_namespace_and_name_boundaries() {
-        // `a-b`/`c` and `a`/`b-c` must not share a queue.
-        assert_ne!(queue_stream("a-b", "c"), queue_stream("a", "b-c"));
-        assert_eq!(queue_stream("shop", "paid"), "sluice_q_shop_paid");
-        assert_eq!(queue_subject("shop", "paid", 3), "sluice.q.shop.paid.3");
-        assert_eq!(bus_subject("default"), "sluice.bus.default");
+        // `a-b`/`c` and `a`/`b-c` must not share a consumer.
+        assert_ne!(
+            trigger_consumer("a-b", "c", None),
+            trigger_consumer("a", "b-c", None)
+        );
+        assert_eq!(trigger_consumer("shop", "paid", None), "t_shop_paid");
+        assert_eq!(
+            trigger_subject("orders", "shop", "paid", 3),
+            "sluice.bus.orders.t.shop.paid.3"
+        );
+        assert_eq!(unrouted_subject("default"), "sluice.bus.default.none");
+        assert!(is_trigger_consumer("t_shop_paid_p3", "shop", "paid"));
+        assert!(is_trigger_consumer("t_shop_paid", "shop", "paid"));
+        assert!(!is_trigger_consumer("t_shop_paid-x", "shop", "paid"));
+        assert!(!is_trigger_consumer("t_shop_paid_p", "shop", "paid"));
         assert_eq!(
             router_ack_key("sluice-router-7d9f.x/y"),
             "router.sluice-router-7d9f_x_y"
         );
         assert_eq!(routers_bucket(ROUTES_BUCKET), "sluice_routes_routers");
-        assert_eq!(queue_consumer(Some(2)), "p2");
     }
 }

@@ -92,7 +92,8 @@ impl Function {
 }
 
 impl FunctionSpec {
-    fn validate(&self, path: &str, out: &mut Vec<FieldError>) {
+    /// Appends an error per invalid field, each named under `path` (`spec` in a manifest).
+    pub fn validate(&self, path: &str, out: &mut Vec<FieldError>) {
         validate_module(&self.module, &format!("{path}.module"), out);
         validate_env(&self.env, &format!("{path}.env"), out);
         let mem = self.limits.memory.bytes();
@@ -286,7 +287,8 @@ impl Trigger {
 }
 
 impl TriggerSpec {
-    fn validate(&self, path: &str, out: &mut Vec<FieldError>) {
+    /// Appends an error per invalid field, each named under `path` (`spec` in a manifest).
+    pub fn validate(&self, path: &str, out: &mut Vec<FieldError>) {
         validate_source(&self.source, &format!("{path}.source"), out);
         if let Some(pattern) = &self.pattern {
             out.extend(validate_pattern(pattern, &format!("{path}.pattern")));

@@ -80,12 +80,27 @@ fn deployment_runs_the_worker_restricted_with_probes_and_no_replicas() {
             "--manifests",
             "/etc/sluice/manifests",
             "--listen",
-            "0.0.0.0:8080"
+            "0.0.0.0:8080",
+            "--routes-bucket",
+            "sluice_routes"
         ]
     );
     let env = c.env.as_ref().unwrap();
     assert_eq!(env[0].name, "SLUICE_NATS_URL");
     assert_eq!(env[0].value.as_deref(), Some("nats://nats:4222"));
+    // The pod name is the worker's identity in its route-table acknowledgements.
+    assert_eq!(env[1].name, "POD_NAME");
+    assert_eq!(
+        env[1]
+            .value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap()
+            .field_path,
+        "metadata.name"
+    );
     let sc = c.security_context.as_ref().unwrap();
     assert_eq!(sc.run_as_non_root, Some(true));
     assert_eq!(sc.run_as_user, Some(65532));
@@ -220,6 +235,7 @@ fn secret_env_becomes_sluice_env_vars_and_nats_creds_are_mounted() {
     );
     let s = Settings {
         nats_creds_secret: Some("nats-user".into()),
+        routes_bucket: "team_routes".into(),
         ..Default::default()
     };
     let d = worker_deployment(&f, &cm_module(), &s);
@@ -228,9 +244,14 @@ fn secret_env_becomes_sluice_env_vars_and_nats_creds_are_mounted() {
     let names: Vec<_> = env.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(
         names,
-        ["SLUICE_NATS_URL", "SLUICE_ENV_TOKEN", "SLUICE_ENV_MODE"]
+        [
+            "SLUICE_NATS_URL",
+            "POD_NAME",
+            "SLUICE_ENV_TOKEN",
+            "SLUICE_ENV_MODE"
+        ]
     );
-    let token = env[1]
+    let token = env[2]
         .value_from
         .as_ref()
         .unwrap()
@@ -238,7 +259,7 @@ fn secret_env_becomes_sluice_env_vars_and_nats_creds_are_mounted() {
         .as_ref()
         .unwrap();
     assert_eq!((token.name.as_str(), token.key.as_str()), ("api", "token"));
-    let mode = env[2]
+    let mode = env[3]
         .value_from
         .as_ref()
         .unwrap()
@@ -248,8 +269,13 @@ fn secret_env_becomes_sluice_env_vars_and_nats_creds_are_mounted() {
     assert_eq!((mode.name.as_str(), mode.key.as_str()), ("cfg", "mode"));
     let args = c.args.as_ref().unwrap();
     assert_eq!(
-        &args[args.len() - 2..],
-        ["--nats-creds", "/etc/sluice/nats/creds"]
+        &args[args.len() - 4..],
+        [
+            "--routes-bucket",
+            "team_routes",
+            "--nats-creds",
+            "/etc/sluice/nats/creds"
+        ]
     );
     let v = pod(&d)
         .volumes

@@ -80,6 +80,41 @@ pub trait Bus: Send + Sync + 'static {
 
 pub type SharedBus = Arc<dyn Bus>;
 
+/// Where a published event goes: the publisher's compiled route table. The NATS bus routes at
+/// publish (each event is stored once per matched Trigger, under that Trigger's subject), so
+/// every publisher holds one; the embedded bus routes in its own router task and needs none.
+pub trait Routes: Send + Sync + 'static {
+    /// The Triggers of `bus` that an event (its CloudEvent JSON) goes to, each with its
+    /// ordering key, in a stable order.
+    fn route(&self, bus: &str, json: &[u8]) -> Result<Vec<Route>, String>;
+    /// The home bus of a Trigger in the table: where its queue is (see [`Enqueue::bus`]).
+    fn home(&self, trigger: &str) -> Option<String>;
+    /// Revision of the table (0 when it came from a directory), for logs.
+    fn revision(&self) -> u64 {
+        0
+    }
+}
+
+/// One Trigger an event was routed to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub trigger: TriggerId,
+    /// The value at the Trigger's `ordering.key`, when it has one.
+    pub key: Option<String>,
+}
+
+/// A route table that routes nothing: every event is archived unrouted.
+pub struct NoRoutes;
+
+impl Routes for NoRoutes {
+    fn route(&self, _bus: &str, _json: &[u8]) -> Result<Vec<Route>, String> {
+        Ok(Vec::new())
+    }
+    fn home(&self, _trigger: &str) -> Option<String> {
+        None
+    }
+}
+
 /// `namespace/name` of a Trigger: the name of its delivery queue.
 pub type TriggerId = String;
 
@@ -107,6 +142,9 @@ pub enum Published {
 #[derive(Clone, Debug)]
 pub struct Enqueue {
     pub trigger: TriggerId,
+    /// The trigger's home bus: its source bus, or [`DEFAULT_BUS`] for schedules and bridges.
+    /// On NATS the queue is that bus's stream; the embedded bus keeps queues apart.
+    pub bus: String,
     pub event: Arc<CloudEvent>,
     /// When the event was first accepted (ms since the epoch), for `maxAge`.
     pub accepted_ms: u64,
@@ -117,6 +155,8 @@ pub struct Enqueue {
 /// How a trigger's queue hands out events.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QueueConfig {
+    /// The trigger's home bus (see [`Enqueue::bus`]).
+    pub bus: String,
     pub max_inflight: usize,
     /// The trigger has an `ordering.key`: events sharing a key go one at a time.
     pub ordered: bool,

@@ -1,9 +1,12 @@
-//! Delivery: routers move a bus's matching events onto trigger queues; workers lease events
+//! Delivery: routing decides which Triggers an event goes to (the embedded bus's router task
+//! moves matches onto trigger queues; on NATS every publisher routes before it stores, with
+//! [`router::BusRoutes`]); workers lease events
 //! from their Function's trigger queues, run the handler, then ack (publishing replies),
 //! schedule a retry, or dead-letter. Decisions live in `policy` (pure); the rest does the I/O
 //! around them.
 //!
-//! Owns: routing (a bus's Triggers compiled into one matcher; the embedded and NATS routers),
+//! Owns: routing (a bus's Triggers compiled into one matcher; the embedded router and the
+//! route table NATS publishers use),
 //! the worker loop, the pure retry/dead-letter policy and the runtime's metrics. Must not
 //! know: HTTP, manifest files, processes or Kubernetes; handlers are behind [`Invoker`], so
 //! the Wasm host is not a dependency.

@@ -11,7 +11,7 @@ use sluice_api::{TriggerSpec, trigger::MqttSource, trigger::NatsSource};
 use sluice_event::{CloudEvent, Extension};
 use sluice_pattern::Pattern;
 
-use sluice_bus::{BusError, Enqueue, SharedBus, TriggerId, now_ms};
+use sluice_bus::{BusError, DEFAULT_BUS, Enqueue, SharedBus, TriggerId, now_ms};
 use sluice_delivery::router::key_of;
 
 /// Why a bridge stopped or could not start. The caller logs it with the trigger and retries.
@@ -51,6 +51,11 @@ pub async fn run(
 ) {
     let bridge = Bridge {
         trigger,
+        home: spec
+            .source
+            .bus
+            .clone()
+            .unwrap_or_else(|| DEFAULT_BUS.to_owned()),
         pattern,
         ordering_key: spec.delivery.ordering.as_ref().map(|o| o.key.clone()),
         bus,
@@ -74,6 +79,8 @@ pub async fn run(
 
 struct Bridge {
     trigger: TriggerId,
+    /// Where the trigger's queue lives on NATS (a bridge has no source bus: the default one).
+    home: String,
     pattern: Option<Pattern>,
     ordering_key: Option<String>,
     bus: SharedBus,
@@ -92,6 +99,7 @@ impl Bridge {
         }
         Some(Enqueue {
             trigger: self.trigger.clone(),
+            bus: self.home.clone(),
             key: self.ordering_key.as_deref().and_then(|k| key_of(&json, k)),
             event: Arc::new(event),
             accepted_ms: now_ms(),

@@ -1,8 +1,9 @@
 //! Distributed mode on NATS JetStream: the three processes a cluster runs instead of one
-//! `sluice dev`. `sluice ingress` publishes producers' events; `sluice router` routes every
-//! bus once (several may run) and fires schedules and bridges; `sluice worker` runs one
-//! Function's handlers from its trigger queues. Each reads its Functions and Triggers from
-//! `--manifests DIR` (the operator writes them into ConfigMaps) and re-reads on change.
+//! `sluice dev`. `sluice ingress` publishes producers' events; `sluice worker` runs one
+//! Function's handlers from its Triggers' consumers and publishes their replies; `sluice
+//! router` fires schedules and runs the MQTT/NATS bridges. Every one of them publishes, so
+//! every one holds the route table (from `--manifests DIR`, or the operator's key-value
+//! bucket) and routes each event before storing it: there is no routing hop.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -24,7 +25,6 @@ use sluice_bus::{
 use sluice_delivery::{
     DEFAULT_HOP_LIMIT,
     metrics::Metrics,
-    router::{RouteTable, RouteTarget, SharedTable, nats as nats_router},
     worker::{FunctionRuntime, SharedFunction, run_worker},
 };
 use sluice_ingress::{
@@ -35,21 +35,155 @@ use crate::{
     ProcessError,
     dev::{Loader, shutdown_signal},
     local::{
-        FunctionDef, RunningSources, TriggerDef, http_route, queue_config, sync_sources,
-        trigger_route,
+        FunctionDef, RunningSources, TriggerDef, bus_routes, http_route, queue_config,
+        sync_sources, trigger_route,
     },
 };
 
 /// How often manifests are checked for changes (a ConfigMap volume updates in place).
 const POLL: Duration = Duration::from_secs(1);
 
-/// `sluice ingress`: the CloudEvents HTTP endpoints onto JetStream.
+/// Where a publisher's Triggers come from.
+#[derive(Clone, Debug)]
+pub enum RouteSource {
+    /// A directory of manifests, re-read within a second of a change.
+    Dir(PathBuf),
+    /// The operator's table in a JetStream key-value bucket, followed as it changes; the
+    /// process acknowledges each revision it loads under `identity`, and the operator reports
+    /// a Trigger Ready only once every live publisher routes with it.
+    Bucket { bucket: String, identity: String },
+}
+
+/// A publisher's route table, kept current: loaded into the bus before anything is published,
+/// then reloaded on change.
+struct RouteFollower {
+    feed: Option<RouteFeed>,
+    /// Holds the mirror directory of a bucket's table for as long as the follower lives.
+    _mirror: Option<tempfile::TempDir>,
+    loader: Loader,
+    last: Option<Vec<(PathBuf, Option<std::time::SystemTime>, u64)>>,
+    acked: Option<u64>,
+    heartbeat: tokio::time::Interval,
+}
+
+impl RouteFollower {
+    async fn start(bus: &NatsBus, source: &RouteSource, what: &str) -> Result<Self, ProcessError> {
+        let (feed, mirror, dir) = match source {
+            RouteSource::Dir(d) => (None, None, d.clone()),
+            RouteSource::Bucket { bucket, identity } => {
+                let mirror = tempfile::Builder::new()
+                    .prefix("sluice-routes-")
+                    .tempdir()
+                    .map_err(|e| {
+                        ProcessError::setting(
+                            "--routes-bucket",
+                            format!("a directory for the route table (is /tmp writable?): {e}"),
+                        )
+                    })?;
+                let feed = RouteFeed::start(bus, bucket, identity, mirror.path().to_owned())
+                    .await
+                    .map_err(|e| ProcessError::setting(format!("--routes-bucket {bucket}"), e))?;
+                let dir = feed.dir().to_owned();
+                println!("{what}: routing from key-value bucket {bucket} as {identity}");
+                (Some(feed), Some(mirror), dir)
+            }
+        };
+        if feed.is_none() {
+            println!("{what}: routing from {}", dir.display());
+        }
+        Ok(Self {
+            feed,
+            _mirror: mirror,
+            loader: Loader::triggers_only(dir),
+            last: None,
+            acked: None,
+            heartbeat: tokio::time::interval(sluice_api::jetstream::ROUTER_ACK_EVERY),
+        })
+    }
+
+    /// Loads the table into `bus` when it changed (returning its Triggers), and acknowledges
+    /// the revision now routed with.
+    async fn refresh(&mut self, bus: &NatsBus) -> Option<Vec<TriggerDef>> {
+        // Read before loading: what gets loaded is at least this revision.
+        let revision = self.feed.as_ref().map(RouteFeed::revision);
+        let now = self.loader.fingerprint();
+        let mut loaded = None;
+        if self.last.as_ref() != Some(&now) {
+            let (_, triggers) = self.loader.load().await;
+            bus.set_routes(Arc::new(bus_routes(
+                &triggers,
+                revision.unwrap_or_default(),
+            )));
+            tracing::info!(
+                triggers = triggers.len(),
+                revision = revision.unwrap_or_default(),
+                "route table loaded"
+            );
+            self.last = Some(self.loader.fingerprint());
+            loaded = Some(triggers);
+        }
+        if let (Some(f), Some(r)) = (&self.feed, revision)
+            && self.acked != Some(r)
+        {
+            match f.ack(r).await {
+                Ok(()) => self.acked = Some(r),
+                Err(e) => tracing::warn!(error = %e, "acknowledging the route table"),
+            }
+        }
+        loaded
+    }
+
+    /// Waits for a reason to refresh: a new revision, the directory poll, or the heartbeat.
+    async fn next(&mut self) {
+        let feed = self.feed.as_mut();
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = async { match feed { Some(f) => f.changed().await, None => std::future::pending().await } } => {}
+            // The acknowledgement doubles as this publisher's heartbeat.
+            _ = self.heartbeat.tick() => self.acked = None,
+        }
+    }
+
+    async fn leave(&self) {
+        if let Some(f) = &self.feed {
+            f.leave().await;
+        }
+    }
+}
+
+/// Loads the route table into `bus`, then keeps it current in the background until `stop`.
+async fn follow_routes(
+    bus: &NatsBus,
+    source: &RouteSource,
+    what: &str,
+    mut stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, ProcessError> {
+    let mut follower = RouteFollower::start(bus, source, what).await?;
+    follower.refresh(bus).await;
+    let bus = bus.clone();
+    Ok(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = follower.next() => {}
+                _ = stop.changed() => break,
+            }
+            follower.refresh(&bus).await;
+        }
+        follower.leave().await;
+    }))
+}
+
+/// `sluice ingress`: the CloudEvents HTTP endpoints onto JetStream, routing each event as it
+/// is stored.
 pub async fn run_ingress(
     nats: NatsConfig,
+    routes: RouteSource,
     listen: SocketAddr,
     cfg: IngressConfig,
 ) -> Result<(), ProcessError> {
     let bus = NatsBus::connect(nats).await?;
+    let (stop, stop_rx) = watch::channel(false);
+    let follower = follow_routes(&bus, &routes, "sluice ingress", stop_rx).await?;
     let state = AppState {
         bus: Arc::new(bus),
         metrics: Metrics::new(),
@@ -57,7 +191,10 @@ pub async fn run_ingress(
         cfg: Arc::new(cfg),
         ready: Arc::new(AtomicBool::new(true)),
     };
-    serve(listen, state, "sluice ingress").await
+    let served = serve(listen, state, "sluice ingress").await;
+    stop.send_replace(true);
+    let _ = follower.await;
+    served
 }
 
 async fn serve(listen: SocketAddr, state: AppState, what: &str) -> Result<(), ProcessError> {
@@ -74,22 +211,10 @@ async fn serve(listen: SocketAddr, state: AppState, what: &str) -> Result<(), Pr
     Ok(())
 }
 
-struct RouterSlot {
-    table: SharedTable,
-    stop: watch::Sender<bool>,
-}
-
-/// Where a router's Triggers come from.
-#[derive(Clone, Debug)]
-pub enum RouteSource {
-    /// A directory of manifests, re-read within a second of a change.
-    Dir(PathBuf),
-    /// The operator's table in a JetStream key-value bucket, followed as it changes; the
-    /// router acknowledges each revision it loads under `identity`.
-    Bucket { bucket: String, identity: String },
-}
-
-/// `sluice router`: routes every bus named by a Trigger, fires schedules, runs bridges.
+/// `sluice router`: fires schedules and runs the MQTT/NATS bridges of every Trigger. It no
+/// longer routes buses (publishers do), but a schedule needs one process that keeps time
+/// and a bridge one that holds the outside subscription; several may run, the message ids
+/// make their enqueues of the same tick or message one.
 pub async fn run_router(
     nats: NatsConfig,
     source: RouteSource,
@@ -98,28 +223,7 @@ pub async fn run_router(
     let bus = NatsBus::connect(nats.clone()).await?;
     let shared: SharedBus = Arc::new(bus.clone());
     let metrics = Metrics::new();
-    // The table is read before any routing starts: nothing is routed with an older one.
-    let (mut feed, _mirror, manifests) = match &source {
-        RouteSource::Dir(d) => (None, None, d.clone()),
-        RouteSource::Bucket { bucket, identity } => {
-            let mirror = tempfile::Builder::new()
-                .prefix("sluice-routes-")
-                .tempdir()
-                .map_err(|e| {
-                    ProcessError::setting(
-                        "--routes-bucket",
-                        format!("a directory for the route table (is /tmp writable?): {e}"),
-                    )
-                })?;
-            let feed = RouteFeed::start(&bus, bucket, identity, mirror.path().to_owned())
-                .await
-                .map_err(|e| ProcessError::setting(format!("--routes-bucket {bucket}"), e))?;
-            let dir = feed.dir().to_owned();
-            println!("sluice router: routing from key-value bucket {bucket} as {identity}");
-            (Some(feed), Some(mirror), dir)
-        }
-    };
-    let mut loader = Loader::triggers_only(manifests.clone());
+    let mut follower = RouteFollower::start(&bus, &source, "sluice router").await?;
     let ready = Arc::new(AtomicBool::new(false));
     if let Some(addr) = listen {
         let state = AppState {
@@ -140,98 +244,23 @@ pub async fn run_router(
             let _ = axum::serve(listener, ingress::app(state)).await;
         });
     }
-    let mut routers: HashMap<String, RouterSlot> = HashMap::new();
     let mut sources = RunningSources::new();
-    let mut last = None;
-    if feed.is_none() {
-        println!("sluice router: routing from {}", manifests.display());
-    }
     let mut term = std::pin::pin!(shutdown_signal());
-    let mut heartbeat = tokio::time::interval(sluice_api::jetstream::ROUTER_ACK_EVERY);
-    let mut acked: Option<u64> = None;
     loop {
-        // Read before loading: what gets loaded is at least this revision.
-        let revision = feed.as_ref().map(RouteFeed::revision);
-        let now = loader.fingerprint();
-        if last.as_ref() != Some(&now) {
-            let (_, triggers) = loader.load().await;
-            apply_routes(&bus, &metrics, &triggers, &mut routers);
+        if let Some(triggers) = follower.refresh(&bus).await {
             sync_sources(&mut sources, &triggers, &shared, Some(nats.url.clone()));
             ready.store(true, Ordering::Release);
-            last = Some(loader.fingerprint());
-            tracing::info!(
-                triggers = triggers.len(),
-                buses = routers.len(),
-                revision = revision.unwrap_or_default(),
-                "route table loaded"
-            );
-        }
-        if let (Some(f), Some(r)) = (&feed, revision)
-            && acked != Some(r)
-        {
-            match f.ack(r).await {
-                Ok(()) => acked = Some(r),
-                Err(e) => tracing::warn!(error = %e, "acknowledging the route table"),
-            }
         }
         tokio::select! {
-            _ = tokio::time::sleep(POLL) => {}
-            _ = async { match feed.as_mut() { Some(f) => f.changed().await, None => std::future::pending().await } } => {}
-            // The acknowledgement doubles as this router's heartbeat.
-            _ = heartbeat.tick() => acked = None,
+            _ = follower.next() => {}
             _ = &mut term => break,
         }
     }
-    if let Some(f) = &feed {
-        f.leave().await;
-    }
-    for r in routers.values() {
-        r.stop.send_replace(true);
-    }
+    follower.leave().await;
     for (_, (_, h)) in sources {
         h.abort();
     }
-    // Routers ack only what they enqueued; anything pulled but not acked is redelivered.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     Ok(())
-}
-
-/// One router per bus a Trigger names; tables swapped in place on change.
-fn apply_routes(
-    bus: &NatsBus,
-    metrics: &Metrics,
-    triggers: &[TriggerDef],
-    routers: &mut HashMap<String, RouterSlot>,
-) {
-    let mut per_bus: HashMap<String, Vec<RouteTarget>> = HashMap::new();
-    for t in triggers {
-        if let Some(b) = &t.spec.source.bus {
-            per_bus.entry(b.clone()).or_default().push(RouteTarget {
-                id: t.id.clone(),
-                pattern: t.pattern.clone(),
-                ordering_key: t.spec.delivery.ordering.as_ref().map(|o| o.key.clone()),
-            });
-        }
-    }
-    let buses: HashSet<String> = per_bus.keys().chain(routers.keys()).cloned().collect();
-    for b in buses {
-        let table = Arc::new(RouteTable::new(per_bus.remove(&b).unwrap_or_default()));
-        match routers.get(&b) {
-            Some(r) => *r.table.write().unwrap_or_else(|p| p.into_inner()) = table,
-            None => {
-                let table: SharedTable = Arc::new(RwLock::new(table));
-                let (stop, rx) = watch::channel(false);
-                tokio::spawn(nats_router::run(
-                    bus.clone(),
-                    b.clone(),
-                    table.clone(),
-                    metrics.clone(),
-                    rx,
-                ));
-                routers.insert(b, RouterSlot { table, stop });
-            }
-        }
-    }
 }
 
 /// HTTP-source triggers of the worker's Function.
@@ -248,11 +277,14 @@ impl HttpRoutes for WorkerRoutes {
     }
 }
 
-/// `sluice worker`: one Function's handlers, fed from its trigger queues.
+/// `sluice worker`: one Function's handlers, fed from its Triggers' consumers. Replies and
+/// dead letters are routed with the table from `routes` (the whole cluster's Triggers, not
+/// only this Function's).
 pub async fn run_worker_process(
     nats: NatsConfig,
     function: String,
     manifests: PathBuf,
+    routes: RouteSource,
     listen: SocketAddr,
     cache_dir: Option<PathBuf>,
 ) -> Result<(), ProcessError> {
@@ -263,6 +295,8 @@ pub async fn run_worker_process(
         ));
     }
     let bus = NatsBus::connect(nats).await?;
+    let (stop_routes, stop_rx) = watch::channel(false);
+    let follower = follow_routes(&bus, &routes, "sluice worker", stop_rx).await?;
     let shared_bus: SharedBus = Arc::new(bus.clone());
     let metrics = Metrics::new();
     let engine = sluice_host::Engine::new(sluice_host::EngineConfig {
@@ -351,6 +385,8 @@ pub async fn run_worker_process(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    stop_routes.send_replace(true);
+    let _ = follower.await;
     bus.client().flush().await.ok();
     Ok(())
 }

@@ -20,7 +20,7 @@ use sluice_bus::{
 use sluice_delivery::{
     DEFAULT_HOP_LIMIT, SharedInvoker,
     metrics::Metrics,
-    router::{self, RouteTable, RouteTarget, SharedTable},
+    router::{self, BusRoutes, RouteTable, RouteTarget, SharedTable},
     worker::{FunctionRuntime, SharedFunction, TriggerRoute, run_worker},
 };
 use sluice_ingress::{HttpRoute, HttpRoutes};
@@ -49,6 +49,37 @@ impl TriggerDef {
     pub fn function_id(&self) -> String {
         format!("{}/{}", self.namespace, self.spec.function)
     }
+
+    /// The bus whose stream holds this trigger's queue on NATS: its source bus, or the default
+    /// bus for schedules and bridges.
+    pub fn home_bus(&self) -> String {
+        self.spec
+            .source
+            .bus
+            .clone()
+            .unwrap_or_else(|| DEFAULT_BUS.to_owned())
+    }
+}
+
+/// Every bus's Triggers compiled, with every queued Trigger's home bus: what publishers on
+/// NATS route with.
+pub fn bus_routes(triggers: &[TriggerDef], revision: u64) -> BusRoutes {
+    let mut per_bus: HashMap<String, Vec<RouteTarget>> = HashMap::new();
+    let mut homes = HashMap::new();
+    for t in triggers {
+        if t.spec.source.http.is_some() {
+            continue;
+        }
+        homes.insert(t.id.clone(), t.home_bus());
+        if let Some(b) = &t.spec.source.bus {
+            per_bus.entry(b.clone()).or_default().push(RouteTarget {
+                id: t.id.clone(),
+                pattern: t.pattern.clone(),
+                ordering_key: t.spec.delivery.ordering.as_ref().map(|o| o.key.clone()),
+            });
+        }
+    }
+    BusRoutes::new(per_bus, homes, revision)
 }
 
 struct FunctionSlot {
@@ -414,6 +445,7 @@ pub fn sync_sources(
 /// timeout plus a margin.
 pub fn queue_config(t: &TriggerDef, timeout: Duration) -> QueueConfig {
     QueueConfig {
+        bus: t.home_bus(),
         ordered: t.spec.delivery.ordering.is_some(),
         max_inflight: t.spec.delivery.max_inflight as usize,
         lease: timeout + LEASE_MARGIN,
@@ -489,6 +521,8 @@ pub async fn run_schedule(trigger: TriggerId, expr: String, bus: SharedBus) {
         e.subject = Some(expr.clone());
         let item = Enqueue {
             trigger: trigger.clone(),
+            // A schedule has no source bus: its queue lives on the default bus.
+            bus: DEFAULT_BUS.to_owned(),
             event: Arc::new(e),
             accepted_ms: now_ms(),
             key: None,

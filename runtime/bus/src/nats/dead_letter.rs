@@ -20,6 +20,10 @@ struct DeadRecord {
     last_error: String,
     at_ms: u64,
     seq: u64,
+    /// The Trigger's home bus, where a redrive puts the event back (absent in records of
+    /// older versions: then the bus the route table names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bus: Option<String>,
     event: serde_json::Value,
 }
 
@@ -51,6 +55,19 @@ impl NatsBus {
         &self,
         trigger: &str,
     ) -> Result<Vec<(u64, DeadLetter)>, BusError> {
+        Ok(self
+            .read_dead_records(trigger)
+            .await?
+            .into_iter()
+            .map(|(pos, _, d)| (pos, d))
+            .collect())
+    }
+
+    /// Dead letters of `trigger` with their stream position and the bus recorded for them.
+    async fn read_dead_records(
+        &self,
+        trigger: &str,
+    ) -> Result<Vec<(u64, Option<String>, DeadLetter)>, BusError> {
         let (ns, name) = split_id(trigger)?;
         self.dead_letter_stream().await?;
         let msgs = self
@@ -75,6 +92,7 @@ impl NatsBus {
             };
             out.push((
                 pos,
+                rec.bus,
                 DeadLetter {
                     trigger: trigger.to_owned(),
                     seq: rec.seq,
@@ -103,6 +121,7 @@ impl NatsBus {
             last_error: dead.last_error.clone(),
             at_ms: dead.at_ms,
             seq: dead.seq,
+            bus: self.home_of(&dead.trigger).ok(),
             event: dead.event.to_json_value(),
         };
         let body = serde_json::to_vec(&rec).map_err(nats_err)?;
@@ -129,21 +148,28 @@ impl NatsBus {
 
     pub(super) async fn redrive_now(&self, trigger: &str) -> Result<usize, BusError> {
         let (ns, name) = split_id(trigger)?;
-        let dead = self.read_dead(trigger).await?;
-        let Some(last) = dead.last().map(|(pos, _)| *pos) else {
+        let dead = self.read_dead_records(trigger).await?;
+        let Some(last) = dead.last().map(|(pos, _, _)| *pos) else {
             return Ok(0);
         };
         let n = dead.len();
         let now = now_ms();
-        let items = dead
-            .into_iter()
-            .map(|(_, d)| Enqueue {
+        let home = self.home_of(trigger);
+        let mut items = Vec::with_capacity(n);
+        for (_, bus, d) in dead {
+            let bus = match (bus, &home) {
+                (Some(b), _) => b,
+                (None, Ok(b)) => b.clone(),
+                (None, Err(e)) => return Err(BusError::Storage(e.to_string())),
+            };
+            items.push(Enqueue {
                 trigger: trigger.to_owned(),
+                bus,
                 event: Arc::new(d.event),
                 accepted_ms: now,
                 key: None,
-            })
-            .collect();
+            });
+        }
         self.enqueue_with_ids(items, None).await?;
         // Only what was put back is removed; dead letters that arrived meanwhile stay.
         self.dead_letter_stream()

@@ -1,17 +1,23 @@
-//! The NATS JetStream bus: a stream per bus, a work-queue stream per Trigger with durable pull
-//! consumers, and one stream of dead-letter records. JetStream does the clustering, storage
-//! and redelivery; Sluice maps its delivery semantics onto it (DESIGN §5):
+//! The NATS JetStream bus: one limits stream per bus, routed at publish, and one stream of
+//! dead-letter records. JetStream does the clustering, storage and redelivery; Sluice maps its
+//! delivery semantics onto it (docs/nats.md):
 //!
-//! * publish: `Nats-Msg-Id` = SHA-256 of (source, id), so the stream's duplicate window is the
-//!   dedupe window; the 202 waits for JetStream's publish ack.
-//! * leases: a consumer's `AckWait` is the function timeout plus a margin; `max_ack_pending`
-//!   is `maxInflight`; a retry is a NAK with the backoff delay; the attempt is the
-//!   message's delivery count; dead letters are recorded, published, then acked.
-//! * ordering: an ordered trigger's queue is split into partitions by a hash of the key, each
-//!   with its own consumer holding one event in flight, so a key's events go one at a time
-//!   in bus order, across retries too (a NAK'd event stays pending on its consumer).
-//! * depth: the sum of `num_pending + num_ack_pending` over the queue's consumers, as the
+//! * publish: the publisher matches the event against its route table (hot-reloaded, see
+//!   [`crate::Routes`]) and stores it once per matched Trigger under
+//!   `sluice.bus.<bus>.t.<ns>.<name>.<partition>`, or once under `sluice.bus.<bus>.none`.
+//!   `Nats-Msg-Id` = SHA-256 of (source, id) plus the Trigger, so the stream's duplicate
+//!   window is the dedupe window; the 202 waits for every copy's publish ack.
+//! * queues: each Trigger's durable pull consumer(s) of its bus's stream, filtered to its
+//!   subjects. A consumer's `AckWait` is the function timeout plus a margin;
+//!   `max_ack_pending` is `maxInflight`; a retry is a NAK with the backoff delay; the attempt
+//!   is the message's delivery count; dead letters are recorded, published, then acked.
+//! * ordering: an ordered Trigger's copies go to partition subjects by a hash of the key,
+//!   each with its own consumer holding one event in flight, so a key's events go one at a
+//!   time in bus order, across retries too (a NAK'd event stays pending on its consumer).
+//! * depth: the sum of `num_pending + num_ack_pending` over the Trigger's consumers, as the
 //!   stream leader reports them.
+//! * archive: acked copies stay until the stream's age or size limit drops them; readers
+//!   (tail, replay) skip every copy after the first of an event.
 
 mod dead_letter;
 mod depth;
@@ -36,11 +42,11 @@ use tokio::sync::Notify;
 
 pub use publish::dedupe_id;
 use queue::QueueState;
-pub use queue::{RawEnqueue, partition_of, pull, pull_wait};
+pub use queue::{partition_of, pull, pull_wait};
 
 use super::{
-    Bus, BusError, BusFuture, DeadLetter, Delivery, Depth, Enqueue, Publish, Published, TriggerId,
-    now_ms,
+    Bus, BusError, BusFuture, DeadLetter, Delivery, Depth, Enqueue, NoRoutes, Publish, Published,
+    Routes, TriggerId, now_ms,
 };
 
 /// Partitions of an ordered trigger's queue: keys hash onto them; each goes one at a time.
@@ -50,6 +56,9 @@ pub const ORDER_PARTITIONS: u32 = 8;
 const ACCEPTED: &str = "Sluice-Accepted";
 /// Header carrying the ordering key of a queued event.
 const KEY: &str = "Sluice-Key";
+/// Header on the second and later stored copies of one event (their index), which readers of
+/// the archive skip.
+const COPY: &str = "Sluice-Copy";
 
 /// The JetStream message behind a delivery, for acking it.
 pub struct Receipt(jetstream::Message);
@@ -103,7 +112,8 @@ struct Inner {
     js: jetstream::Context,
     cfg: NatsConfig,
     buses: Mutex<HashSet<String>>,
-    queue_streams: Mutex<HashSet<TriggerId>>,
+    /// The route table publishes are routed with; swapped whole on reload.
+    routes: std::sync::RwLock<Arc<dyn Routes>>,
     queues: Mutex<HashMap<TriggerId, Arc<QueueState>>>,
     doorbells: Mutex<HashMap<TriggerId, tokio::task::JoinHandle<()>>>,
     queued_version: AtomicU64,
@@ -141,7 +151,7 @@ impl NatsBus {
             js,
             cfg,
             buses: Mutex::default(),
-            queue_streams: Mutex::default(),
+            routes: std::sync::RwLock::new(Arc::new(NoRoutes)),
             queues: Mutex::default(),
             doorbells: Mutex::default(),
             queued_version: AtomicU64::new(0),
@@ -149,6 +159,20 @@ impl NatsBus {
             next_retry_ms: AtomicU64::new(u64::MAX),
             dead_letters_ready: tokio::sync::OnceCell::new(),
         })))
+    }
+
+    /// Routes every later publish with `routes` (publishes under way keep the table they
+    /// started with).
+    pub fn set_routes(&self, routes: Arc<dyn Routes>) {
+        *self.0.routes.write().unwrap_or_else(|p| p.into_inner()) = routes;
+    }
+
+    pub(crate) fn routes(&self) -> Arc<dyn Routes> {
+        self.0
+            .routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn client(&self) -> &async_nats::Client {
@@ -192,11 +216,9 @@ impl Bus for NatsBus {
                 .await?;
             Ok(msgs
                 .into_iter()
+                .filter(|(_, m)| !is_later_copy(m))
                 .filter_map(|(pos, m)| {
-                    let at = m
-                        .info()
-                        .map(|i| u64::try_from(i.published.timestamp_millis()).unwrap_or(0))
-                        .unwrap_or(0);
+                    let at = accepted_ms(&m);
                     CloudEvent::from_json(&m.payload).ok().map(|e| (pos, at, e))
                 })
                 .collect())
@@ -209,12 +231,12 @@ impl Bus for NatsBus {
         tokio::time::sleep(max.min(Duration::from_millis(100))).boxed()
     }
 
-    /// Schedules and bridges: the event's (source, id) is the message id, so routers firing
-    /// the same schedule enqueue it once.
+    /// Schedules and bridges: the event's (source, id) and the trigger are the message id, so
+    /// routers firing the same schedule enqueue it once.
     fn enqueue(&self, items: Vec<Enqueue>) -> BusFuture<'_, ()> {
         let ids = items
             .iter()
-            .map(|i| format!("ev:{}", dedupe_id(&i.event)))
+            .map(|i| format!("{}:{}", dedupe_id(&i.event), i.trigger))
             .collect();
         self.enqueue_with_ids(items, Some(ids)).boxed()
     }
@@ -321,6 +343,24 @@ impl Bus for NatsBus {
     fn purge<'a>(&'a self, trigger: &'a str) -> BusFuture<'a, usize> {
         self.purge_now(trigger).boxed()
     }
+}
+
+/// A second or later stored copy of an event (routed to more than one Trigger).
+pub(crate) fn is_later_copy(m: &jetstream::Message) -> bool {
+    m.headers.as_ref().is_some_and(|h| h.get(COPY).is_some())
+}
+
+/// When the event was first accepted: its header, else the stream's timestamp.
+pub(crate) fn accepted_ms(m: &jetstream::Message) -> u64 {
+    m.headers
+        .as_ref()
+        .and_then(|h| h.get(ACCEPTED))
+        .and_then(|v| v.as_str().parse().ok())
+        .unwrap_or_else(|| {
+            m.info()
+                .map(|i| u64::try_from(i.published.timestamp_millis()).unwrap_or(0))
+                .unwrap_or(0)
+        })
 }
 
 fn stream_missing(e: &jetstream::context::GetStreamError) -> bool {

@@ -1,5 +1,6 @@
-//! The bus streams: publishing with the (source, id) message id that makes the stream's
-//! duplicate window the dedupe window, and reading a stream back from a position.
+//! The bus streams: routing at publish (one stored copy per matched Trigger, under that
+//! Trigger's subject, or one unrouted copy), the message ids that make the stream's duplicate
+//! window the dedupe window, and reading a stream back from a position.
 
 use std::time::Duration;
 
@@ -15,15 +16,18 @@ use sha2::Digest;
 use sluice_api::jetstream as names;
 use sluice_event::CloudEvent;
 
-use super::{ACCEPTED, NatsBus, lock, nats_err, pull, stream_missing};
-use crate::{BusError, Publish, Published, now_ms};
+use super::{ACCEPTED, COPY, KEY, NatsBus, lock, nats_err, pull, split_id, stream_missing};
+use crate::{BusError, Publish, Published, Route, now_ms};
 
 impl NatsBus {
-    /// Creates the stream of `bus` unless this process already did.
+    /// Creates the stream of `bus` unless this process already did. A stream made by an older
+    /// Sluice (one subject, routed by a router process) gets the routed subjects added.
     pub async fn ensure_bus(&self, bus: &str) -> Result<stream::Stream, BusError> {
         let cfg = stream::Config {
             name: names::bus_stream(bus),
-            subjects: vec![names::bus_subject(bus)],
+            subjects: vec![names::bus_subjects(bus)],
+            // Limits, not work-queue: acked events stay until retention drops them, so the
+            // stream is also the bus's archive; every Trigger's consumer keeps its own place.
             retention: RetentionPolicy::Limits,
             storage: StorageType::File,
             max_age: self.0.cfg.retention_age,
@@ -32,12 +36,22 @@ impl NatsBus {
             allow_direct: true,
             ..Default::default()
         };
-        let s = self
+        let mut s = self
             .0
             .js
-            .get_or_create_stream(cfg)
+            .get_or_create_stream(cfg.clone())
             .await
             .map_err(nats_err)?;
+        if !s.cached_info().config.subjects.contains(&cfg.subjects[0]) {
+            let mut upgraded = s.cached_info().config.clone();
+            upgraded.subjects = cfg.subjects.clone();
+            self.0
+                .js
+                .update_stream(upgraded)
+                .await
+                .map_err(|e| nats_err(format!("stream {}: adding subjects: {e}", cfg.name)))?;
+            s = self.0.js.get_stream(&cfg.name).await.map_err(nats_err)?;
+        }
         lock(&self.0.buses).insert(bus.to_owned());
         Ok(s)
     }
@@ -49,40 +63,69 @@ impl NatsBus {
         self.ensure_bus(bus).await.map(|_| ())
     }
 
+    /// Routes each event with this process's table and stores it once per matched Trigger
+    /// (or once unrouted), then waits for every copy's publish ack.
     pub(super) async fn publish_all(
         &self,
         items: Vec<Publish>,
     ) -> Result<Vec<Published>, BusError> {
-        let mut acks = Vec::with_capacity(items.len());
+        let routes = self.routes();
+        let mut pending = Vec::with_capacity(items.len());
         for item in &items {
             self.ensure_bus_once(&item.bus).await?;
-            let mut headers = HeaderMap::new();
-            headers.insert(ACCEPTED, now_ms().to_string().as_str());
-            if item.dedupe {
-                headers.insert("Nats-Msg-Id", dedupe_id(&item.event).as_str());
+            let json = item.event.to_json();
+            let hits = routes.route(&item.bus, &json).map_err(|e| {
+                BusError::Storage(format!("routing event {:?}: {e}", item.event.id))
+            })?;
+            let accepted = now_ms().to_string();
+            let base_id = item.dedupe.then(|| dedupe_id(&item.event));
+            let payload = bytes::Bytes::from(json);
+            let mut acks = Vec::with_capacity(hits.len().max(1));
+            if hits.is_empty() {
+                let mut headers = HeaderMap::new();
+                headers.insert(ACCEPTED, accepted.as_str());
+                if let Some(id) = &base_id {
+                    headers.insert("Nats-Msg-Id", id.as_str());
+                }
+                acks.push(
+                    self.send(names::unrouted_subject(&item.bus), headers, payload.clone())
+                        .await?,
+                );
             }
-            let ack = self
-                .0
-                .js
-                .publish_with_headers(
-                    names::bus_subject(&item.bus),
-                    headers,
-                    item.event.to_json().into(),
-                )
-                .await
-                .map_err(nats_err)?;
-            acks.push(ack);
+            for (i, hit) in hits.iter().enumerate() {
+                let headers = copy_headers(&accepted, hit, i, base_id.as_deref());
+                let subject = trigger_subject(&item.bus, hit)?;
+                acks.push(self.send(subject, headers, payload.clone()).await?);
+            }
+            pending.push(acks);
         }
-        let mut out = Vec::with_capacity(acks.len());
-        for ack in acks {
-            let a = ack.await.map_err(nats_err)?;
-            out.push(if a.duplicate {
-                Published::Duplicate
-            } else {
-                Published::Appended(a.sequence)
-            });
+        let mut out = Vec::with_capacity(pending.len());
+        for acks in pending {
+            // Duplicate only when every copy was: a producer's retry after the route table
+            // gained a Trigger stores the new Trigger's copy and drops the others.
+            let mut first = None;
+            for ack in acks {
+                let a = ack.await.map_err(nats_err)?;
+                if !a.duplicate && first.is_none() {
+                    first = Some(a.sequence);
+                }
+            }
+            out.push(first.map_or(Published::Duplicate, Published::Appended));
         }
         Ok(out)
+    }
+
+    pub(super) async fn send(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        payload: bytes::Bytes,
+    ) -> Result<jetstream::context::PublishAckFuture, BusError> {
+        self.0
+            .js
+            .publish_with_headers(subject, headers, payload)
+            .await
+            .map_err(nats_err)
     }
 
     pub(super) async fn read_stream(
@@ -127,6 +170,36 @@ impl NatsBus {
         let _ = s.delete_consumer(&name).await;
         Ok(out)
     }
+}
+
+/// Headers of the `i`th stored copy of an event routed to `hit`.
+pub(super) fn copy_headers(
+    accepted: &str,
+    hit: &Route,
+    i: usize,
+    base_id: Option<&str>,
+) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(ACCEPTED, accepted);
+    if let Some(k) = &hit.key {
+        headers.insert(KEY, super::queue::header_safe(k).as_str());
+    }
+    if i > 0 {
+        // Readers of the archive (tail, replay) show an event once: they skip later copies.
+        headers.insert(COPY, i.to_string().as_str());
+    }
+    if let Some(id) = base_id {
+        // One id per (event, Trigger): a retry drops copies already stored, not new routes.
+        headers.insert("Nats-Msg-Id", format!("{id}:{}", hit.trigger).as_str());
+    }
+    headers
+}
+
+/// Where a copy routed to `hit` is stored on `bus`.
+pub(super) fn trigger_subject(bus: &str, hit: &Route) -> Result<String, BusError> {
+    let (ns, name) = split_id(&hit.trigger)?;
+    let partition = hit.key.as_deref().map_or(0, super::partition_of);
+    Ok(names::trigger_subject(bus, ns, name, partition))
 }
 
 /// The `Nats-Msg-Id` of a producer's event: its (source, id) pair.

@@ -1,5 +1,6 @@
-//! Trigger queues are work-queue streams so that JetStream, not this process, keeps leases and
-//! redelivery; an ordered trigger gets a consumer per partition so a key goes one at a time.
+//! A Trigger's queue is its durable consumer(s) of its bus's stream, filtered to the copies
+//! publishers routed to it, so JetStream, not this process, keeps leases and redelivery; an
+//! ordered Trigger gets a consumer per partition so a key goes one at a time.
 
 use std::{
     sync::{Arc, atomic::Ordering},
@@ -11,7 +12,6 @@ use async_nats::{
     jetstream::{
         self, AckKind,
         consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
-        stream::{self, RetentionPolicy, StorageType},
     },
 };
 use futures::{StreamExt, TryStreamExt};
@@ -19,123 +19,117 @@ use sluice_api::jetstream as names;
 use sluice_event::CloudEvent;
 
 use super::{ACCEPTED, KEY, NatsBus, ORDER_PARTITIONS, Receipt, lock, nats_err, split_id};
-use crate::{BusError, Delivery, Enqueue, QueueConfig, TriggerId};
-
-/// A routed event, still in its stored JSON form, for a trigger queue.
-pub struct RawEnqueue {
-    pub trigger: TriggerId,
-    pub key: Option<String>,
-    pub accepted_ms: u64,
-    pub payload: bytes::Bytes,
-    /// `Nats-Msg-Id`: the same id enqueued twice (a (bus, position) routed again) is
-    /// queued once.
-    pub id: Option<String>,
-}
+use crate::{BusError, Delivery, Enqueue, QueueConfig, Route};
 
 pub(super) struct QueueState {
+    /// The Trigger's home bus, whose stream holds its queue.
+    pub(super) bus: String,
     /// Each consumer with its `max_ack_pending`: a pull asking for more than that is refused
     /// by the server (409), so requests never exceed it.
     consumers: Vec<(PullConsumer, usize)>,
 }
 
 impl NatsBus {
-    /// Creates a trigger's work-queue stream unless this process already did.
-    pub async fn ensure_queue_stream(&self, trigger: &str) -> Result<stream::Stream, BusError> {
-        let (ns, name) = split_id(trigger)?;
-        let cfg = stream::Config {
-            name: names::queue_stream(ns, name),
-            subjects: vec![format!("sluice.q.{ns}.{name}.*")],
-            retention: RetentionPolicy::WorkQueue,
-            storage: StorageType::File,
-            // Routers publish with a message id per (bus position, trigger): a router that
-            // crashed before acking its input routes it again without a second copy.
-            duplicate_window: Duration::from_secs(120),
-            ..Default::default()
-        };
-        let s = self
-            .0
-            .js
-            .get_or_create_stream(cfg)
-            .await
-            .map_err(nats_err)?;
-        lock(&self.0.queue_streams).insert(trigger.to_owned());
-        Ok(s)
-    }
-
-    /// Forgets which queue streams this process created, so the next enqueue to each checks
-    /// (and re-creates) it: one may have been deleted with its Trigger since.
-    pub fn forget_queue_streams(&self) {
-        lock(&self.0.queue_streams).clear();
-    }
-
-    async fn ensure_queue_stream_once(&self, trigger: &str) -> Result<(), BusError> {
-        if lock(&self.0.queue_streams).contains(trigger) {
-            return Ok(());
-        }
-        self.ensure_queue_stream(trigger).await.map(|_| ())
-    }
-
     /// Makes a trigger's consumers match `cfg` (called by the workers of its Function) and
     /// starts listening for new work on it.
     pub async fn configure_queue(&self, trigger: &str, cfg: &QueueConfig) -> Result<(), BusError> {
         let (ns, name) = split_id(trigger)?;
-        let stream = self.ensure_queue_stream(trigger).await?;
+        let stream = self.ensure_bus(&cfg.bus).await?;
         let wanted: Vec<(String, String, i64)> = if cfg.ordered {
             (0..ORDER_PARTITIONS)
                 .map(|p| {
                     (
-                        names::queue_consumer(Some(p)),
-                        names::queue_subject(ns, name, p),
+                        names::trigger_consumer(ns, name, Some(p)),
+                        names::trigger_subject(&cfg.bus, ns, name, p),
                         1,
                     )
                 })
                 .collect()
         } else {
             vec![(
-                names::queue_consumer(None),
-                format!("sluice.q.{ns}.{name}.*"),
+                names::trigger_consumer(ns, name, None),
+                names::trigger_subjects(&cfg.bus, ns, name),
                 cfg.max_inflight.max(1) as i64,
             )]
         };
-        // A work-queue stream refuses overlapping consumers: drop those of the other mode.
+        // Consumers of the other mode (ordering was switched on or off) would deliver every
+        // copy a second time: drop them, and start the new ones where they had got to.
         let existing: Vec<String> = stream
             .consumer_names()
             .try_collect()
             .await
             .map_err(nats_err)?;
+        let mut resume_after: Option<u64> = None;
         for old in existing {
-            if !wanted.iter().any(|(n, _, _)| *n == old) {
+            if names::is_trigger_consumer(&old, ns, name)
+                && !wanted.iter().any(|(n, _, _)| *n == old)
+            {
+                let floor = ack_floor(&stream, &old).await?;
+                resume_after = Some(resume_after.map_or(floor, |r| r.min(floor)));
                 stream.delete_consumer(&old).await.map_err(nats_err)?;
             }
         }
         let mut consumers = Vec::with_capacity(wanted.len());
         for (consumer, filter, max_ack_pending) in wanted {
-            let config = pull::Config {
+            let config = |after: Option<u64>| pull::Config {
                 durable_name: Some(consumer.clone()),
-                filter_subject: filter,
+                filter_subject: filter.clone(),
                 ack_policy: AckPolicy::Explicit,
                 ack_wait: cfg.lease,
                 max_ack_pending,
                 max_deliver: -1,
-                deliver_policy: DeliverPolicy::All,
+                deliver_policy: match after {
+                    // Everything routed to the Trigger so far: publishers may have routed to
+                    // it before any worker ran (the copies wait in the stream).
+                    None => DeliverPolicy::All,
+                    Some(a) => DeliverPolicy::ByStartSequence {
+                        start_sequence: a + 1,
+                    },
+                },
                 ..Default::default()
             };
-            let c = match stream.create_consumer(config.clone()).await {
-                Ok(c) => c,
-                // An older server cannot change some settings in place: recreate (queued
-                // events stay in the stream; only in-flight leases are handed out again).
-                Err(_) => {
-                    let _ = stream.delete_consumer(&consumer).await;
-                    stream.create_consumer(config).await.map_err(nats_err)?
+            let c = match stream.get_consumer::<pull::Config>(&consumer).await {
+                Ok(mut c) => {
+                    let info = c.info().await.map_err(nats_err)?;
+                    if info.config.ack_wait == cfg.lease
+                        && info.config.max_ack_pending == max_ack_pending
+                        && info.config.filter_subject == filter
+                    {
+                        c
+                    } else {
+                        let floor = info.ack_floor.stream_sequence;
+                        match stream.create_consumer(config(None)).await {
+                            Ok(c) => c,
+                            // An older server cannot change some settings in place: recreate
+                            // from where it had got to (only in-flight leases come again).
+                            Err(_) => {
+                                let _ = stream.delete_consumer(&consumer).await;
+                                stream
+                                    .create_consumer(config(Some(floor)))
+                                    .await
+                                    .map_err(nats_err)?
+                            }
+                        }
+                    }
                 }
+                Err(_) => stream
+                    .create_consumer(config(resume_after))
+                    .await
+                    .map_err(nats_err)?,
             };
             consumers.push((c, max_ack_pending as usize));
         }
-        lock(&self.0.queues).insert(trigger.to_owned(), Arc::new(QueueState { consumers }));
-        self.start_doorbell(trigger, ns, name).await
+        lock(&self.0.queues).insert(
+            trigger.to_owned(),
+            Arc::new(QueueState {
+                bus: cfg.bus.clone(),
+                consumers,
+            }),
+        );
+        self.start_doorbell(trigger, &cfg.bus, ns, name).await
     }
 
-    /// Forgets a trigger's queue in this process (its stream stays for a comeback).
+    /// Forgets a trigger's queue in this process (its consumers stay for a comeback).
     pub fn unconfigure_queue(&self, trigger: &str) {
         lock(&self.0.queues).remove(trigger);
         if let Some(h) = lock(&self.0.doorbells).remove(trigger) {
@@ -143,16 +137,35 @@ impl NatsBus {
         }
     }
 
-    /// A plain subscription on the queue's subjects: every enqueue rings it, so idle workers
-    /// wake at once instead of polling.
-    async fn start_doorbell(&self, trigger: &str, ns: &str, name: &str) -> Result<(), BusError> {
+    /// The home bus of a trigger: as its workers configured it here, else as the route table
+    /// says.
+    pub(super) fn home_of(&self, trigger: &str) -> Result<String, BusError> {
+        if let Some(q) = lock(&self.0.queues).get(trigger) {
+            return Ok(q.bus.clone());
+        }
+        self.routes().home(trigger).ok_or_else(|| {
+            BusError::Storage(format!(
+                "trigger {trigger:?} is in no route table this process loaded"
+            ))
+        })
+    }
+
+    /// A plain subscription on the trigger's subjects: every copy routed to it rings it, so
+    /// idle workers wake at once instead of polling.
+    async fn start_doorbell(
+        &self,
+        trigger: &str,
+        bus: &str,
+        ns: &str,
+        name: &str,
+    ) -> Result<(), BusError> {
         if lock(&self.0.doorbells).contains_key(trigger) {
             return Ok(());
         }
         let mut sub = self
             .0
             .client
-            .subscribe(format!("sluice.q.{ns}.{name}.*"))
+            .subscribe(names::trigger_subjects(bus, ns, name))
             .await
             .map_err(nats_err)?;
         let inner = Arc::downgrade(&self.0);
@@ -167,60 +180,40 @@ impl NatsBus {
         Ok(())
     }
 
-    /// Puts events on trigger queues; `ids` (one per item) deduplicate a repeated enqueue.
+    /// Puts events straight on trigger queues (schedules, bridges, redrive, replay): stored
+    /// under each trigger's subject of its home bus; `ids` (one per item) deduplicate a
+    /// repeated enqueue.
     pub async fn enqueue_with_ids(
         &self,
         items: Vec<Enqueue>,
         ids: Option<Vec<String>>,
     ) -> Result<(), BusError> {
         let mut ids = ids.map(Vec::into_iter);
-        let raw = items
-            .into_iter()
-            .map(|item| RawEnqueue {
-                payload: item.event.to_json().into(),
+        let mut acks = Vec::with_capacity(items.len());
+        for item in items {
+            self.ensure_bus_once(&item.bus).await?;
+            let route = Route {
                 trigger: item.trigger,
                 key: item.key,
-                accepted_ms: item.accepted_ms,
-                id: ids.as_mut().and_then(Iterator::next),
-            })
-            .collect();
-        for ack in self.enqueue_raw(raw).await? {
+            };
+            let mut headers = HeaderMap::new();
+            headers.insert(ACCEPTED, item.accepted_ms.to_string().as_str());
+            if let Some(k) = &route.key {
+                headers.insert(KEY, header_safe(k).as_str());
+            }
+            if let Some(id) = ids.as_mut().and_then(Iterator::next) {
+                headers.insert("Nats-Msg-Id", id.as_str());
+            }
+            let subject = super::publish::trigger_subject(&item.bus, &route)?;
+            acks.push(
+                self.send(subject, headers, item.event.to_json().into())
+                    .await?,
+            );
+        }
+        for ack in acks {
             ack.await.map_err(nats_err)?;
         }
         Ok(())
-    }
-
-    /// Sends already-encoded events to trigger queues; returns the publish acks to await.
-    pub async fn enqueue_raw(
-        &self,
-        items: Vec<RawEnqueue>,
-    ) -> Result<Vec<jetstream::context::PublishAckFuture>, BusError> {
-        let mut acks = Vec::with_capacity(items.len());
-        for item in items {
-            self.ensure_queue_stream_once(&item.trigger).await?;
-            let (ns, name) = split_id(&item.trigger)?;
-            let partition = item.key.as_deref().map_or(0, partition_of);
-            let mut headers = HeaderMap::new();
-            headers.insert(ACCEPTED, item.accepted_ms.to_string().as_str());
-            if let Some(k) = &item.key {
-                headers.insert(KEY, header_safe(k).as_str());
-            }
-            if let Some(id) = &item.id {
-                headers.insert("Nats-Msg-Id", id.as_str());
-            }
-            acks.push(
-                self.0
-                    .js
-                    .publish_with_headers(
-                        names::queue_subject(ns, name, partition),
-                        headers,
-                        item.payload,
-                    )
-                    .await
-                    .map_err(nats_err)?,
-            );
-        }
-        Ok(acks)
     }
 
     pub(super) async fn lease_now(
@@ -347,8 +340,17 @@ pub fn partition_of(key: &str) -> u32 {
     h % ORDER_PARTITIONS
 }
 
+/// Where consumer `name` has acked up to (stream sequence).
+async fn ack_floor(stream: &jetstream::stream::Stream, name: &str) -> Result<u64, BusError> {
+    let mut c = stream
+        .get_consumer::<pull::Config>(name)
+        .await
+        .map_err(nats_err)?;
+    Ok(c.info().await.map_err(nats_err)?.ack_floor.stream_sequence)
+}
+
 /// Header values cannot carry line breaks; keys only need to stay distinct enough to hash.
-fn header_safe(s: &str) -> String {
+pub(super) fn header_safe(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()

@@ -1,10 +1,13 @@
-//! The router of one bus: reads the log from its cursor, evaluates every Trigger's pattern in
+//! Routing. [`RouteTable`] is one bus's Triggers compiled into one matcher; [`BusRoutes`] holds
+//! every bus's, which is what NATS publishers route with at publish. The embedded bus's
+//! router of one bus: reads the log from its cursor, evaluates every Trigger's pattern in
 //! one pass of the compiled matcher, and enqueues each match on that trigger's queue together
 //! with the cursor move (one commit), so an event is routed once; workers see the matches
 //! without waiting for that commit (see `EmbeddedBus::route_now`). Trigger changes swap the
 //! route table; the next batch uses it, with no restart.
 
 use std::{
+    collections::HashMap,
     sync::{Arc, RwLock},
     time::Duration,
 };
@@ -13,11 +16,9 @@ use serde_json::Value;
 use sluice_pattern::{Matcher, Pattern};
 use tokio::sync::watch;
 
-use sluice_bus::{Enqueue, TriggerId, embedded::EmbeddedBus};
+use sluice_bus::{Enqueue, Route, Routes, TriggerId, embedded::EmbeddedBus};
 
 use crate::metrics::Metrics;
-
-pub mod nats;
 
 /// Events read per routing commit.
 const BATCH: usize = 1024;
@@ -85,6 +86,64 @@ impl RouteTable {
                 (&t.id, key)
             })
             .collect())
+    }
+}
+
+/// Every bus's Triggers, compiled: what a publisher on NATS routes each event with before it
+/// stores it (one copy per matched Trigger).
+#[derive(Default)]
+pub struct BusRoutes {
+    tables: HashMap<String, RouteTable>,
+    homes: HashMap<TriggerId, String>,
+    revision: u64,
+}
+
+impl BusRoutes {
+    /// `per_bus`: the Triggers whose source is each bus; `homes`: every queued Trigger's home
+    /// bus (schedules and bridges included); `revision`: the table's, for logs.
+    pub fn new(
+        per_bus: HashMap<String, Vec<RouteTarget>>,
+        homes: HashMap<TriggerId, String>,
+        revision: u64,
+    ) -> Self {
+        Self {
+            tables: per_bus
+                .into_iter()
+                .map(|(bus, targets)| (bus, RouteTable::new(targets)))
+                .collect(),
+            homes,
+            revision,
+        }
+    }
+
+    /// The compiled table of one bus (none when no Trigger reads it).
+    pub fn table(&self, bus: &str) -> Option<&RouteTable> {
+        self.tables.get(bus)
+    }
+}
+
+impl Routes for BusRoutes {
+    fn route(&self, bus: &str, json: &[u8]) -> Result<Vec<Route>, String> {
+        let Some(table) = self.tables.get(bus) else {
+            return Ok(Vec::new());
+        };
+        Ok(table
+            .route_json(json)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(trigger, key)| Route {
+                trigger: trigger.clone(),
+                key,
+            })
+            .collect())
+    }
+
+    fn home(&self, trigger: &str) -> Option<String> {
+        self.homes.get(trigger).cloned()
+    }
+
+    fn revision(&self) -> u64 {
+        self.revision
     }
 }
 
@@ -174,6 +233,7 @@ pub async fn route_batch(
             metrics.matched(trigger);
             let item = Enqueue {
                 trigger: trigger.clone(),
+                bus: bus_name.to_owned(),
                 event: event.clone(),
                 accepted_ms: *accepted_ms,
                 key,

@@ -50,6 +50,7 @@ async fn route_all(bus: &EmbeddedBus, name: &str, trigger: &str) -> usize {
         .into_iter()
         .map(|(_, at, e)| {
             let e = Enqueue {
+                bus: "b".into(),
                 trigger: trigger.into(),
                 key: None,
                 accepted_ms: at,

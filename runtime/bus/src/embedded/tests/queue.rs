@@ -14,6 +14,7 @@ async fn route_lease_ack_retry_and_dead_letter() {
     bus.configure_queue(
         "shop/t",
         &QueueConfig {
+            bus: "b".into(),
             ordered: false,
             max_inflight: 10,
             lease: Duration::from_secs(5),
@@ -114,6 +115,7 @@ async fn route_lease_ack_retry_and_dead_letter() {
 async fn routed_entries_are_leasable_before_their_commit() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = QueueConfig {
+        bus: "b".into(),
         ordered: false,
         max_inflight: 100,
         lease: Duration::from_secs(5),
@@ -130,6 +132,7 @@ async fn routed_entries_are_leasable_before_their_commit() {
             .into_iter()
             .map(|(_, at, e)| {
                 let e = Enqueue {
+                    bus: "b".into(),
                     trigger: "ns/t".into(),
                     key: None,
                     accepted_ms: at,
@@ -171,6 +174,7 @@ async fn routed_entries_are_leasable_before_their_commit() {
 async fn ack_appends_the_replies_and_removes_the_entry() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = QueueConfig {
+        bus: "b".into(),
         ordered: false,
         max_inflight: 10,
         lease: Duration::from_secs(5),
@@ -211,12 +215,14 @@ async fn the_next_event_of_a_key_waits_until_the_outcome_is_queued() {
     let dir = tempfile::tempdir().unwrap();
     let bus = open(dir.path());
     let cfg = QueueConfig {
+        bus: "b".into(),
         ordered: true,
         max_inflight: 10,
         lease: Duration::from_secs(5),
     };
     bus.configure_queue("ns/t", &cfg);
     let keyed = |id: &str| Enqueue {
+        bus: "b".into(),
         trigger: "ns/t".into(),
         key: Some("k".into()),
         accepted_ms: now_ms(),

@@ -12,6 +12,7 @@ async fn state_survives_reopen() {
         bus.configure_queue(
             "ns/t",
             &QueueConfig {
+                bus: "b".into(),
                 ordered: false,
                 max_inflight: 10,
                 lease: Duration::from_secs(5),
@@ -80,6 +81,7 @@ fn journal_bytes(dir: &std::path::Path) -> u64 {
 async fn a_crash_between_checkpoints_is_recovered_from_the_journal() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = QueueConfig {
+        bus: "b".into(),
         ordered: false,
         max_inflight: 10,
         lease: Duration::from_secs(5),
