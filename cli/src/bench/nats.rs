@@ -169,7 +169,6 @@ async fn sluice_path(bus: &NatsBus, run: &str, args: &NatsBenchArgs) -> anyhow::
             }],
         )]),
         HashMap::from([(trigger.clone(), bus_name.clone())]),
-        0,
     )));
     bus.configure_queue(
         &trigger,

@@ -89,10 +89,6 @@ pub trait Routes: Send + Sync + 'static {
     fn route(&self, bus: &str, json: &[u8]) -> Result<Vec<Route>, String>;
     /// The home bus of a Trigger in the table: where its queue is (see [`Enqueue::bus`]).
     fn home(&self, trigger: &str) -> Option<String>;
-    /// Revision of the table (0 when it came from a directory), for logs.
-    fn revision(&self) -> u64 {
-        0
-    }
 }
 
 /// One Trigger an event was routed to.

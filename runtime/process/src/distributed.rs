@@ -110,10 +110,7 @@ impl RouteFollower {
         let mut loaded = None;
         if self.last.as_ref() != Some(&now) {
             let (_, triggers) = self.loader.load().await;
-            bus.set_routes(Arc::new(bus_routes(
-                &triggers,
-                revision.unwrap_or_default(),
-            )));
+            bus.set_routes(Arc::new(bus_routes(&triggers)));
             tracing::info!(
                 triggers = triggers.len(),
                 revision = revision.unwrap_or_default(),

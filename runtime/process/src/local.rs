@@ -63,7 +63,7 @@ impl TriggerDef {
 
 /// Every bus's Triggers compiled, with every queued Trigger's home bus: what publishers on
 /// NATS route with.
-pub fn bus_routes(triggers: &[TriggerDef], revision: u64) -> BusRoutes {
+pub fn bus_routes(triggers: &[TriggerDef]) -> BusRoutes {
     let mut per_bus: HashMap<String, Vec<RouteTarget>> = HashMap::new();
     let mut homes = HashMap::new();
     for t in triggers {
@@ -79,7 +79,7 @@ pub fn bus_routes(triggers: &[TriggerDef], revision: u64) -> BusRoutes {
             });
         }
     }
-    BusRoutes::new(per_bus, homes, revision)
+    BusRoutes::new(per_bus, homes)
 }
 
 struct FunctionSlot {

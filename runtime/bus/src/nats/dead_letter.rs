@@ -170,7 +170,7 @@ impl NatsBus {
                 key: None,
             });
         }
-        self.enqueue_with_ids(items, None).await?;
+        self.enqueue_all(items, false).await?;
         // Only what was put back is removed; dead letters that arrived meanwhile stay.
         self.dead_letter_stream()
             .await?

@@ -1,6 +1,6 @@
 //! The NATS JetStream bus: one limits stream per bus, routed at publish, and one stream of
 //! dead-letter records. JetStream does the clustering, storage and redelivery; Sluice maps its
-//! delivery semantics onto it (docs/nats.md):
+//! delivery semantics onto it (docs/architecture.md#the-nats-jetstream-bus):
 //!
 //! * publish: the publisher matches the event against its route table (hot-reloaded, see
 //!   [`crate::Routes`]) and stores it once per matched Trigger under
@@ -42,7 +42,7 @@ use tokio::sync::Notify;
 
 pub use publish::dedupe_id;
 use queue::QueueState;
-pub use queue::{partition_of, pull, pull_wait};
+pub use queue::{partition_of, pull};
 
 use super::{
     Bus, BusError, BusFuture, DeadLetter, Delivery, Depth, Enqueue, NoRoutes, Publish, Published,
@@ -234,11 +234,7 @@ impl Bus for NatsBus {
     /// Schedules and bridges: the event's (source, id) and the trigger are the message id, so
     /// routers firing the same schedule enqueue it once.
     fn enqueue(&self, items: Vec<Enqueue>) -> BusFuture<'_, ()> {
-        let ids = items
-            .iter()
-            .map(|i| format!("{}:{}", dedupe_id(&i.event), i.trigger))
-            .collect();
-        self.enqueue_with_ids(items, Some(ids)).boxed()
+        self.enqueue_all(items, true).boxed()
     }
 
     fn lease<'a>(&'a self, trigger: &'a str, max: usize) -> BusFuture<'a, Vec<Delivery>> {

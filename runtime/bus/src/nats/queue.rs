@@ -7,18 +7,15 @@ use std::{
     time::Duration,
 };
 
-use async_nats::{
-    HeaderMap,
-    jetstream::{
-        self, AckKind,
-        consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
-    },
+use async_nats::jetstream::{
+    self, AckKind,
+    consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
 };
 use futures::{StreamExt, TryStreamExt};
 use sluice_api::jetstream as names;
 use sluice_event::CloudEvent;
 
-use super::{ACCEPTED, KEY, NatsBus, ORDER_PARTITIONS, Receipt, lock, nats_err, split_id};
+use super::{ACCEPTED, NatsBus, ORDER_PARTITIONS, Receipt, lock, nats_err, split_id};
 use crate::{BusError, Delivery, Enqueue, QueueConfig, Route};
 
 pub(super) struct QueueState {
@@ -180,30 +177,24 @@ impl NatsBus {
         Ok(())
     }
 
-    /// Puts events straight on trigger queues (schedules, bridges, redrive, replay): stored
-    /// under each trigger's subject of its home bus; `ids` (one per item) deduplicate a
-    /// repeated enqueue.
-    pub async fn enqueue_with_ids(
-        &self,
-        items: Vec<Enqueue>,
-        ids: Option<Vec<String>>,
-    ) -> Result<(), BusError> {
-        let mut ids = ids.map(Vec::into_iter);
+    /// Puts events straight on trigger queues (schedules, bridges, redrive): stored under
+    /// each trigger's subject of its home bus. With `dedupe`, the message id is the event's
+    /// (source, id) and the trigger, so the same event enqueued twice is stored once.
+    pub async fn enqueue_all(&self, items: Vec<Enqueue>, dedupe: bool) -> Result<(), BusError> {
         let mut acks = Vec::with_capacity(items.len());
         for item in items {
             self.ensure_bus_once(&item.bus).await?;
+            let base_id = dedupe.then(|| super::dedupe_id(&item.event));
             let route = Route {
                 trigger: item.trigger,
                 key: item.key,
             };
-            let mut headers = HeaderMap::new();
-            headers.insert(ACCEPTED, item.accepted_ms.to_string().as_str());
-            if let Some(k) = &route.key {
-                headers.insert(KEY, header_safe(k).as_str());
-            }
-            if let Some(id) = ids.as_mut().and_then(Iterator::next) {
-                headers.insert("Nats-Msg-Id", id.as_str());
-            }
+            let headers = super::publish::copy_headers(
+                &item.accepted_ms.to_string(),
+                &route,
+                0,
+                base_id.as_deref(),
+            );
             let subject = super::publish::trigger_subject(&item.bus, &route)?;
             acks.push(
                 self.send(subject, headers, item.event.to_json().into())
@@ -304,30 +295,6 @@ pub async fn pull(c: &PullConsumer, n: usize) -> Result<Vec<jetstream::Message>,
     tokio::time::timeout(Duration::from_secs(5), fetch)
         .await
         .map_err(|_| nats_err("pull request unanswered for 5s"))?
-}
-
-/// Waits up to `wait` for the first message of a pull consumer and returns it alone.
-pub async fn pull_wait(
-    c: &PullConsumer,
-    wait: Duration,
-) -> Result<Vec<jetstream::Message>, BusError> {
-    let fetch = async {
-        let mut msgs = c
-            .batch()
-            .max_messages(1)
-            .expires(wait)
-            .messages()
-            .await
-            .map_err(nats_err)?;
-        let mut out = Vec::new();
-        if let Some(Ok(m)) = msgs.next().await {
-            out.push(m);
-        }
-        Ok(out)
-    };
-    tokio::time::timeout(wait + Duration::from_secs(5), fetch)
-        .await
-        .map_err(|_| nats_err("pull request unanswered"))?
 }
 
 /// The partition of an ordering key (FNV-1a: stable across processes and versions).

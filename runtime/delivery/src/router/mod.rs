@@ -95,16 +95,14 @@ impl RouteTable {
 pub struct BusRoutes {
     tables: HashMap<String, RouteTable>,
     homes: HashMap<TriggerId, String>,
-    revision: u64,
 }
 
 impl BusRoutes {
     /// `per_bus`: the Triggers whose source is each bus; `homes`: every queued Trigger's home
-    /// bus (schedules and bridges included); `revision`: the table's, for logs.
+    /// bus (schedules and bridges included).
     pub fn new(
         per_bus: HashMap<String, Vec<RouteTarget>>,
         homes: HashMap<TriggerId, String>,
-        revision: u64,
     ) -> Self {
         Self {
             tables: per_bus
@@ -112,13 +110,7 @@ impl BusRoutes {
                 .map(|(bus, targets)| (bus, RouteTable::new(targets)))
                 .collect(),
             homes,
-            revision,
         }
-    }
-
-    /// The compiled table of one bus (none when no Trigger reads it).
-    pub fn table(&self, bus: &str) -> Option<&RouteTable> {
-        self.tables.get(bus)
     }
 }
 
@@ -140,10 +132,6 @@ impl Routes for BusRoutes {
 
     fn home(&self, trigger: &str) -> Option<String> {
         self.homes.get(trigger).cloned()
-    }
-
-    fn revision(&self) -> u64 {
-        self.revision
     }
 }
 
