@@ -25,6 +25,8 @@ pub struct Args {
     /// Worker threads of the async runtime (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub retention: crate::retention::RetentionArgs,
 }
 
 /// One readable line per delivery: no targets, no span noise; RUST_LOG overrides.
@@ -60,6 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             ..IngressConfig::default()
         },
         poll: Duration::from_millis(500),
+        retention: args.retention.config()?,
     };
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.threads {

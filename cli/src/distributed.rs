@@ -6,6 +6,8 @@ use sluice_bus::nats::NatsConfig;
 use sluice_ingress::IngressConfig;
 use sluice_process::distributed::RouteSource;
 
+use crate::retention::RetentionArgs;
+
 /// Where JetStream is.
 #[derive(clap::Args, Debug, Clone)]
 pub struct NatsArgs {
@@ -19,14 +21,18 @@ pub struct NatsArgs {
     /// NATS credentials file (JWT + NKey seed).
     #[arg(long = "nats-creds", env = "SLUICE_NATS_CREDS", value_name = "FILE")]
     pub creds: Option<PathBuf>,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
 }
 
 impl NatsArgs {
-    fn config(&self) -> NatsConfig {
-        NatsConfig {
+    fn config(&self) -> anyhow::Result<NatsConfig> {
+        Ok(NatsConfig {
             credentials: self.creds.clone(),
+            retention: self.retention.config()?,
+            enforce_retention: !self.retention.retention.is_empty(),
             ..NatsConfig::new(self.url.clone())
-        }
+        })
     }
 }
 
@@ -133,7 +139,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 pub fn router(args: RouterArgs) -> anyhow::Result<i32> {
     let source = args.routes.source("sluice router")?;
     runtime()?.block_on(sluice_process::distributed::run_router(
-        args.nats.config(),
+        args.nats.config()?,
         source,
         args.listen,
     ))?;
@@ -156,7 +162,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
         "sluice worker",
     )?;
     runtime()?.block_on(sluice_process::distributed::run_worker_process(
-        args.nats.config(),
+        args.nats.config()?,
         args.function,
         args.manifests,
         routes,
@@ -183,7 +189,7 @@ pub fn ingress(args: IngressArgs) -> anyhow::Result<i32> {
         ..IngressConfig::default()
     };
     runtime()?.block_on(sluice_process::distributed::run_ingress(
-        args.nats.config(),
+        args.nats.config()?,
         routes,
         args.listen,
         cfg,

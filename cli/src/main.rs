@@ -12,6 +12,8 @@ mod dlq;
 mod invoke;
 mod operator;
 mod publish;
+mod replay;
+mod retention;
 mod tail;
 mod test_pattern;
 mod validate;
@@ -69,6 +71,8 @@ pub enum Command {
     Module(operator::Module),
     /// Send one event to a bus of a running Sluice.
     Publish(publish::Args),
+    /// Re-deliver a time range of a bus's archive to its Triggers; list or cancel replays.
+    Replay(replay::Args),
     /// Follow a bus of a running Sluice, one JSON line per event.
     Tail(tail::Args),
     /// Run one event through a Wasm handler and print its reply events as JSON lines.
@@ -93,6 +97,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Uninstall(args) => operator::run_uninstall(args),
         Command::Module(cmd) => operator::run_module(cmd),
         Command::Publish(args) => publish::run(args),
+        Command::Replay(args) => replay::run(args),
         Command::Tail(args) => tail::run(args),
         Command::Invoke(args) => invoke::run(args),
         Command::TestPattern(args) => test_pattern::run(args),

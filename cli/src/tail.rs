@@ -12,6 +12,9 @@ pub struct Args {
     /// Start after this position (0: from the oldest retained event); default: only new events.
     #[arg(long)]
     pub after: Option<u64>,
+    /// Start at the first event accepted at or after this RFC 3339 time (the bus's archive).
+    #[arg(long, value_name = "TIME", conflicts_with = "after")]
+    pub since: Option<String>,
     /// Stop after printing this many events.
     #[arg(long)]
     pub count: Option<usize>,
@@ -24,11 +27,13 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<i32> {
     client::runtime()?.block_on(async move {
         let mut after = args.after;
+        let mut since = args.since;
         let mut printed = 0usize;
         loop {
-            let q = match after {
-                Some(a) => format!("?after={a}&wait_ms=20000"),
-                None => "?wait_ms=0".to_string(),
+            let q = match (after, since.take()) {
+                (Some(a), _) => format!("?after={a}&wait_ms=20000"),
+                (None, Some(t)) => format!("?since={}&wait_ms=20000", encode(&t)),
+                (None, None) => "?wait_ms=0".to_string(),
             };
             let resp = client::send(
                 Method::GET,
@@ -58,4 +63,16 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             after = next.or(after).or(Some(0));
         }
     })
+}
+
+/// Percent-encodes what a query value may not hold as is (`+` of a time zone, `:`).
+fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -3,8 +3,8 @@
 //! `sluice_api::jetstream::ROUTES_BUCKET` (key `table`). Every publisher watches it (routers
 //! for schedules and bridges, the ingress, workers for replies and dead letters) and stores
 //! each event it publishes once per matching Trigger in the bus stream. Each acknowledges the
-//! revision it has loaded in the routers' bucket (hence "router" in the names and messages
-//! below: every acknowledging publisher counts as one); a Trigger is reported Ready only once
+//! revision it has loaded in the routers' bucket (named for the router, its first user; every
+//! acknowledging publisher counts); a Trigger is reported Ready only once
 //! every live one publishes with a revision that contains it, so an event accepted after
 //! `Ready` is matched by a table that knows the Trigger.
 //!
@@ -58,15 +58,15 @@ fn key_of(t: &Trigger) -> String {
     format!("{}/{}", t.namespace().unwrap_or_default(), t.name_any())
 }
 
-/// One router's acknowledgement as the operator last saw it.
+/// One publisher's (ingress, worker or router) acknowledgement as the operator last saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SeenRouter {
     pub identity: String,
     pub revision: u64,
 }
 
-/// Where a routed Trigger stands with the routers. Pure: the caller supplies the revision
-/// its current generation was first published in and the live routers' acknowledgements.
+/// Where a routed Trigger stands with the publishers. Pure: the caller supplies the revision
+/// its current generation was first published in and the live publishers' acknowledgements.
 pub fn route_condition(published: Option<u64>, routers: &[SeenRouter], route: &str) -> Want {
     let Some(revision) = published else {
         return Want::new(
@@ -80,9 +80,9 @@ pub fn route_condition(published: Option<u64>, routers: &[SeenRouter], route: &s
         return Want::new(
             READY,
             sluice_api::ConditionStatus::Unknown,
-            "NoRouter",
+            "NoPublisher",
             format!(
-                "{route}; route table revision {revision} published, but no router is running: events wait on the bus until one starts"
+                "{route}; route table revision {revision} published, but no publisher (ingress, worker or router) is running to route with it"
             ),
         );
     }
@@ -96,7 +96,7 @@ pub fn route_condition(published: Option<u64>, routers: &[SeenRouter], route: &s
             READY,
             "Routed",
             format!(
-                "{route}; route table revision {revision} loaded by {} router(s)",
+                "{route}; route table revision {revision} loaded by {} publisher(s)",
                 routers.len()
             ),
         )
@@ -106,7 +106,7 @@ pub fn route_condition(published: Option<u64>, routers: &[SeenRouter], route: &s
             sluice_api::ConditionStatus::Unknown,
             "RoutePending",
             format!(
-                "{route}; route table revision {revision} loaded by {} of {} router(s), waiting for {}",
+                "{route}; route table revision {revision} loaded by {} of {} publisher(s), waiting for {}",
                 routers.len() - behind.len(),
                 routers.len(),
                 behind.join(", ")
@@ -372,7 +372,7 @@ mod tests {
             (ConditionStatus::Unknown, "RoutePending")
         );
         let none = route_condition(Some(3), &[], "r");
-        assert_eq!(none.reason, "NoRouter");
+        assert_eq!(none.reason, "NoPublisher");
         let half = route_condition(Some(3), &[router("a", 3), router("b", 2)], "r");
         assert_eq!(half.status, ConditionStatus::Unknown);
         assert!(
@@ -385,7 +385,7 @@ mod tests {
             (all.status, all.reason.as_str()),
             (ConditionStatus::True, "Routed")
         );
-        assert!(all.message.contains("revision 3 loaded by 2 router(s)"));
+        assert!(all.message.contains("revision 3 loaded by 2 publisher(s)"));
     }
 
     #[test]

@@ -541,10 +541,12 @@ async fn operator_against_a_real_control_plane() -> Result<()> {
     ))?;
     fns.create(&PostParams::default(), &later).await?;
     // No router has acknowledged a table yet: routed, but not Ready.
-    let waiting = want_reason(trgs.clone(), "orphan", "NoRouter").await?;
+    let waiting = want_reason(trgs.clone(), "orphan", "NoPublisher").await?;
     assert_eq!(waiting.status, sluice_api::ConditionStatus::Unknown);
     assert!(
-        waiting.message.contains("no router is running"),
+        waiting
+            .message
+            .contains("no publisher (ingress, worker or router) is running"),
         "{}",
         waiting.message
     );
@@ -552,7 +554,7 @@ async fn operator_against_a_real_control_plane() -> Result<()> {
     let router = tokio::spawn(fake_router(js.clone(), "it-router"));
     let routed = want_reason(trgs.clone(), "orphan", "Routed").await?;
     assert!(
-        routed.message.contains("loaded by 1 router(s)"),
+        routed.message.contains("loaded by 1 publisher(s)"),
         "{}",
         routed.message
     );

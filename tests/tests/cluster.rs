@@ -229,7 +229,7 @@ fn the_readme_cluster_walkthrough_on_a_real_node() {
     let (reason, msg) = c.wait_condition("shop", "trg", "paid-orders", "Ready", "True", 60);
     assert_eq!(reason, "Routed", "{msg}");
     assert!(
-        msg.contains("router(s)"),
+        msg.contains("publisher(s)"),
         "Ready names the routers' acknowledgement: {msg}"
     );
     figure("trigger_apply_to_ready", applied.elapsed());

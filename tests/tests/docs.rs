@@ -38,12 +38,13 @@ const RUNNABLE: &[&str] = &[
     "test-pattern",
     "invoke",
     "publish",
+    "replay",
     "tail",
     "dlq",
     "crds",
 ];
 /// Of those, the ones that talk to a running Sluice.
-const NEEDS_DEV: &[&str] = &["publish", "tail", "dlq"];
+const NEEDS_DEV: &[&str] = &["publish", "tail", "dlq", "replay"];
 /// Programs allowed after a `|` in a command run here: filters of the output.
 const FILTERS: &[&str] = &["grep", "head", "tail", "sort", "wc"];
 

@@ -86,6 +86,20 @@ app.kubernetes.io/part-of: sluice
 {{- end }}
 {{- end -}}
 
+{{/* The bus streams' limits (the archive), for the processes that set them. */}}
+{{- define "sluice.retentionArgs" -}}
+{{- with .Values.nats.retention }}
+{{- with .default }}
+- --retention
+- {{ printf "%s:%s" .maxAge .maxBytes | quote }}
+{{- end }}
+{{- range $bus, $r := .buses }}
+- --retention
+- {{ printf "%s=%s:%s" $bus $r.maxAge $r.maxBytes | quote }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
 {{- define "sluice.natsCredsMount" -}}
 {{- if .Values.nats.credentials.secretName }}
 - name: nats-creds

@@ -140,6 +140,7 @@ async fn bench(args: E2eArgs) -> anyhow::Result<i32> {
         http: local.clone(),
         cfg: Arc::new(IngressConfig::default()),
         ready: Arc::new(AtomicBool::new(true)),
+        replays: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

@@ -7,11 +7,12 @@
 //! letters and depth. Must not know: what a pattern is, how a handler runs, HTTP, processes or
 //! Kubernetes — it stores and hands out what the layers above decide.
 
+pub mod archive;
 pub mod embedded;
 pub mod nats;
 pub mod queue;
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use futures::future::BoxFuture;
 use sluice_event::CloudEvent;
@@ -89,6 +90,8 @@ pub trait Routes: Send + Sync + 'static {
     fn route(&self, bus: &str, json: &[u8]) -> Result<Vec<Route>, String>;
     /// The home bus of a Trigger in the table: where its queue is (see [`Enqueue::bus`]).
     fn home(&self, trigger: &str) -> Option<String>;
+    /// The Triggers whose source is `bus`, sorted.
+    fn triggers_of(&self, bus: &str) -> Vec<TriggerId>;
 }
 
 /// One Trigger an event was routed to.
@@ -108,6 +111,9 @@ impl Routes for NoRoutes {
     }
     fn home(&self, _trigger: &str) -> Option<String> {
         None
+    }
+    fn triggers_of(&self, _bus: &str) -> Vec<TriggerId> {
+        Vec::new()
     }
 }
 
@@ -146,6 +152,41 @@ pub struct Enqueue {
     pub accepted_ms: u64,
     /// The value at the trigger's `ordering.key`, when it has one.
     pub key: Option<String>,
+    /// The replay (`sluice replay`) this re-delivery belongs to. A replayed copy is not part
+    /// of the bus's archive (readers of the bus skip it) and is deduplicated per replay, not
+    /// against the original.
+    pub replay: Option<String>,
+}
+
+/// How much of a bus is kept: its archive, which `sluice tail --after` and `sluice replay`
+/// read. Whichever limit is reached first removes the oldest events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    pub max_age: Duration,
+    pub max_bytes: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(24 * 3600),
+            max_bytes: 1 << 30,
+        }
+    }
+}
+
+/// Retention per bus (`--retention BUS=AGE:SIZE`), with a default for every other bus.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetentionConfig {
+    pub default: Retention,
+    pub buses: BTreeMap<String, Retention>,
+}
+
+impl RetentionConfig {
+    /// The retention of `bus`.
+    pub fn of(&self, bus: &str) -> Retention {
+        self.buses.get(bus).copied().unwrap_or(self.default)
+    }
 }
 
 /// How a trigger's queue hands out events.

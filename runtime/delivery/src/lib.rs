@@ -2,8 +2,8 @@
 //! moves matches onto trigger queues; on NATS every publisher routes before it stores, with
 //! [`router::BusRoutes`]); workers lease events
 //! from their Function's trigger queues, run the handler, then ack (publishing replies),
-//! schedule a retry, or dead-letter. Decisions live in `policy` (pure); the rest does the I/O
-//! around them.
+//! schedule a retry, or dead-letter; `replay` re-delivers a time range of a bus's archive.
+//! Decisions live in `policy` and `replay::select` (pure); the rest does the I/O around them.
 //!
 //! Owns: routing (a bus's Triggers compiled into one matcher; the embedded router and the
 //! route table NATS publishers use),
@@ -13,6 +13,7 @@
 
 pub mod metrics;
 pub mod policy;
+pub mod replay;
 pub mod router;
 pub mod worker;
 

@@ -101,6 +101,7 @@ impl Bridge {
             trigger: self.trigger.clone(),
             bus: self.home.clone(),
             key: self.ordering_key.as_deref().and_then(|k| key_of(&json, k)),
+            replay: None,
             event: Arc::new(event),
             accepted_ms: now_ms(),
         })

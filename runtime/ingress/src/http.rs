@@ -24,7 +24,11 @@ use serde_json::json;
 use sluice_event::{CloudEvent, EventError, Extension};
 
 use sluice_bus::{DEFAULT_BUS, Publish, Published, SharedBus, TriggerId};
-use sluice_delivery::{SharedInvoker, metrics::Metrics};
+use sluice_delivery::{
+    SharedInvoker,
+    metrics::Metrics,
+    replay::{ReplayError, ReplayRequest, Replays},
+};
 
 /// Set when the process begins to stop. Open long-polls (`sluice tail`) then answer at once
 /// with what they have, so a graceful shutdown is not held up for their full wait (a pod on
@@ -94,6 +98,8 @@ pub struct AppState {
     pub cfg: Arc<IngressConfig>,
     /// False until the first manifests are applied.
     pub ready: Arc<AtomicBool>,
+    /// Archive replays, where this process runs them (`sluice dev`, `sluice ingress`).
+    pub replays: Option<Arc<Replays>>,
 }
 
 /// The whole HTTP surface; tests call `app(state).oneshot(request)` without a socket.
@@ -112,6 +118,12 @@ pub fn app(state: AppState) -> Router {
             post(dlq_redrive),
         )
         .route("/admin/triggers/{namespace}/{name}/depth", get(depth))
+        .route("/admin/buses/{bus}/replays", post(replay_start))
+        .route("/admin/replays", get(replay_list))
+        .route(
+            "/admin/replays/{name}",
+            get(replay_get).delete(replay_cancel),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -303,6 +315,8 @@ fn check_bus_name(bus: &str) -> Result<(), Rejection> {
 struct TailQuery {
     /// Return events after this position; omitted: start at the head (only new events).
     after: Option<u64>,
+    /// Start at the first event accepted at or after this RFC 3339 time (instead of `after`).
+    since: Option<String>,
     /// Long-poll up to this many milliseconds for new events.
     wait_ms: Option<u64>,
     limit: Option<usize>,
@@ -318,9 +332,17 @@ async fn tail(
     if let Err(e) = check_bus_name(&bus) {
         return e.into_response();
     }
-    let after = match q.after {
-        Some(a) => a,
-        None => match s.bus.head(&bus).await {
+    let since = match q.since.as_deref().map(parse_time).transpose() {
+        Ok(t) => t,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, format!("since: {e}")),
+    };
+    let after = match (q.after, since) {
+        (Some(a), _) => a,
+        (None, Some(t)) => match sluice_bus::archive::seek(s.bus.as_ref(), &bus, t).await {
+            Ok(a) => a,
+            Err(e) => return problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        },
+        (None, None) => match s.bus.head(&bus).await {
             Ok(h) => h,
             Err(e) => return problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         },
@@ -496,5 +518,112 @@ async fn dlq_purge(
     match s.bus.purge(&format!("{ns}/{name}")).await {
         Ok(n) => Json(json!({ "purged": n })).into_response(),
         Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// An RFC 3339 time as ms since the epoch.
+fn parse_time(t: &str) -> Result<u64, String> {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .ok()
+        .and_then(|d| u64::try_from(d.timestamp_millis()).ok())
+        .ok_or_else(|| format!("{t:?} is not an RFC 3339 time (e.g. 2026-12-06T10:00:00Z)"))
+}
+
+/// `POST /admin/buses/{bus}/replays`: what `sluice replay` sends.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ReplayBody {
+    name: Option<String>,
+    from: String,
+    to: Option<String>,
+    trigger: Option<String>,
+    pattern: Option<serde_json::Value>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+fn replays(s: &AppState) -> Result<&Arc<Replays>, Rejection> {
+    s.replays.as_ref().ok_or_else(|| {
+        Rejection(
+            StatusCode::NOT_FOUND,
+            "replays are run by `sluice dev` and `sluice ingress`, not here".into(),
+        )
+    })
+}
+
+fn replay_problem(e: ReplayError) -> Response {
+    let status = match &e {
+        ReplayError::Invalid { .. } => StatusCode::BAD_REQUEST,
+        ReplayError::Exists(_) => StatusCode::CONFLICT,
+        ReplayError::Unknown(_) => StatusCode::NOT_FOUND,
+        ReplayError::Bus(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    problem(status, format!("replay: {e}"))
+}
+
+async fn replay_start(State(s): State<AppState>, Path(bus): Path<String>, body: Bytes) -> Response {
+    let replays = match replays(&s) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
+    if let Err(e) = check_bus_name(&bus) {
+        return e.into_response();
+    }
+    let b: ReplayBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, format!("replay: {e}")),
+    };
+    let from_ms = match parse_time(&b.from) {
+        Ok(t) => t,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, format!("replay: from: {e}")),
+    };
+    let to_ms = match b.to.as_deref().map(parse_time).transpose() {
+        Ok(t) => t,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, format!("replay: to: {e}")),
+    };
+    let req = ReplayRequest {
+        name: b.name,
+        bus,
+        from_ms,
+        to_ms,
+        trigger: b.trigger,
+        pattern: b.pattern,
+        dry_run: b.dry_run,
+    };
+    match replays.start(req).await {
+        Ok(st) => (StatusCode::CREATED, Json(st.to_json())).into_response(),
+        Err(e) => replay_problem(e),
+    }
+}
+
+async fn replay_list(State(s): State<AppState>) -> Response {
+    match replays(&s) {
+        Ok(r) => Json(json!({
+            "replays": r.list().iter().map(|st| st.to_json()).collect::<Vec<_>>()
+        }))
+        .into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+async fn replay_get(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    let replays = match replays(&s) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
+    match replays.get(&name) {
+        Some(st) => Json(st.to_json()).into_response(),
+        None => replay_problem(ReplayError::Unknown(name)),
+    }
+}
+
+async fn replay_cancel(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    let replays = match replays(&s) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
+    match replays.cancel(&name).await {
+        Ok(st) => Json(st.to_json()).into_response(),
+        Err(e) => replay_problem(e),
     }
 }

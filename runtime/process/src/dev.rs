@@ -17,7 +17,9 @@ use sluice_pattern::Pattern;
 use tokio::sync::watch;
 
 use sluice_bus::embedded::{EmbeddedBus, EmbeddedConfig};
-use sluice_delivery::{InvokeError, InvokeFuture, Invoker, SharedInvoker, metrics::Metrics};
+use sluice_delivery::{
+    InvokeError, InvokeFuture, Invoker, SharedInvoker, metrics::Metrics, replay::Replays,
+};
 use sluice_ingress::{self as ingress, AppState, IngressConfig};
 
 use crate::{
@@ -34,6 +36,8 @@ pub struct DevOptions {
     pub ingress: IngressConfig,
     /// How often manifest and module files are checked for changes.
     pub poll: Duration,
+    /// How much of each bus is kept (its archive).
+    pub retention: sluice_bus::RetentionConfig,
 }
 
 /// The Wasm host as the delivery engine's `Invoker`.
@@ -331,8 +335,11 @@ fn id_of(o: &ObjectRef) -> String {
 
 /// Runs `sluice dev` until Ctrl-C or SIGTERM.
 pub async fn run(opts: DevOptions) -> Result<(), ProcessError> {
-    let bus = EmbeddedBus::open(EmbeddedConfig::new(&opts.data_dir))
-        .map_err(|e| ProcessError::setting(format!("--data-dir {}", opts.data_dir.display()), e))?;
+    let bus = EmbeddedBus::open(EmbeddedConfig {
+        retention: opts.retention.clone(),
+        ..EmbeddedConfig::new(&opts.data_dir)
+    })
+    .map_err(|e| ProcessError::setting(format!("--data-dir {}", opts.data_dir.display()), e))?;
     let metrics = Metrics::new();
     let local = Local::new(bus, metrics);
     let engine = sluice_host::Engine::new(sluice_host::EngineConfig {
@@ -356,6 +363,10 @@ pub async fn run(opts: DevOptions) -> Result<(), ProcessError> {
         http: local.clone(),
         cfg: Arc::new(opts.ingress.clone()),
         ready,
+        replays: Some(Replays::new(local.shared_bus.clone(), {
+            let local = local.clone();
+            Arc::new(move || local.routes())
+        })),
     };
     let listener = tokio::net::TcpListener::bind(opts.addr)
         .await

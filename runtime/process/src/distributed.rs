@@ -25,6 +25,7 @@ use sluice_bus::{
 use sluice_delivery::{
     DEFAULT_HOP_LIMIT,
     metrics::Metrics,
+    replay::Replays,
     worker::{FunctionRuntime, SharedFunction, run_worker},
 };
 use sluice_ingress::{
@@ -181,12 +182,15 @@ pub async fn run_ingress(
     let bus = NatsBus::connect(nats).await?;
     let (stop, stop_rx) = watch::channel(false);
     let follower = follow_routes(&bus, &routes, "sluice ingress", stop_rx).await?;
+    let shared: SharedBus = Arc::new(bus.clone());
+    let table = bus.clone();
     let state = AppState {
-        bus: Arc::new(bus),
+        bus: shared.clone(),
         metrics: Metrics::new(),
         http: Arc::new(NoHttpRoutes),
         cfg: Arc::new(cfg),
         ready: Arc::new(AtomicBool::new(true)),
+        replays: Some(Replays::new(shared, Arc::new(move || table.routes()))),
     };
     let served = serve(listen, state, "sluice ingress").await;
     stop.send_replace(true);
@@ -229,6 +233,7 @@ pub async fn run_router(
             http: Arc::new(NoHttpRoutes),
             cfg: Arc::new(IngressConfig::default()),
             ready: ready.clone(),
+            replays: None,
         };
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -309,6 +314,7 @@ pub async fn run_worker_process(
         http: routes.clone(),
         cfg: Arc::new(IngressConfig::default()),
         ready: ready.clone(),
+        replays: None,
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -15,7 +15,7 @@ use sluice_pattern::Pattern;
 use tokio::sync::watch;
 
 use sluice_bus::{
-    DEFAULT_BUS, Enqueue, QueueConfig, SharedBus, TriggerId, embedded::EmbeddedBus, now_ms,
+    DEFAULT_BUS, Enqueue, QueueConfig, Routes, SharedBus, TriggerId, embedded::EmbeddedBus, now_ms,
 };
 use sluice_delivery::{
     DEFAULT_HOP_LIMIT, SharedInvoker,
@@ -111,6 +111,8 @@ pub struct Local {
     pub shared_bus: SharedBus,
     pub metrics: Metrics,
     applied: Mutex<Applied>,
+    /// The applied Triggers as a route table, for replays (`sluice replay`).
+    routes: std::sync::RwLock<Arc<dyn Routes>>,
     started: Instant,
     hop_limit: i64,
 }
@@ -126,6 +128,7 @@ impl Local {
             bus,
             metrics,
             applied: Mutex::default(),
+            routes: std::sync::RwLock::new(Arc::new(sluice_bus::NoRoutes)),
             started: Instant::now(),
             hop_limit: DEFAULT_HOP_LIMIT,
         })
@@ -139,8 +142,17 @@ impl Local {
         self.started.elapsed()
     }
 
+    /// The applied Triggers' route table.
+    pub fn routes(&self) -> Arc<dyn Routes> {
+        self.routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Makes the running system match `functions` and `triggers`.
     pub fn apply(&self, functions: Vec<FunctionDef>, triggers: Vec<TriggerDef>) {
+        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(bus_routes(&triggers));
         let mut a = self.lock();
         let by_function: HashMap<String, Vec<&TriggerDef>> =
             triggers.iter().fold(HashMap::new(), |mut m, t| {
@@ -526,6 +538,7 @@ pub async fn run_schedule(trigger: TriggerId, expr: String, bus: SharedBus) {
             event: Arc::new(e),
             accepted_ms: now_ms(),
             key: None,
+            replay: None,
         };
         if let Err(err) = bus.enqueue(vec![item]).await {
             tracing::error!(trigger = %trigger, error = %err, "scheduled event not enqueued");

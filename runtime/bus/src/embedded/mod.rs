@@ -39,7 +39,7 @@ use recovery::{index_dedupe_keys, index_events, move_events_to_journal};
 use tables::{CURSORS, HEADS, JOURNAL_COMMIT, LEGACY_EVENTS, NEXT_QSEQ, QUEUE, Tables, storage};
 use writer::{Op, Writer};
 
-use super::{BusError, TriggerId, queue::Queue};
+use super::{BusError, RetentionConfig, TriggerId, queue::Queue};
 
 /// Ops applied per group commit; bounded so one commit stays short.
 const MAX_BATCH: usize = 1024;
@@ -55,10 +55,8 @@ pub struct EmbeddedConfig {
     pub data_dir: PathBuf,
     /// (source, id) pairs seen within this window are dropped at publish.
     pub dedupe_window: Duration,
-    /// Bus events older than this are removed.
-    pub retention_age: Duration,
-    /// Per bus, the oldest events are removed beyond this many bytes.
-    pub retention_bytes: u64,
+    /// Per bus, events older than the age, or the oldest beyond the size, are removed.
+    pub retention: RetentionConfig,
     /// How often the store is made durable. It bounds the replay at start, and the pages the
     /// last durable state references, which redb frees only at the next durable commit. A
     /// checkpoint stalls the writer while redb writes out every page buffered since the last
@@ -74,8 +72,7 @@ impl EmbeddedConfig {
         Self {
             data_dir: data_dir.into(),
             dedupe_window: Duration::from_secs(300),
-            retention_age: Duration::from_secs(24 * 3600),
-            retention_bytes: 1 << 30,
+            retention: RetentionConfig::default(),
             checkpoint_interval: Duration::from_millis(250),
             segment_bytes: 64 << 20,
         }

@@ -273,13 +273,11 @@ impl Writer {
                     }
                     Op::Purge { trigger, .. } => OpResult::Count(log.t.take_dead(trigger)?.len()),
                     Op::Trim { .. } => {
-                        let max_age = self.cfg.retention_age.as_millis() as u64;
-                        let cutoff = now.checked_sub(max_age);
                         let mut total = 0;
                         for bus in self.log.buses() {
-                            let through =
-                                self.log
-                                    .expired_through(&bus, cutoff, self.cfg.retention_bytes)?;
+                            let keep = self.cfg.retention.of(&bus);
+                            let cutoff = now.checked_sub(keep.max_age.as_millis() as u64);
+                            let through = self.log.expired_through(&bus, cutoff, keep.max_bytes)?;
                             // The oldest events, a prefix of the log: one ranged removal,
                             // applied to the index with the journal record (below).
                             if let Some(through) = through {

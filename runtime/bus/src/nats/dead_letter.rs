@@ -168,6 +168,7 @@ impl NatsBus {
                 event: Arc::new(d.event),
                 accepted_ms: now,
                 key: None,
+                replay: None,
             });
         }
         self.enqueue_all(items, false).await?;

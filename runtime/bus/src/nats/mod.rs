@@ -46,7 +46,7 @@ pub use queue::{partition_of, pull};
 
 use super::{
     Bus, BusError, BusFuture, DeadLetter, Delivery, Depth, Enqueue, NoRoutes, Publish, Published,
-    Routes, TriggerId, now_ms,
+    RetentionConfig, Routes, TriggerId, now_ms,
 };
 
 /// Partitions of an ordered trigger's queue: keys hash onto them; each goes one at a time.
@@ -77,8 +77,12 @@ pub struct NatsConfig {
     pub credentials: Option<std::path::PathBuf>,
     /// Producers' (source, id) pairs are dropped within this window.
     pub dedupe_window: Duration,
-    pub retention_age: Duration,
-    pub retention_bytes: i64,
+    /// Each bus stream's age and size limits: its archive.
+    pub retention: RetentionConfig,
+    /// Set a stream's limits to `retention` when they differ. Only the processes configured
+    /// with retention (the chart's ingress and router) do; the rest (workers) create streams
+    /// with it but leave existing ones alone, so processes never undo each other's setting.
+    pub enforce_retention: bool,
     /// How long dead-letter records are kept for `sluice dlq`.
     pub dead_letter_age: Duration,
 }
@@ -89,8 +93,8 @@ impl NatsConfig {
             url: url.into(),
             credentials: None,
             dedupe_window: Duration::from_secs(300),
-            retention_age: Duration::from_secs(24 * 3600),
-            retention_bytes: 1 << 30,
+            retention: RetentionConfig::default(),
+            enforce_retention: false,
             dead_letter_age: Duration::from_secs(14 * 24 * 3600),
         }
     }
@@ -167,7 +171,8 @@ impl NatsBus {
         *self.0.routes.write().unwrap_or_else(|p| p.into_inner()) = routes;
     }
 
-    pub(crate) fn routes(&self) -> Arc<dyn Routes> {
+    /// The route table publishes are routed with now.
+    pub fn routes(&self) -> Arc<dyn Routes> {
         self.0
             .routes
             .read()

@@ -21,8 +21,12 @@ use crate::{BusError, Publish, Published, Route, now_ms};
 
 impl NatsBus {
     /// Creates the stream of `bus` unless this process already did. A stream made by an older
-    /// Sluice (one subject, routed by a router process) gets the routed subjects added.
+    /// Sluice (one subject, routed by a router process) gets the routed subjects added, and,
+    /// when this process enforces retention, one whose age or size limit differs gets the
+    /// configured ones.
     pub async fn ensure_bus(&self, bus: &str) -> Result<stream::Stream, BusError> {
+        let keep = self.0.cfg.retention.of(bus);
+        let max_bytes = i64::try_from(keep.max_bytes).unwrap_or(i64::MAX);
         let cfg = stream::Config {
             name: names::bus_stream(bus),
             subjects: vec![names::bus_subjects(bus)],
@@ -30,8 +34,8 @@ impl NatsBus {
             // stream is also the bus's archive; every Trigger's consumer keeps its own place.
             retention: RetentionPolicy::Limits,
             storage: StorageType::File,
-            max_age: self.0.cfg.retention_age,
-            max_bytes: self.0.cfg.retention_bytes,
+            max_age: keep.max_age,
+            max_bytes,
             duplicate_window: self.0.cfg.dedupe_window,
             allow_direct: true,
             ..Default::default()
@@ -42,14 +46,22 @@ impl NatsBus {
             .get_or_create_stream(cfg.clone())
             .await
             .map_err(nats_err)?;
-        if !s.cached_info().config.subjects.contains(&cfg.subjects[0]) {
-            let mut upgraded = s.cached_info().config.clone();
+        let have = &s.cached_info().config;
+        let limits_differ = have.max_age != cfg.max_age || have.max_bytes != cfg.max_bytes;
+        if !have.subjects.contains(&cfg.subjects[0])
+            || (limits_differ && self.0.cfg.enforce_retention)
+        {
+            let mut upgraded = have.clone();
             upgraded.subjects = cfg.subjects.clone();
+            if self.0.cfg.enforce_retention {
+                upgraded.max_age = cfg.max_age;
+                upgraded.max_bytes = cfg.max_bytes;
+            }
             self.0
                 .js
                 .update_stream(upgraded)
                 .await
-                .map_err(|e| nats_err(format!("stream {}: adding subjects: {e}", cfg.name)))?;
+                .map_err(|e| nats_err(format!("stream {}: updating it: {e}", cfg.name)))?;
             s = self.0.js.get_stream(&cfg.name).await.map_err(nats_err)?;
         }
         lock(&self.0.buses).insert(bus.to_owned());

@@ -184,17 +184,27 @@ impl NatsBus {
         let mut acks = Vec::with_capacity(items.len());
         for item in items {
             self.ensure_bus_once(&item.bus).await?;
-            let base_id = dedupe.then(|| super::dedupe_id(&item.event));
+            let mut base_id = dedupe.then(|| super::dedupe_id(&item.event));
+            if let (Some(id), Some(replay)) = (&mut base_id, &item.replay) {
+                // Deduplicated within its replay (a replay resumed under the same name stores
+                // nothing twice), never against the original delivery.
+                id.push_str(":replay:");
+                id.push_str(replay);
+            }
             let route = Route {
                 trigger: item.trigger,
                 key: item.key,
             };
-            let headers = super::publish::copy_headers(
+            let mut headers = super::publish::copy_headers(
                 &item.accepted_ms.to_string(),
                 &route,
                 0,
                 base_id.as_deref(),
             );
+            if item.replay.is_some() {
+                // A re-delivery, not a new event on the bus: readers of the archive skip it.
+                headers.insert(super::COPY, "replay");
+            }
             let subject = super::publish::trigger_subject(&item.bus, &route)?;
             acks.push(
                 self.send(subject, headers, item.event.to_json().into())

@@ -133,6 +133,16 @@ impl Routes for BusRoutes {
     fn home(&self, trigger: &str) -> Option<String> {
         self.homes.get(trigger).cloned()
     }
+
+    fn triggers_of(&self, bus: &str) -> Vec<TriggerId> {
+        let mut ids: Vec<TriggerId> = self
+            .tables
+            .get(bus)
+            .map(|t| t.targets.iter().map(|t| t.id.clone()).collect())
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
 }
 
 /// The value at a dotted path, as a string key; absent (or null) means unordered.
@@ -225,6 +235,7 @@ pub async fn route_batch(
                 event: event.clone(),
                 accepted_ms: *accepted_ms,
                 key,
+                replay: None,
             };
             items.push((item, Some(json.as_slice())));
         }

@@ -1,7 +1,7 @@
 //! A WASI command handler whose behaviour the event chooses, for the end-to-end tests:
 //! `data.fail: true` fails retryably, `data.fatal: true` fails fatally, `data.loop: true`
 //! replies with an event of its own type (so it re-triggers itself), anything else replies
-//! `com.example.done` carrying the input's id.
+//! `com.example.done` carrying the input's id (and its `sluicereplay`, when replayed).
 
 use std::io::{Read, Write};
 
@@ -32,7 +32,7 @@ fn main() {
         serde_json::json!({"type": event["type"], "datacontenttype": "application/json", "data": {"loop": true}})
     } else {
         serde_json::json!({"type": "com.example.done", "datacontenttype": "application/json",
-            "data": {"of": event["id"], "n": data["n"]}})
+            "data": {"of": event["id"], "n": data["n"], "replay": event["sluicereplay"]}})
     };
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{reply}");

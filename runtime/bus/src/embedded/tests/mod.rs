@@ -53,6 +53,7 @@ async fn route_all(bus: &EmbeddedBus, name: &str, trigger: &str) -> usize {
                 bus: "b".into(),
                 trigger: trigger.into(),
                 key: None,
+                replay: None,
                 accepted_ms: at,
                 event: Arc::new(e),
             };

@@ -135,6 +135,7 @@ async fn routed_entries_are_leasable_before_their_commit() {
                     bus: "b".into(),
                     trigger: "ns/t".into(),
                     key: None,
+                    replay: None,
                     accepted_ms: at,
                     event: Arc::new(e),
                 };
@@ -225,6 +226,7 @@ async fn the_next_event_of_a_key_waits_until_the_outcome_is_queued() {
         bus: "b".into(),
         trigger: "ns/t".into(),
         key: Some("k".into()),
+        replay: None,
         accepted_ms: now_ms(),
         event: Arc::new(event(id)),
     };

@@ -4,20 +4,38 @@
 use super::*;
 use crate::Published;
 
+/// Retention is per bus: the one with a 1,000-byte budget loses its oldest events, the other
+/// (default retention) keeps all of its own.
 #[tokio::test]
 async fn retention_trims_oldest_beyond_budget() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = EmbeddedConfig::new(dir.path());
-    cfg.retention_bytes = 1_000;
+    cfg.retention.buses.insert(
+        "default".into(),
+        crate::Retention {
+            max_bytes: 1_000,
+            ..Default::default()
+        },
+    );
     let bus = EmbeddedBus::open(cfg).unwrap();
     bus.publish(
         (0..50)
-            .map(|i| publish("default", &i.to_string()))
+            .flat_map(|i| {
+                [
+                    publish("default", &i.to_string()),
+                    publish("other", &i.to_string()),
+                ]
+            })
             .collect(),
     )
     .await
     .unwrap();
     let removed = bus.trim().await.unwrap();
+    assert_eq!(
+        bus.read("other", 0, 1000).unwrap().len(),
+        50,
+        "bus other keeps all"
+    );
     let left = bus.read("default", 0, 1000).unwrap();
     assert!(
         removed > 0 && removed + left.len() == 50,
@@ -39,7 +57,7 @@ async fn retention_trims_oldest_beyond_budget() {
 async fn a_bus_trimmed_empty_keeps_its_head_across_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = EmbeddedConfig::new(dir.path());
-    cfg.retention_age = Duration::ZERO;
+    cfg.retention.default.max_age = Duration::ZERO;
     {
         let bus = EmbeddedBus::open(cfg.clone()).unwrap();
         let ids = ["1", "2", "3"].map(|id| publish("default", id));
@@ -60,11 +78,12 @@ fn small_segments(
     segment_bytes: u64,
     retention_bytes: u64,
 ) -> EmbeddedConfig {
-    EmbeddedConfig {
+    let mut cfg = EmbeddedConfig {
         segment_bytes,
-        retention_bytes,
         ..EmbeddedConfig::new(dir)
-    }
+    };
+    cfg.retention.default.max_bytes = retention_bytes;
+    cfg
 }
 
 fn segment_count(dir: &std::path::Path) -> usize {
