@@ -270,6 +270,10 @@ fn schema_rejects_wrong_values_naming_the_field() {
             "nats: { url: nats://n:4222 }\nrouter: { replica: 3 }\n",
             "at '/router': additional properties 'replica' not allowed",
         ),
+        (
+            "nats: { url: nats://n:4222, retention: { buses: { orders: { maxAge: 7days, maxBytes: 1Gi } } } }\n",
+            "at '/nats/retention/buses/orders/maxAge': '7days' does not match pattern",
+        ),
     ];
     let dir = tempfile::tempdir().unwrap();
     for (i, (values, want)) in cases.iter().enumerate() {
@@ -358,7 +362,9 @@ fn components_run_the_contracted_commands() {
             "--routes-bucket",
             "sluice_routes",
             "--listen",
-            "0.0.0.0:8080"
+            "0.0.0.0:8080",
+            "--retention",
+            "24h:1Gi"
         ]
     );
     let ingress = args(&docs, "sluice-ingress");
@@ -371,9 +377,27 @@ fn components_run_the_contracted_commands() {
             "--routes-bucket",
             "sluice_routes",
             "--listen",
-            "0.0.0.0:8080"
+            "0.0.0.0:8080",
+            "--retention",
+            "24h:1Gi"
         ]
     );
+    // Retention per bus: both processes that set the streams' limits get every entry.
+    let mut values = default_values();
+    values.extend([
+        "--set".into(),
+        "nats.retention.buses.orders.maxAge=7d".into(),
+        "--set".into(),
+        "nats.retention.buses.orders.maxBytes=10Gi".into(),
+    ]);
+    let kept = rendered(&values, "1.28.0");
+    for name in ["sluice-ingress", "sluice-router"] {
+        let a = args(&kept, name);
+        assert!(
+            has_pair(&a, "--retention", "24h:1Gi") && has_pair(&a, "--retention", "orders=7d:10Gi"),
+            "{name} args {a:?}"
+        );
+    }
     // Routers follow the table in JetStream: no ConfigMap volume, no API token.
     let router_pod = &find(&docs, "Deployment", "sluice-router")["spec"]["template"]["spec"];
     assert!(
