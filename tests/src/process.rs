@@ -67,6 +67,11 @@ impl Proc {
         self.starts += 1;
     }
 
+    /// Arguments added for every later start (a changed setting, as after a redeploy).
+    pub fn add_args(&mut self, args: &[&str]) {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+    }
+
     /// How many times it was started.
     pub fn starts(&self) -> usize {
         self.starts

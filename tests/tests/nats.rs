@@ -1,6 +1,7 @@
 //! Distributed mode under faults, each test on a nats-server of its own (free port, own store):
 //! the server restarting mid-load, a publisher killed between storing and answering, a Trigger
-//! added and removed under load, depth as JetStream counts it, and graceful worker shutdown.
+//! added and removed under load, depth as JetStream counts it, graceful worker shutdown, and
+//! retention settings reaching the bus streams.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -321,4 +322,42 @@ fn depth_equals_jetstream_consumer_numbers_and_a_worker_stops_gracefully() {
     assert_eq!(d["queued"], pending, "{d}");
     assert_eq!(d["inflight"], ack_pending, "{d}");
     assert_eq!(d["pending"], 30, "{d}");
+}
+
+/// The bus stream's (max_age, max_bytes).
+fn stream_limits(url: &str, bus: &str) -> (Duration, i64) {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let client = async_nats::connect(url).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let mut s = js.get_stream(bus_stream(bus)).await.unwrap();
+        let c = &s.info().await.unwrap().config;
+        (c.max_age, c.max_bytes)
+    })
+}
+
+/// A stream made with the default retention gets the limits an ingress started with
+/// `--retention` configures, per bus; a worker (no flag) leaves them as they are.
+#[test]
+fn retention_flags_set_the_bus_streams_limits() {
+    let Tester { sys, .. } = &mut start();
+    let url = sys.nats.as_ref().unwrap().url();
+    publish_until_accepted(sys, &[work("r-1", json!({}))]);
+    let day = Duration::from_secs(24 * 3600);
+    assert_eq!(stream_limits(&url, "default"), (day, 1 << 30));
+    sys.front
+        .add_args(&["--retention", "2h:64Mi", "--retention", "default=30m:8Mi"]);
+    sys.crash_and_restart_front();
+    publish_until_accepted(sys, &[work("r-2", json!({}))]);
+    assert_eq!(
+        stream_limits(&url, "default"),
+        (Duration::from_secs(1800), 8 << 20),
+        "the bus named gets its own limits"
+    );
+    let handled = all_handled(sys, &["r-1".into(), "r-2".into()]);
+    assert_eq!(handled.len(), 2, "{handled:?}");
+    // The worker published the replies on the same bus without touching the limits.
+    assert_eq!(
+        stream_limits(&url, "default"),
+        (Duration::from_secs(1800), 8 << 20)
+    );
 }
