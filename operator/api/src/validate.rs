@@ -295,7 +295,28 @@ impl TriggerSpec {
         }
         check_dns_label(&format!("{path}.function"), &self.function, out);
         validate_delivery(&self.delivery, &format!("{path}.delivery"), out);
+        if let (Some(dl), Some(bus)) = (&self.delivery.dead_letter, &self.source.bus)
+            && dl.bus == *bus
+            && !excludes_dead_letters(self.pattern.as_ref())
+        {
+            out.push(FieldError::new(
+                &format!("{path}.delivery.deadLetter.bus"),
+                format!(
+                    "{bus:?} is the Trigger's own source bus: its dead letters would match it again, \
+                     a loop; name another bus, or add \"sluicereason\": [{{\"exists\": false}}] to \
+                     the pattern"
+                ),
+            ));
+        }
     }
+}
+
+/// Whether a pattern refuses dead letters (events carrying `sluicereason`).
+fn excludes_dead_letters(pattern: Option<&serde_json::Value>) -> bool {
+    pattern
+        .and_then(|p| p.get("sluicereason"))
+        .and_then(|v| v.as_array())
+        .is_some_and(|alts| alts.len() == 1 && alts[0] == serde_json::json!({"exists": false}))
 }
 
 fn validate_source(s: &TriggerSource, path: &str, out: &mut Vec<FieldError>) {

@@ -86,3 +86,31 @@ fn a_valid_function_round_trips_with_typed_values() {
     assert_eq!(f.spec.concurrency, 64, "defaults apply");
     assert_eq!(docs[0].object.to_string(), "Function shop/f");
 }
+
+/// A Trigger dead-lettering onto its own source bus would handle its own dead letters again:
+/// refused, unless its pattern refuses events carrying `sluicereason`.
+#[test]
+fn a_dead_letter_loop_onto_the_source_bus_is_refused() {
+    let trigger = |pattern: &str| {
+        format!(
+            "apiVersion: sluice.dev/v1alpha1\nkind: Trigger\nmetadata: {{name: t, namespace: shop}}\n\
+             spec: {{source: {{bus: orders}}, function: f, pattern: {pattern}, delivery: {{deadLetter: {{bus: orders}}}}}}\n"
+        )
+    };
+    let docs = manifest::parse(&trigger("{type: [paid]}"));
+    let Outcome::Invalid(problems) = &docs[0].outcome else {
+        panic!("accepted: {:?}", docs[0].outcome)
+    };
+    let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert!(
+        text.iter()
+            .any(|p| p.starts_with("spec.delivery.deadLetter.bus:") && p.contains("loop")),
+        "{text:?}"
+    );
+    let docs = manifest::parse(&trigger("{type: [paid], sluicereason: [{exists: false}]}"));
+    assert!(
+        matches!(docs[0].outcome, Outcome::Valid(_)),
+        "{:?}",
+        docs[0].outcome
+    );
+}

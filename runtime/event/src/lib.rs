@@ -18,6 +18,13 @@ pub use time::now_rfc3339;
 /// The only CloudEvents version Sluice speaks.
 pub const SPEC_VERSION: &str = "1.0";
 
+/// Extension attributes named `sluice…` (`sluicehops`, `sluiceattempts`, `sluicereason`,
+/// `sluicereplay`, …) are the runtime's record of an event's history. Producers may not send
+/// them: a forged hop count would dead-letter a fresh event, a forged reason fake history.
+pub fn is_reserved_extension(name: &str) -> bool {
+    name.starts_with("sluice")
+}
+
 /// A CloudEvents 1.0 event. `data` holds the payload bytes exactly as received (JSON text when
 /// the content type is JSON), so handlers see what the producer sent.
 #[derive(Clone, Debug, PartialEq, Eq)]

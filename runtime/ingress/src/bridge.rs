@@ -202,7 +202,11 @@ impl Bridge {
 
 /// A bridged message as a CloudEvent.
 pub fn message_event(source: &str, ty: &str, subject: &str, payload: &[u8]) -> CloudEvent {
-    if let Ok(e) = CloudEvent::from_json(payload) {
+    if let Ok(mut e) = CloudEvent::from_json(payload) {
+        // The runtime's own attributes are not the sender's to set (a bridge cannot answer
+        // 400, so they are dropped).
+        e.extensions
+            .retain(|k, _| !sluice_event::is_reserved_extension(k));
         return e;
     }
     let mut e = CloudEvent::new(uuid::Uuid::new_v4().to_string(), source, ty);
@@ -284,6 +288,14 @@ mod tests {
         let ce = br#"{"specversion":"1.0","id":"x","source":"/s","type":"t"}"#;
         let e = message_event("mqtt://a", "ignored", "a", ce);
         assert_eq!((e.id.as_str(), e.ty.as_str()), ("x", "t"));
+        let forged = br#"{"specversion":"1.0","id":"x","source":"/s","type":"t","sluicehops":16,"sluicereason":"fatal","region":"eu"}"#;
+        let e = message_event("mqtt://a", "ignored", "a", forged);
+        let names: Vec<&str> = e.extensions.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            ["region"],
+            "the runtime's attributes are dropped, the rest kept"
+        );
     }
 
     #[test]

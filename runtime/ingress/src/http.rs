@@ -224,6 +224,18 @@ pub fn parse_events(
         ));
     };
     for (i, e) in events.iter().enumerate() {
+        if let Some(name) = e
+            .extensions
+            .keys()
+            .find(|k| sluice_event::is_reserved_extension(k))
+        {
+            let msg = format!(
+                "event {i} ({}): attribute {name} is reserved: Sluice sets the sluice* attributes \
+                 itself (hops, attempts, dead-letter reasons, replays); remove it",
+                e.id
+            );
+            return Err(Rejection(StatusCode::BAD_REQUEST, msg));
+        }
         if e.size() > max_event {
             let msg = format!(
                 "event {i} ({}) is {} bytes, over the {max_event}-byte limit",
@@ -625,5 +637,56 @@ async fn replay_cancel(State(s): State<AppState>, Path(name): Path<String>) -> R
     match replays.cancel(&name).await {
         Ok(st) => Json(st.to_json()).into_response(),
         Err(e) => replay_problem(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(ct: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+        h
+    }
+
+    #[test]
+    fn producers_may_not_send_the_runtimes_attributes() {
+        let structured = headers("application/cloudevents+json");
+        let ok = br#"{"specversion":"1.0","id":"a","source":"/s","type":"t","region":"eu"}"#;
+        assert_eq!(parse_events(&structured, ok, 1 << 20).unwrap().len(), 1);
+        for name in [
+            "sluicehops",
+            "sluicereason",
+            "sluicereplay",
+            "sluiceattempts",
+        ] {
+            let forged = format!(
+                r#"[{{"specversion":"1.0","id":"a","source":"/s","type":"t"}},{{"specversion":"1.0","id":"b","source":"/s","type":"t","{name}":"1"}}]"#
+            );
+            let batch = headers("application/cloudevents-batch+json");
+            let Rejection(status, msg) =
+                parse_events(&batch, forged.as_bytes(), 1 << 20).unwrap_err();
+            assert_eq!(status, StatusCode::BAD_REQUEST);
+            assert!(
+                msg.contains(&format!("event 1 (b): attribute {name} is reserved")),
+                "{msg}"
+            );
+        }
+        let mut binary = headers("application/json");
+        for (k, v) in [
+            ("ce-specversion", "1.0"),
+            ("ce-id", "c"),
+            ("ce-source", "/s"),
+            ("ce-type", "t"),
+            ("ce-sluicehops", "16"),
+        ] {
+            binary.insert(
+                axum::http::HeaderName::from_static(k),
+                HeaderValue::from_static(v),
+            );
+        }
+        let Rejection(_, msg) = parse_events(&binary, b"{}", 1 << 20).unwrap_err();
+        assert!(msg.contains("sluicehops is reserved"), "{msg}");
     }
 }
