@@ -36,6 +36,32 @@ impl NatsArgs {
     }
 }
 
+/// The bearer token every write and admin call on this process's HTTP port must carry.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TokenArgs {
+    /// Require `Authorization: Bearer TOKEN` on writes and admin calls (also read from
+    /// SLUICE_TOKEN); /healthz, /readyz and /metrics stay open.
+    #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Read the bearer token from this file (a mounted Secret).
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl TokenArgs {
+    fn token(&self) -> anyhow::Result<Option<String>> {
+        Ok(match &self.token_file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", f.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => self.token.clone(),
+        })
+    }
+}
+
 /// Where a publisher's route table comes from.
 #[derive(clap::Args, Debug)]
 pub struct RoutesArgs {
@@ -82,6 +108,8 @@ pub struct RouterArgs {
     /// Serve /healthz, /readyz and /metrics here.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub auth: TokenArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -108,6 +136,8 @@ pub struct WorkerArgs {
     /// Compiled-module cache.
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub auth: TokenArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -118,12 +148,8 @@ pub struct IngressArgs {
     pub routes: RoutesArgs,
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Require `Authorization: Bearer TOKEN` on writes (also read from SLUICE_TOKEN).
-    #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// Read the bearer token from this file (a mounted Secret).
-    #[arg(long, value_name = "FILE", conflicts_with = "token")]
-    pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub auth: TokenArgs,
     /// Largest accepted event in bytes.
     #[arg(long, default_value_t = 256 * 1024)]
     pub max_event_bytes: usize,
@@ -142,6 +168,7 @@ pub fn router(args: RouterArgs) -> anyhow::Result<i32> {
         args.nats.config()?,
         source,
         args.listen,
+        args.auth.token()?,
     ))?;
     Ok(0)
 }
@@ -168,23 +195,15 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
         routes,
         args.listen,
         args.cache_dir,
+        args.auth.token()?,
     ))?;
     Ok(0)
 }
 
 pub fn ingress(args: IngressArgs) -> anyhow::Result<i32> {
     let routes = args.routes.source("sluice ingress")?;
-    let token = match &args.token_file {
-        Some(f) => Some(
-            std::fs::read_to_string(f)
-                .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", f.display()))?
-                .trim()
-                .to_owned(),
-        ),
-        None => args.token,
-    };
     let cfg = IngressConfig {
-        token,
+        token: args.auth.token()?,
         max_event_bytes: args.max_event_bytes,
         ..IngressConfig::default()
     };

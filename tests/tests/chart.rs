@@ -466,11 +466,23 @@ fn components_run_the_contracted_commands() {
             "{name}: {mount}"
         );
     }
-    let ingress = args(&docs, "sluice-ingress");
-    assert!(
-        has_pair(&ingress, "--token-file", "/etc/sluice/token/token"),
-        "{ingress:?}"
-    );
+    // The ingress token guards the routers' admin calls too.
+    for name in ["sluice-ingress", "sluice-router"] {
+        let a = args(&docs, name);
+        assert!(
+            has_pair(&a, "--token-file", "/etc/sluice/token/token"),
+            "{name}: {a:?}"
+        );
+        let pod = &find(&docs, "Deployment", name)["spec"]["template"]["spec"];
+        assert!(
+            pod["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v["name"] == "token" && v["secret"].is_object()),
+            "{name}: {pod}"
+        );
+    }
     // Workers mount their credentials by Secret name: nothing reads Secrets through the API.
     for d in docs
         .iter()

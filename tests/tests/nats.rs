@@ -361,3 +361,34 @@ fn retention_flags_set_the_bus_streams_limits() {
         (Duration::from_secs(1800), 8 << 20)
     );
 }
+
+/// A worker started with a token answers its write and admin calls only with it; health
+/// stays open (the readiness wait passes without one).
+#[test]
+fn a_workers_port_takes_the_same_token_as_the_ingress() {
+    let Tester { sys, .. } = &mut start();
+    sys.worker
+        .as_mut()
+        .unwrap()
+        .add_args(&["--token", "w-s3cret"]);
+    sys.crash_and_restart_worker();
+    let addr = sys.worker_addr.clone().unwrap();
+    let body = serde_json::to_vec(&[work("t-1", json!({}))]).unwrap();
+    let batch = ("content-type", "application/cloudevents-batch+json");
+    let post = |auth: Option<&str>| {
+        let mut headers = vec![batch];
+        if let Some(a) = auth {
+            headers.push(("authorization", a));
+        }
+        sluice_tests::http(&addr, "POST", "/buses/default/events", &headers, &body)
+            .unwrap()
+            .0
+    };
+    assert_eq!(post(None), 401);
+    assert_eq!(post(Some("Bearer wrong")), 401);
+    assert_eq!(post(Some("Bearer w-s3cret")), 202);
+    let depth =
+        sluice_tests::http(&addr, "GET", "/admin/triggers/e2e/work/depth", &[], b"").unwrap();
+    assert_eq!(depth.0, 401, "admin calls too");
+    all_handled(sys, &["t-1".into()]);
+}

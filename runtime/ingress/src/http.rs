@@ -141,7 +141,7 @@ async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
+        if !given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
             return problem(
                 StatusCode::UNAUTHORIZED,
                 "a valid `Authorization: Bearer <token>` header is required",
@@ -533,6 +533,16 @@ async fn dlq_purge(
     }
 }
 
+/// Compares a presented token with the configured one in time that does not depend on where
+/// they differ, so response timing does not reveal a prefix of the token.
+fn same_secret(given: &[u8], want: &[u8]) -> bool {
+    let diff = given
+        .iter()
+        .zip(want)
+        .fold(given.len() ^ want.len(), |d, (a, b)| d | usize::from(a ^ b));
+    diff == 0
+}
+
 /// An RFC 3339 time as ms since the epoch.
 fn parse_time(t: &str) -> Result<u64, String> {
     chrono::DateTime::parse_from_rfc3339(t)
@@ -648,6 +658,14 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
         h
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same_secret(b"s3cret", b"s3cret"));
+        for other in [&b""[..], b"s3cre", b"s3cret!", b"S3cret", b"s3creT"] {
+            assert!(!same_secret(other, b"s3cret"), "{other:?}");
+        }
     }
 
     #[test]

@@ -220,6 +220,7 @@ pub async fn run_router(
     nats: NatsConfig,
     source: RouteSource,
     listen: Option<SocketAddr>,
+    token: Option<String>,
 ) -> Result<(), ProcessError> {
     let bus = NatsBus::connect(nats.clone()).await?;
     let shared: SharedBus = Arc::new(bus.clone());
@@ -231,7 +232,10 @@ pub async fn run_router(
             bus: shared.clone(),
             metrics: metrics.clone(),
             http: Arc::new(NoHttpRoutes),
-            cfg: Arc::new(IngressConfig::default()),
+            cfg: Arc::new(IngressConfig {
+                token: token.clone(),
+                ..IngressConfig::default()
+            }),
             ready: ready.clone(),
             replays: None,
         };
@@ -289,6 +293,7 @@ pub async fn run_worker_process(
     routes: RouteSource,
     listen: SocketAddr,
     cache_dir: Option<PathBuf>,
+    token: Option<String>,
 ) -> Result<(), ProcessError> {
     if function.split_once('/').is_none() {
         return Err(ProcessError::setting(
@@ -312,7 +317,10 @@ pub async fn run_worker_process(
         bus: shared_bus.clone(),
         metrics: metrics.clone(),
         http: routes.clone(),
-        cfg: Arc::new(IngressConfig::default()),
+        cfg: Arc::new(IngressConfig {
+            token: token.clone(),
+            ..IngressConfig::default()
+        }),
         ready: ready.clone(),
         replays: None,
     };
