@@ -314,6 +314,18 @@ async fn publish(s: AppState, bus: String, headers: HeaderMap, body: Bytes) -> R
 }
 
 /// Bus names follow the same rule as in manifests (`spec.source.bus`).
+/// `namespace/name` from a path, each part a DNS label as Kubernetes names are: they become
+/// NATS subjects and consumer names, where `.`, `*`, `>` or spaces would reach other objects.
+fn trigger_id(ns: &str, name: &str) -> Result<String, Rejection> {
+    let mut problems = Vec::new();
+    sluice_api::validate::check_dns_label("namespace", ns, &mut problems);
+    sluice_api::validate::check_dns_label("name", name, &mut problems);
+    match problems.pop() {
+        None => Ok(format!("{ns}/{name}")),
+        Some(e) => Err(Rejection(StatusCode::BAD_REQUEST, e.to_string())),
+    }
+}
+
 fn check_bus_name(bus: &str) -> Result<(), Rejection> {
     let mut problems = Vec::new();
     sluice_api::validate::check_dns_label("bus", bus, &mut problems);
@@ -490,10 +502,14 @@ async fn invoke_http(
 }
 
 async fn dlq_list(State(s): State<AppState>, Path((ns, name)): Path<(String, String)>) -> Response {
-    match s.bus.dead_letters(&format!("{ns}/{name}")).await {
+    let id = match trigger_id(&ns, &name) {
+        Ok(id) => id,
+        Err(r) => return r.into_response(),
+    };
+    match s.bus.dead_letters(&id).await {
         Ok(list) => {
             let items: Vec<_> = list.iter().map(|d| d.to_event().to_json_value()).collect();
-            Json(json!({ "trigger": format!("{ns}/{name}"), "deadLetters": items })).into_response()
+            Json(json!({ "trigger": id, "deadLetters": items })).into_response()
         }
         Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
@@ -501,9 +517,13 @@ async fn dlq_list(State(s): State<AppState>, Path((ns, name)): Path<(String, Str
 
 /// A trigger's queue depth as the bus reports it (the autoscaling signal).
 async fn depth(State(s): State<AppState>, Path((ns, name)): Path<(String, String)>) -> Response {
-    match s.bus.depth(&format!("{ns}/{name}")).await {
+    let id = match trigger_id(&ns, &name) {
+        Ok(id) => id,
+        Err(r) => return r.into_response(),
+    };
+    match s.bus.depth(&id).await {
         Ok(d) => Json(json!({
-            "trigger": format!("{ns}/{name}"),
+            "trigger": id,
             "queued": d.queued,
             "inflight": d.inflight,
             "pending": d.pending(),
@@ -517,7 +537,11 @@ async fn dlq_redrive(
     State(s): State<AppState>,
     Path((ns, name)): Path<(String, String)>,
 ) -> Response {
-    match s.bus.redrive(&format!("{ns}/{name}")).await {
+    let id = match trigger_id(&ns, &name) {
+        Ok(id) => id,
+        Err(r) => return r.into_response(),
+    };
+    match s.bus.redrive(&id).await {
         Ok(n) => Json(json!({ "redriven": n })).into_response(),
         Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
@@ -527,7 +551,11 @@ async fn dlq_purge(
     State(s): State<AppState>,
     Path((ns, name)): Path<(String, String)>,
 ) -> Response {
-    match s.bus.purge(&format!("{ns}/{name}")).await {
+    let id = match trigger_id(&ns, &name) {
+        Ok(id) => id,
+        Err(r) => return r.into_response(),
+    };
+    match s.bus.purge(&id).await {
         Ok(n) => Json(json!({ "purged": n })).into_response(),
         Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
@@ -658,6 +686,25 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
         h
+    }
+
+    #[test]
+    fn trigger_ids_in_paths_are_dns_labels() {
+        assert_eq!(
+            trigger_id("shop", "paid-orders").unwrap(),
+            "shop/paid-orders"
+        );
+        for (ns, name, field) in [
+            ("shop", "a.b", "name"),
+            ("shop", "*", "name"),
+            ("sh op", "t", "namespace"),
+            ("shop", ">", "name"),
+            ("..", "t", "namespace"),
+        ] {
+            let Rejection(status, msg) = trigger_id(ns, name).unwrap_err();
+            assert_eq!(status, StatusCode::BAD_REQUEST);
+            assert!(msg.starts_with(field), "{ns}/{name}: {msg}");
+        }
     }
 
     #[test]
