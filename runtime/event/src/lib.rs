@@ -25,6 +25,17 @@ pub fn is_reserved_extension(name: &str) -> bool {
     name.starts_with("sluice")
 }
 
+/// Longest `id`, `source`, `type`, `subject`, `dataschema` or `datacontenttype` accepted from a
+/// producer (bytes). They become log fields, metric labels, NATS headers and dedupe keys.
+pub const MAX_ATTRIBUTE_BYTES: usize = 1024;
+/// Longest extension name and value accepted from a producer (bytes), and most extensions.
+pub const MAX_EXTENSION_NAME_BYTES: usize = 64;
+pub const MAX_EXTENSION_VALUE_BYTES: usize = 4096;
+pub const MAX_EXTENSIONS: usize = 64;
+/// W3C trace context bounds: `tracestate` at most 512 bytes of at most 32 members.
+const MAX_TRACESTATE_BYTES: usize = 512;
+const MAX_TRACESTATE_MEMBERS: usize = 32;
+
 /// A CloudEvents 1.0 event. `data` holds the payload bytes exactly as received (JSON text when
 /// the content type is JSON), so handlers see what the producer sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +60,106 @@ pub enum Extension {
     String(String),
     Integer(i64),
     Boolean(bool),
+}
+
+impl CloudEvent {
+    /// Refuses what a producer may not send although the format allows it: attributes over
+    /// their length bound, too many extensions, and a `traceparent` or `tracestate` that is not
+    /// W3C trace context. Events Sluice makes itself are not held to this.
+    pub fn check_bounds(&self) -> Result<(), EventError> {
+        let attrs = [
+            ("id", Some(&self.id)),
+            ("source", Some(&self.source)),
+            ("type", Some(&self.ty)),
+            ("subject", self.subject.as_ref()),
+            ("dataschema", self.dataschema.as_ref()),
+            ("datacontenttype", self.datacontenttype.as_ref()),
+        ];
+        for (name, v) in attrs {
+            if let Some(v) = v
+                && v.len() > MAX_ATTRIBUTE_BYTES
+            {
+                return Err(EventError::new(
+                    name,
+                    format!(
+                        "is {} bytes, over the {MAX_ATTRIBUTE_BYTES}-byte limit",
+                        v.len()
+                    ),
+                ));
+            }
+        }
+        if self.extensions.len() > MAX_EXTENSIONS {
+            return Err(EventError::new(
+                "extensions",
+                format!(
+                    "{} extension attributes, over the limit of {MAX_EXTENSIONS}",
+                    self.extensions.len()
+                ),
+            ));
+        }
+        for (name, v) in &self.extensions {
+            if name.len() > MAX_EXTENSION_NAME_BYTES {
+                return Err(EventError::new(
+                    name,
+                    format!("the name is over {MAX_EXTENSION_NAME_BYTES} bytes"),
+                ));
+            }
+            if let Extension::String(v) = v
+                && v.len() > MAX_EXTENSION_VALUE_BYTES
+            {
+                return Err(EventError::new(
+                    name,
+                    format!(
+                        "is {} bytes, over the {MAX_EXTENSION_VALUE_BYTES}-byte limit",
+                        v.len()
+                    ),
+                ));
+            }
+        }
+        if let Some(tp) = self.extensions.get("traceparent") {
+            check_traceparent(&tp.to_string())
+                .map_err(|reason| EventError::new("traceparent", reason))?;
+        }
+        if let Some(ts) = self.extensions.get("tracestate") {
+            let ts = ts.to_string();
+            let members = ts.split(',').filter(|m| !m.trim().is_empty()).count();
+            if ts.len() > MAX_TRACESTATE_BYTES || members > MAX_TRACESTATE_MEMBERS {
+                return Err(EventError::new(
+                    "tracestate",
+                    format!(
+                        "at most {MAX_TRACESTATE_BYTES} bytes of {MAX_TRACESTATE_MEMBERS} members (W3C trace context)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// W3C trace context: `VERSION-TRACEID-PARENTID-FLAGS`, lowercase hex of 2, 32, 16 and 2
+/// digits, ids not all zero, version not `ff` (a later version may append fields).
+pub fn check_traceparent(tp: &str) -> Result<(), String> {
+    let bad = || format!("{tp:?} is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)");
+    let parts: Vec<&str> = tp.split('-').collect();
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    if parts.len() < 4
+        || !hex(parts[0], 2)
+        || !hex(parts[1], 32)
+        || !hex(parts[2], 16)
+        || !hex(parts[3], 2)
+        || parts[0] == "ff"
+        || (parts[0] == "00" && parts.len() != 4)
+    {
+        return Err(bad());
+    }
+    if parts[1].bytes().all(|b| b == b'0') || parts[2].bytes().all(|b| b == b'0') {
+        return Err(format!("{tp:?}: trace and parent ids may not be all zeros"));
+    }
+    Ok(())
 }
 
 impl std::fmt::Display for Extension {
@@ -223,4 +334,76 @@ pub fn check_extension_name(name: &str) -> Result<(), EventError> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> CloudEvent {
+        let mut e = CloudEvent::new("1", "/s", "t");
+        e.extensions.insert(
+            "traceparent".into(),
+            Extension::String("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+        );
+        e
+    }
+
+    #[test]
+    fn producer_bounds_name_the_attribute() {
+        assert_eq!(event().check_bounds(), Ok(()));
+        let mut long_id = event();
+        long_id.id = "x".repeat(MAX_ATTRIBUTE_BYTES + 1);
+        assert_eq!(long_id.check_bounds().unwrap_err().attribute, "id");
+        let mut long_ext = event();
+        long_ext
+            .extensions
+            .insert("region".into(), Extension::String("é".repeat(3000)));
+        assert_eq!(long_ext.check_bounds().unwrap_err().attribute, "region");
+        let mut many = event();
+        for i in 0..MAX_EXTENSIONS {
+            many.extensions
+                .insert(format!("x{i}"), Extension::Integer(1));
+        }
+        assert_eq!(many.check_bounds().unwrap_err().attribute, "extensions");
+        for tp in [
+            "00-abc",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            let mut e = event();
+            e.extensions
+                .insert("traceparent".into(), Extension::String(tp.into()));
+            assert_eq!(
+                e.check_bounds().unwrap_err().attribute,
+                "traceparent",
+                "{tp}"
+            );
+        }
+        let mut future = event();
+        future.extensions.insert(
+            "traceparent".into(),
+            Extension::String(
+                "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more".into(),
+            ),
+        );
+        assert_eq!(
+            future.check_bounds(),
+            Ok(()),
+            "a later version may add fields"
+        );
+        let mut state = event();
+        state.extensions.insert(
+            "tracestate".into(),
+            Extension::String(
+                (0..40)
+                    .map(|i| format!("k{i}=v"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+        );
+        assert_eq!(state.check_bounds().unwrap_err().attribute, "tracestate");
+    }
 }

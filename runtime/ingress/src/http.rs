@@ -236,6 +236,13 @@ pub fn parse_events(
             );
             return Err(Rejection(StatusCode::BAD_REQUEST, msg));
         }
+        if let Err(err) = e.check_bounds() {
+            let msg = format!(
+                "event {i} ({}): {err}",
+                e.id.chars().take(64).collect::<String>()
+            );
+            return Err(Rejection(StatusCode::BAD_REQUEST, msg));
+        }
         if e.size() > max_event {
             let msg = format!(
                 "event {i} ({}) is {} bytes, over the {max_event}-byte limit",
@@ -256,6 +263,8 @@ fn ensure_traceparent(e: &mut CloudEvent, headers: &HeaderMap) {
     let tp = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
+        // A malformed header is not carried into the bus: a fresh trace starts instead.
+        .filter(|v| sluice_event::check_traceparent(v).is_ok())
         .map(str::to_owned)
         .unwrap_or_else(|| {
             // The thread's RNG, not a syscall per event as `Uuid::new_v4` makes. All-zero ids
