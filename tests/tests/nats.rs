@@ -392,3 +392,45 @@ fn a_workers_port_takes_the_same_token_as_the_ingress() {
     assert_eq!(depth.0, 401, "admin calls too");
     all_handled(sys, &["t-1".into()]);
 }
+
+/// A batch JetStream stores only in part (its second event is over the server's max_payload)
+/// is answered 503 naming which events are stored; the retry without the bad event stores the
+/// rest and finds the first a duplicate.
+#[test]
+fn a_partly_stored_batch_says_which_events_are_stored() {
+    let Tester { sys, .. } = &mut start();
+    sys.front.add_args(&["--max-event-bytes", "3000000"]);
+    sys.crash_and_restart_front();
+    let big = work("p-big", json!({"blob": "x".repeat(1_500_000)}));
+    let batch = [work("p-1", json!({})), big, work("p-2", json!({}))];
+    let post = |events: &[Value]| {
+        let (status, _, body) = sys
+            .request(
+                "POST",
+                "/buses/default/events",
+                &[("content-type", "application/cloudevents-batch+json")],
+                &serde_json::to_vec(events).unwrap(),
+            )
+            .unwrap();
+        (status, serde_json::from_slice::<Value>(&body).unwrap())
+    };
+    let (status, answer) = post(&batch);
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("1 of 3 events stored"),
+        "{answer}"
+    );
+    let events = answer["events"].as_array().unwrap();
+    assert!(events[0]["position"].as_u64().is_some(), "{answer}");
+    assert_eq!(events[1], json!({"id": "p-big", "stored": false}));
+    assert_eq!(events[2], json!({"id": "p-2", "stored": false}));
+    let (status, retry) = post(&[batch[0].clone(), batch[2].clone()]);
+    assert_eq!(status, 202, "{retry}");
+    assert_eq!(retry["events"][0]["duplicate"], true, "{retry}");
+    assert_eq!(retry["accepted"], 1, "{retry}");
+    let handled = all_handled(sys, &["p-1".into(), "p-2".into()]);
+    assert_eq!((handled["p-1"], handled["p-2"]), (1, 1), "{handled:?}");
+}

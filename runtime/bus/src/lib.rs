@@ -272,6 +272,13 @@ impl Depth {
 pub enum BusError {
     #[error("bus storage: {0}")]
     Storage(String),
+    /// Some events of a publish were stored and some not: `stored[i]` is event i's outcome,
+    /// `None` when it was not (fully) stored.
+    #[error("bus storage: {} of {} events stored: {reason}", stored.iter().flatten().count(), stored.len())]
+    Partial {
+        stored: Vec<Option<Published>>,
+        reason: String,
+    },
     #[error("bus {0:?} is unknown")]
     UnknownBus(String),
     #[error("the bus is shutting down")]

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sluice_event::{CloudEvent, EventError, Extension};
 
-use sluice_bus::{DEFAULT_BUS, Publish, Published, SharedBus, TriggerId};
+use sluice_bus::{BusError, DEFAULT_BUS, Publish, Published, SharedBus, TriggerId};
 use sluice_delivery::{
     SharedInvoker,
     metrics::Metrics,
@@ -315,6 +315,39 @@ async fn publish(s: AppState, bus: String, headers: HeaderMap, body: Bytes) -> R
             (
                 StatusCode::ACCEPTED,
                 Json(json!({ "bus": bus, "accepted": accepted, "events": results })),
+            )
+                .into_response()
+        }
+        Err(BusError::Partial { stored, reason }) => {
+            // Say which events are stored: a retry of the whole batch is deduplicated, but a
+            // producer that cannot retry must know what it may drop.
+            let results: Vec<_> = ids
+                .iter()
+                .zip(&stored)
+                .map(|(id, p)| match p {
+                    Some(Published::Appended(seq)) => json!({"id": id, "position": seq}),
+                    Some(Published::Duplicate) => json!({"id": id, "duplicate": true}),
+                    None => json!({"id": id, "stored": false}),
+                })
+                .collect();
+            let accepted = stored
+                .iter()
+                .filter(|p| matches!(p, Some(Published::Appended(_))))
+                .count();
+            s.metrics.events_in(&bus, accepted as u64);
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({
+                    "error": format!(
+                        "bus {bus}: {} of {} events stored: {reason}; retry the batch \
+                         (stored events are deduplicated)",
+                        stored.iter().flatten().count(),
+                        stored.len()
+                    ),
+                    "bus": bus,
+                    "accepted": accepted,
+                    "events": results,
+                })),
             )
                 .into_response()
         }

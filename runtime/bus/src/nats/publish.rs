@@ -76,55 +76,89 @@ impl NatsBus {
     }
 
     /// Routes each event with this process's table and stores it once per matched Trigger
-    /// (or once unrouted), then waits for every copy's publish ack.
+    /// (or once unrouted), then waits for every copy's publish ack. When some event could not
+    /// be stored, the error says which were ([`BusError::Partial`]): a producer retrying the
+    /// whole batch has the stored ones deduplicated.
     pub(super) async fn publish_all(
         &self,
         items: Vec<Publish>,
     ) -> Result<Vec<Published>, BusError> {
         let routes = self.routes();
         let mut pending = Vec::with_capacity(items.len());
+        let mut failed: Option<BusError> = None;
         for item in &items {
-            self.ensure_bus_once(&item.bus).await?;
-            let json = item.event.to_json();
-            let hits = routes.route(&item.bus, &json).map_err(|e| {
-                BusError::Storage(format!("routing event {:?}: {e}", item.event.id))
-            })?;
-            let accepted = now_ms().to_string();
-            let base_id = item.dedupe.then(|| dedupe_id(&item.event));
-            let payload = bytes::Bytes::from(json);
-            let mut acks = Vec::with_capacity(hits.len().max(1));
-            if hits.is_empty() {
-                let mut headers = HeaderMap::new();
-                headers.insert(ACCEPTED, accepted.as_str());
-                if let Some(id) = &base_id {
-                    headers.insert("Nats-Msg-Id", id.as_str());
+            match self.send_copies(routes.as_ref(), item).await {
+                Ok(acks) => pending.push(acks),
+                Err(e) => {
+                    // Nothing after a failed event is sent: the answer stays a prefix.
+                    failed = Some(e);
+                    break;
                 }
-                acks.push(
-                    self.send(names::unrouted_subject(&item.bus), headers, payload.clone())
-                        .await?,
-                );
             }
-            for (i, hit) in hits.iter().enumerate() {
-                let headers = copy_headers(&accepted, hit, i, base_id.as_deref());
-                let subject = trigger_subject(&item.bus, hit)?;
-                acks.push(self.send(subject, headers, payload.clone()).await?);
-            }
-            pending.push(acks);
         }
-        let mut out = Vec::with_capacity(pending.len());
+        let mut out = Vec::with_capacity(items.len());
         for acks in pending {
             // Duplicate only when every copy was: a producer's retry after the route table
             // gained a Trigger stores the new Trigger's copy and drops the others.
             let mut first = None;
+            let mut stored = true;
             for ack in acks {
-                let a = ack.await.map_err(nats_err)?;
-                if !a.duplicate && first.is_none() {
-                    first = Some(a.sequence);
+                match ack.await {
+                    Ok(a) if !a.duplicate && first.is_none() => first = Some(a.sequence),
+                    Ok(_) => {}
+                    Err(e) => {
+                        stored = false;
+                        failed.get_or_insert(nats_err(e));
+                    }
                 }
             }
-            out.push(first.map_or(Published::Duplicate, Published::Appended));
+            out.push(stored.then(|| first.map_or(Published::Duplicate, Published::Appended)));
         }
-        Ok(out)
+        match failed {
+            None => Ok(out.into_iter().flatten().collect()),
+            Some(e) => {
+                out.resize(items.len(), None);
+                Err(BusError::Partial {
+                    stored: out,
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Sends one event's copies (one per matched Trigger, or one unrouted); returns their
+    /// pending publish acks.
+    async fn send_copies(
+        &self,
+        routes: &dyn crate::Routes,
+        item: &Publish,
+    ) -> Result<Vec<jetstream::context::PublishAckFuture>, BusError> {
+        self.ensure_bus_once(&item.bus).await?;
+        let json = item.event.to_json();
+        let hits = routes
+            .route(&item.bus, &json)
+            .map_err(|e| BusError::Storage(format!("routing event {:?}: {e}", item.event.id)))?;
+        let accepted = now_ms().to_string();
+        let base_id = item.dedupe.then(|| dedupe_id(&item.event));
+        let payload = bytes::Bytes::from(json);
+        let mut acks = Vec::with_capacity(hits.len().max(1));
+        if hits.is_empty() {
+            let mut headers = HeaderMap::new();
+            headers.insert(ACCEPTED, accepted.as_str());
+            if let Some(id) = &base_id {
+                headers.insert("Nats-Msg-Id", id.as_str());
+            }
+            acks.push(
+                self.send(names::unrouted_subject(&item.bus), headers, payload.clone())
+                    .await?,
+            );
+        }
+        for (i, hit) in hits.iter().enumerate() {
+            let headers = copy_headers(&accepted, hit, i, base_id.as_deref());
+            let subject = trigger_subject(&item.bus, hit)?;
+            acks.push(self.send(subject, headers, payload.clone()).await?);
+        }
+        Ok(acks)
     }
 
     pub(super) async fn send(
