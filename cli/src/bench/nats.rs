@@ -44,6 +44,9 @@ pub struct NatsBenchArgs {
     /// Events per measurement.
     #[arg(long, default_value_t = 20_000)]
     pub events: usize,
+    /// The Function's `concurrency`: deliveries in flight in the worker.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
 }
 
 /// `(module (func (export "_start")))`: the smallest WASI command there is.
@@ -73,6 +76,8 @@ async fn bench(args: NatsBenchArgs) -> anyhow::Result<i32> {
     let run = format!("b{}", std::process::id());
     let bus = NatsBus::connect(NatsConfig::new(args.url.clone())).await?;
     let js = bus.jetstream().clone();
+    // The server's INFO (its version) is known once the connection is up.
+    bus.client().flush().await?;
     println!(
         "nats-server {} at {}",
         bus.client().server_info().version,
@@ -150,7 +155,10 @@ async fn sluice_path(bus: &NatsBus, run: &str, args: &NatsBenchArgs) -> anyhow::
         None => (TRIVIAL_COMMAND.to_vec(), "\nabi: command"),
     };
     let spec: sluice_api::FunctionSpec =
-        serde_yaml::from_str(&format!("module: {{path: x}}\nconcurrency: 64{abi}"))?;
+        serde_yaml::from_str(&format!(
+            "module: {{path: x}}\nconcurrency: {}{abi}",
+            args.concurrency
+        ))?;
     let engine = sluice_host::Engine::new(sluice_host::EngineConfig::default())?;
     let cfg = sluice_host::HandlerConfig::from_spec("bench", "work", &spec, Vec::new());
     let handler = tokio::task::spawn_blocking(move || engine.load(&wasm, cfg)).await??;
@@ -185,7 +193,7 @@ async fn sluice_path(bus: &NatsBus, run: &str, args: &NatsBenchArgs) -> anyhow::
     let func: SharedFunction = Arc::new(RwLock::new(Arc::new(FunctionRuntime {
         id: "bench/work".into(),
         invoker: Arc::new(HostInvoker(handler)),
-        concurrency: 64,
+        concurrency: args.concurrency,
         triggers: vec![TriggerRoute {
             id: trigger.clone(),
             retry: Default::default(),
@@ -226,6 +234,7 @@ async fn sluice_path(bus: &NatsBus, run: &str, args: &NatsBenchArgs) -> anyhow::
         })
     };
     publisher.await??;
+    let published = started.elapsed();
     let deadline = Instant::now() + Duration::from_secs(600);
     while metrics.delivered_count(&trigger) < args.events as u64 {
         anyhow::ensure!(
@@ -237,6 +246,11 @@ async fn sluice_path(bus: &NatsBus, run: &str, args: &NatsBenchArgs) -> anyhow::
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let rate = args.events as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "  (all published after {:.2}s, all handled after {:.2}s)",
+        published.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
     desired.send_replace(0);
     bus.unconfigure_queue(&trigger);
     Ok(rate)

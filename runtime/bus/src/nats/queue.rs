@@ -123,7 +123,7 @@ impl NatsBus {
                 consumers,
             }),
         );
-        self.start_doorbell(trigger, &cfg.bus, ns, name).await
+        self.start_doorbell(trigger, ns, name).await
     }
 
     /// Forgets a trigger's queue in this process (its consumers stay for a comeback).
@@ -147,22 +147,18 @@ impl NatsBus {
         })
     }
 
-    /// A plain subscription on the trigger's subjects: every copy routed to it rings it, so
-    /// idle workers wake at once instead of polling.
-    async fn start_doorbell(
-        &self,
-        trigger: &str,
-        bus: &str,
-        ns: &str,
-        name: &str,
-    ) -> Result<(), BusError> {
+    /// A plain subscription on the trigger's ring subject: publishers ring it after storing
+    /// events for it (once per publish call), so idle workers wake at once instead of polling.
+    /// (Subscribing to the stored subjects themselves did the same but had the server send
+    /// every body twice.)
+    async fn start_doorbell(&self, trigger: &str, ns: &str, name: &str) -> Result<(), BusError> {
         if lock(&self.0.doorbells).contains_key(trigger) {
             return Ok(());
         }
         let mut sub = self
             .0
             .client
-            .subscribe(names::trigger_subjects(bus, ns, name))
+            .subscribe(names::ring_subject(ns, name))
             .await
             .map_err(nats_err)?;
         let inner = Arc::downgrade(&self.0);
@@ -182,8 +178,10 @@ impl NatsBus {
     /// (source, id) and the trigger, so the same event enqueued twice is stored once.
     pub async fn enqueue_all(&self, items: Vec<Enqueue>, dedupe: bool) -> Result<(), BusError> {
         let mut acks = Vec::with_capacity(items.len());
+        let mut rung = std::collections::BTreeSet::new();
         for item in items {
             self.ensure_bus_once(&item.bus).await?;
+            rung.insert(item.trigger.clone());
             let mut base_id = dedupe.then(|| super::dedupe_id(&item.event));
             if let (Some(id), Some(replay)) = (&mut base_id, &item.replay) {
                 // Deduplicated within its replay (a replay resumed under the same name stores
@@ -214,7 +212,22 @@ impl NatsBus {
         for ack in acks {
             ack.await.map_err(nats_err)?;
         }
+        self.ring(rung).await;
         Ok(())
+    }
+
+    /// Rings each trigger's doorbell once (see [`Self::start_doorbell`]). Best effort: a
+    /// worker that misses it finds the events at its next poll.
+    pub(super) async fn ring(&self, triggers: std::collections::BTreeSet<String>) {
+        for t in triggers {
+            if let Ok((ns, name)) = split_id(&t) {
+                let _ = self
+                    .0
+                    .client
+                    .publish(names::ring_subject(ns, name), bytes::Bytes::new())
+                    .await;
+            }
+        }
     }
 
     pub(super) async fn lease_now(
