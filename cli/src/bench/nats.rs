@@ -154,11 +154,10 @@ async fn sluice_path(bus: &NatsBus, run: &str, args: &NatsBenchArgs) -> anyhow::
         ),
         None => (TRIVIAL_COMMAND.to_vec(), "\nabi: command"),
     };
-    let spec: sluice_api::FunctionSpec =
-        serde_yaml::from_str(&format!(
-            "module: {{path: x}}\nconcurrency: {}{abi}",
-            args.concurrency
-        ))?;
+    let spec: sluice_api::FunctionSpec = serde_yaml::from_str(&format!(
+        "module: {{path: x}}\nconcurrency: {}{abi}",
+        args.concurrency
+    ))?;
     let engine = sluice_host::Engine::new(sluice_host::EngineConfig::default())?;
     let cfg = sluice_host::HandlerConfig::from_spec("bench", "work", &spec, Vec::new());
     let handler = tokio::task::spawn_blocking(move || engine.load(&wasm, cfg)).await??;
