@@ -76,16 +76,8 @@ impl CloudEvent {
             ("datacontenttype", self.datacontenttype.as_ref()),
         ];
         for (name, v) in attrs {
-            if let Some(v) = v
-                && v.len() > MAX_ATTRIBUTE_BYTES
-            {
-                return Err(EventError::new(
-                    name,
-                    format!(
-                        "is {} bytes, over the {MAX_ATTRIBUTE_BYTES}-byte limit",
-                        v.len()
-                    ),
-                ));
+            if let Some(v) = v {
+                within(name, v, MAX_ATTRIBUTE_BYTES)?;
             }
         }
         if self.extensions.len() > MAX_EXTENSIONS {
@@ -104,16 +96,8 @@ impl CloudEvent {
                     format!("the name is over {MAX_EXTENSION_NAME_BYTES} bytes"),
                 ));
             }
-            if let Extension::String(v) = v
-                && v.len() > MAX_EXTENSION_VALUE_BYTES
-            {
-                return Err(EventError::new(
-                    name,
-                    format!(
-                        "is {} bytes, over the {MAX_EXTENSION_VALUE_BYTES}-byte limit",
-                        v.len()
-                    ),
-                ));
+            if let Extension::String(v) = v {
+                within(name, v, MAX_EXTENSION_VALUE_BYTES)?;
             }
         }
         if let Some(tp) = self.extensions.get("traceparent") {
@@ -134,6 +118,17 @@ impl CloudEvent {
         }
         Ok(())
     }
+}
+
+/// Refuses attribute `name` when its value `v` is over `max` bytes.
+fn within(name: &str, v: &str, max: usize) -> Result<(), EventError> {
+    if v.len() > max {
+        return Err(EventError::new(
+            name,
+            format!("is {} bytes, over the {max}-byte limit", v.len()),
+        ));
+    }
+    Ok(())
 }
 
 /// W3C trace context: `VERSION-TRACEID-PARENTID-FLAGS`, lowercase hex of 2, 32, 16 and 2
