@@ -43,25 +43,39 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         bail!("--trigger {}: expected NAMESPACE/NAME", t.trigger);
     }
     let path = format!("/admin/triggers/{ns}/{name}/dlq{suffix}");
-    let resp = client::runtime()?.block_on(client::send(
-        method,
-        &t.url,
-        &path,
-        t.token.as_deref(),
-        &[],
-        Vec::new(),
-    ))?;
+    let rt = client::runtime()?;
+    let call = |path: String| {
+        rt.block_on(client::send(
+            method.clone(),
+            &t.url,
+            &path,
+            t.token.as_deref(),
+            &[],
+            Vec::new(),
+        ))
+    };
+    let resp = call(path.clone())?;
     if resp.status != 200 {
         eprintln!("dlq: {} {}", resp.status, resp.text().trim());
         return Ok(1);
     }
-    let v: serde_json::Value = serde_json::from_slice(&resp.body)?;
+    let mut v: serde_json::Value = serde_json::from_slice(&resp.body)?;
     match &args.action {
-        Action::List(_) => {
+        Action::List(_) => loop {
             for d in v["deadLetters"].as_array().into_iter().flatten() {
                 println!("{d}");
             }
-        }
+            // The server answers in pages; follow them to the end.
+            let Some(next) = v["next"].as_u64() else {
+                break;
+            };
+            let resp = call(format!("{path}?offset={next}"))?;
+            if resp.status != 200 {
+                eprintln!("dlq: {} {}", resp.status, resp.text().trim());
+                return Ok(1);
+            }
+            v = serde_json::from_slice(&resp.body)?;
+        },
         Action::Redrive(_) => println!("redriven {}", v["redriven"]),
         Action::Purge(_) => println!("purged {}", v["purged"]),
     }

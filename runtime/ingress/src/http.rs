@@ -543,15 +543,43 @@ async fn invoke_http(
     }
 }
 
-async fn dlq_list(State(s): State<AppState>, Path((ns, name)): Path<(String, String)>) -> Response {
+/// Most dead letters in one answer of `GET …/dlq`: a trigger with a million of them must not
+/// make the server build a million-item response.
+const DLQ_PAGE_MAX: usize = 1000;
+
+#[derive(Deserialize)]
+struct PageQuery {
+    /// Skip this many (oldest first).
+    offset: Option<usize>,
+    /// At most this many, up to [`DLQ_PAGE_MAX`].
+    limit: Option<usize>,
+}
+
+/// `GET …/dlq?offset=N&limit=L`: a page of a trigger's dead letters, oldest first; `next` is
+/// the offset of the following page while there is one.
+async fn dlq_list(
+    State(s): State<AppState>,
+    Path((ns, name)): Path<(String, String)>,
+    Query(q): Query<PageQuery>,
+) -> Response {
     let id = match trigger_id(&ns, &name) {
         Ok(id) => id,
         Err(r) => return r.into_response(),
     };
+    let offset = q.offset.unwrap_or(0);
+    let limit = q.limit.unwrap_or(DLQ_PAGE_MAX).clamp(1, DLQ_PAGE_MAX);
     match s.bus.dead_letters(&id).await {
         Ok(list) => {
-            let items: Vec<_> = list.iter().map(|d| d.to_event().to_json_value()).collect();
-            Json(json!({ "trigger": id, "deadLetters": items })).into_response()
+            let items: Vec<_> = list
+                .iter()
+                .skip(offset)
+                .take(limit)
+                .map(|d| d.to_event().to_json_value())
+                .collect();
+            let end = offset.saturating_add(items.len());
+            let next = (end < list.len()).then_some(end);
+            Json(json!({ "trigger": id, "total": list.len(), "next": next, "deadLetters": items }))
+                .into_response()
         }
         Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
@@ -747,6 +775,72 @@ mod tests {
             assert_eq!(status, StatusCode::BAD_REQUEST);
             assert!(msg.starts_with(field), "{ns}/{name}: {msg}");
         }
+    }
+
+    #[tokio::test]
+    async fn dead_letters_are_listed_in_bounded_pages() {
+        use sluice_bus::{
+            DeadLetter,
+            embedded::{EmbeddedBus, EmbeddedConfig},
+        };
+        use tower::ServiceExt;
+        let dir = tempfile::tempdir().unwrap();
+        let bus: SharedBus = Arc::new(EmbeddedBus::open(EmbeddedConfig::new(dir.path())).unwrap());
+        for seq in 1..=3 {
+            let dead = DeadLetter {
+                trigger: "shop/t".into(),
+                seq,
+                reason: "fatal".into(),
+                attempts: 1,
+                last_error: "no".into(),
+                at_ms: 0,
+                event: CloudEvent::new(format!("e{seq}"), "/s", "t"),
+            };
+            bus.dead_letter(dead, None, None).await.unwrap();
+        }
+        let state = AppState {
+            bus,
+            metrics: Metrics::new(),
+            http: Arc::new(NoHttpRoutes),
+            cfg: Arc::new(IngressConfig::default()),
+            ready: Arc::new(AtomicBool::new(true)),
+            replays: None,
+        };
+        let page = |q: &str| {
+            let req = Request::builder()
+                .uri(format!("/admin/triggers/shop/t/dlq{q}"))
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let app = app(state.clone());
+            async move {
+                let resp = app.oneshot(req).await.unwrap();
+                assert_eq!(resp.status(), StatusCode::OK);
+                let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+            }
+        };
+        let first = page("?limit=2").await;
+        let ids: Vec<&str> = first["deadLetters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            (ids, &first["total"], &first["next"]),
+            (vec!["e1", "e2"], &json!(3), &json!(2))
+        );
+        let last = page("?offset=2&limit=2").await;
+        assert_eq!(last["deadLetters"][0]["id"], "e3");
+        assert_eq!(last["next"], serde_json::Value::Null);
+        let all = page("?limit=1000000").await;
+        assert_eq!(
+            all["deadLetters"].as_array().unwrap().len(),
+            3,
+            "the cap only bounds"
+        );
     }
 
     #[test]
