@@ -479,10 +479,21 @@ impl Handler {
     }
 }
 
-fn arm_deadline<T>(store: &mut Store<T>, ticks: Option<u64>) {
+/// A guest that computes gives its thread back at every epoch tick (10 ms), so other
+/// invocations on the same executor thread keep running; once `ticks` have passed it traps
+/// (the timeout).
+fn arm_deadline<T: 'static>(store: &mut Store<T>, ticks: Option<u64>) {
     if let Some(ticks) = ticks {
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        let mut left = ticks;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            left = left.saturating_sub(1);
+            if left == 0 {
+                Err(wasmtime::Trap::Interrupt.into())
+            } else {
+                Ok(wasmtime::UpdateDeadline::Yield(1))
+            }
+        });
     }
 }
 

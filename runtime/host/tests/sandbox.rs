@@ -61,6 +61,31 @@ async fn infinite_loop_times_out() {
     assert_eq!(isolated(&e, &p1, "loop", "").await.reason(), "timeout");
 }
 
+/// On one executor thread, a guest computing forever yields at every epoch tick: another
+/// invocation on that thread completes while it still runs, and it still times out.
+#[tokio::test(flavor = "current_thread")]
+async fn a_spinning_guest_does_not_hold_its_thread() {
+    let e = engine();
+    let mut cfg = config("loop");
+    cfg.timeout = Duration::from_secs(2);
+    let spinner = load(&e, probe(), cfg);
+    let good = load(&e, probe(), config("good"));
+    let bad = tokio::spawn(async move { spinner.handle(&event("loop", "")).await });
+    // The spinner runs first, while this task sleeps.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let r = good
+        .handle(&event("ok", "beside"))
+        .await
+        .expect("good handler");
+    assert_eq!(r[0].data.as_deref(), Some(&b"beside"[..]));
+    assert!(
+        !bad.is_finished(),
+        "the spinner had finished first: it held the thread until its timeout"
+    );
+    let f = bad.await.expect("no panic").expect_err("the spinner fails");
+    assert_eq!(f.reason(), "timeout");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocking_in_the_host_times_out() {
     let e = engine();
