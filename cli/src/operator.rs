@@ -92,6 +92,10 @@ pub struct FetchArgs {
     /// OCI registries spoken to over plain HTTP. Repeatable.
     #[arg(long = "oci-plain-http", value_name = "REGISTRY")]
     pub oci_plain_http: Vec<String>,
+    /// A host modules may come from although it is a loopback or link-local address (those
+    /// are refused by default, as are redirects to another scheme). Repeatable.
+    #[arg(long = "allow-host", value_name = "HOST")]
+    pub allow_hosts: Vec<String>,
     /// Keep retrying network failures this long (seconds).
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
@@ -146,6 +150,7 @@ pub fn run_module(cmd: Module) -> anyhow::Result<i32> {
         &args.sha256,
         &args.out,
         &args.oci_plain_http,
+        &args.allow_hosts,
         deadline,
     )) {
         Ok(bytes) => {

@@ -310,6 +310,9 @@ pub fn worker_deployment(f: &Function, module: &ResolvedModule, settings: &Setti
             for registry in &settings.oci_plain_http {
                 fetch_args.extend(["--oci-plain-http".into(), registry.clone()]);
             }
+            for host in &settings.module_allow_hosts {
+                fetch_args.extend(["--allow-host".into(), host.clone()]);
+            }
             init_containers.push(Container {
                 name: "fetch-module".into(),
                 image: Some(settings.image.clone()),

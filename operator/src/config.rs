@@ -62,6 +62,11 @@ pub struct Config {
     /// OCI registries spoken to over plain HTTP (a local test registry, say). Repeatable.
     #[arg(long = "oci-plain-http", value_name = "REGISTRY")]
     pub oci_plain_http: Vec<String>,
+    /// A host `spec.module` may name although it is a loopback or link-local address (refused
+    /// by default, so a Function cannot make the operator or a worker reach its node's
+    /// services or the cloud metadata address). Repeatable.
+    #[arg(long = "module-allow-host", value_name = "HOST")]
+    pub module_allow_hosts: Vec<String>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -79,6 +84,8 @@ pub struct Settings {
     pub nats_url: String,
     pub nats_creds_secret: Option<String>,
     pub oci_plain_http: Vec<String>,
+    /// Hosts modules may come from although loopback or link-local (`--module-allow-host`).
+    pub module_allow_hosts: Vec<String>,
     /// The route table workers follow (`--routes-bucket`): they publish replies and dead
     /// letters, and a publisher stores each event once per Trigger it matches.
     pub routes_bucket: String,
@@ -93,6 +100,7 @@ impl Settings {
             nats_url: c.nats_url.clone(),
             nats_creds_secret: c.nats_creds_secret.clone(),
             oci_plain_http: c.oci_plain_http.clone(),
+            module_allow_hosts: c.module_allow_hosts.clone(),
             routes_bucket: c.routes_bucket.clone(),
         }
     }
@@ -107,6 +115,7 @@ impl Default for Settings {
             nats_url: "nats://nats:4222".into(),
             nats_creds_secret: None,
             oci_plain_http: Vec::new(),
+            module_allow_hosts: Vec::new(),
             routes_bucket: sluice_api::jetstream::ROUTES_BUCKET.into(),
         }
     }

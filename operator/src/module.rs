@@ -95,14 +95,18 @@ impl ModuleError {
 pub struct Resolver {
     http: reqwest::Client,
     oci: oci_client::Client,
+    /// Hosts allowed although they are loopback or link-local (see [`NetGuard`]).
+    guard: NetGuard,
     verified_urls: Mutex<HashSet<(String, String)>>,
 }
 
 impl Resolver {
-    pub fn new(oci_plain_http: &[String]) -> Self {
+    pub fn new(oci_plain_http: &[String], allow_hosts: &[String]) -> Self {
+        let guard = NetGuard::new(allow_hosts, oci_plain_http);
         Self {
-            http: http_client(),
+            http: http_client(&guard),
             oci: oci_client(oci_plain_http),
+            guard,
             verified_urls: Mutex::default(),
         }
     }
@@ -128,7 +132,7 @@ impl Resolver {
                     .map(|v| v.contains(&key))
                     .unwrap_or(false);
                 if !known {
-                    download(&self.http, url, sha).await?;
+                    download(&self.http, &self.guard, url, sha).await?;
                     if let Ok(mut v) = self.verified_urls.lock() {
                         v.insert(key);
                     }
@@ -199,6 +203,7 @@ impl Resolver {
                 oci: Some(reference),
                 ..
             } => {
+                check_registry(&self.guard, reference).await?;
                 let (pinned, layer_sha) = resolve_oci(&self.oci, reference).await?;
                 Ok(ResolvedModule {
                     sha256: layer_sha,
@@ -219,12 +224,125 @@ impl Resolver {
     }
 }
 
-fn http_client() -> reqwest::Client {
+/// Where modules may be fetched from. Loopback, link-local (the cloud metadata service at
+/// 169.254.169.254), unspecified and multicast addresses are refused unless their host is
+/// allowed (`--allow-host`, and the registries given as plain-HTTP ones): a Function's
+/// `spec.module.url` must not make the operator or a worker pod reach their own node's
+/// services. Private ranges are allowed: in-cluster registries and file servers live there.
+#[derive(Clone, Debug, Default)]
+pub struct NetGuard {
+    allowed: Vec<String>,
+}
+
+impl NetGuard {
+    pub fn new(allow_hosts: &[String], plain_http: &[String]) -> Self {
+        let host = |h: &String| {
+            h.rsplit_once(':')
+                .filter(|(_, port)| port.parse::<u16>().is_ok())
+                .map_or(h.as_str(), |(host, _)| host)
+                .trim_matches(|c| c == '[' || c == ']')
+                .to_ascii_lowercase()
+        };
+        Self {
+            allowed: allow_hosts.iter().chain(plain_http).map(host).collect(),
+        }
+    }
+
+    fn allows(&self, host: &str) -> bool {
+        let host = host
+            .trim_matches(|c| c == '[' || c == ']')
+            .to_ascii_lowercase();
+        self.allowed.contains(&host)
+    }
+
+    /// Refuses `host` when it is, or resolves only to, an address modules may not come from.
+    pub async fn check(&self, host: &str, port: u16) -> Result<(), String> {
+        if self.allows(host) {
+            return Ok(());
+        }
+        let bare = host.trim_matches(|c| c == '[' || c == ']');
+        if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+            return refuse_internal(host, ip);
+        }
+        let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((bare, port))
+            .await
+            .map_err(|e| format!("resolving {host}: {e}"))?
+            .collect();
+        match addrs.iter().find(|a| !internal(a.ip())) {
+            Some(_) => Ok(()),
+            None => refuse_internal(
+                host,
+                addrs
+                    .first()
+                    .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip()),
+            ),
+        }
+    }
+}
+
+/// Loopback, link-local, unspecified or multicast.
+pub fn internal(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() || v4.is_multicast()
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| internal(IpAddr::V4(v4)))
+        }
+    }
+}
+
+fn refuse_internal(host: &str, ip: std::net::IpAddr) -> Result<(), String> {
+    if internal(ip) {
+        Err(format!(
+            "{host} is {ip}, a loopback or link-local address modules may not come from \
+             (allow it with --allow-host {host})"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn http_client(guard: &NetGuard) -> reqwest::Client {
     crate::install_crypto_provider();
+    let guard = guard.clone();
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(120))
         .user_agent(concat!("sluice-operator/", env!("CARGO_PKG_VERSION")))
+        // At most 5 redirects, never to another scheme (an https URL must not be served over
+        // plain HTTP) nor to a refused address written as an IP.
+        .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+            let first = attempt.previous().first().map(|u| u.scheme().to_owned());
+            let to = attempt.url();
+            if attempt.previous().len() >= 5 {
+                return attempt.error("more than 5 redirects");
+            }
+            if first.as_deref().is_some_and(|s| s != to.scheme()) {
+                let msg = format!("redirect to another scheme: {to}");
+                return attempt.error(msg);
+            }
+            let literal = to.host_str().and_then(|h| {
+                h.trim_matches(|c| c == '[' || c == ']')
+                    .parse::<std::net::IpAddr>()
+                    .ok()
+            });
+            if let Some(ip) = literal
+                && internal(ip)
+                && !guard.allows(to.host_str().unwrap_or_default())
+            {
+                let msg = format!("redirect to {ip}, a loopback or link-local address");
+                return attempt.error(msg);
+            }
+            attempt.follow()
+        }))
         .build()
         .unwrap_or_else(|_| reqwest::Client::new())
 }
@@ -247,16 +365,41 @@ fn oci_client(plain_http: &[String]) -> oci_client::Client {
 /// Downloads `url`, refusing anything over [`MAX_MODULE_BYTES`] or whose SHA-256 is not `sha`.
 pub async fn download(
     http: &reqwest::Client,
+    guard: &NetGuard,
     url: &str,
     sha: &str,
 ) -> Result<Vec<u8>, ModuleError> {
     let fail = |reason, msg: String, transient| ModuleError::new(reason, msg, transient);
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| fail("InvalidUrl", format!("spec.module.url: {url}: {e}"), false))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(fail(
+            "InvalidUrl",
+            format!("spec.module.url: {url}: only http and https"),
+            false,
+        ));
+    }
+    let host = parsed.host_str().unwrap_or_default();
+    let port = parsed.port_or_known_default().unwrap_or(443);
+    // Resolved addresses are checked here; an address reached through DNS rebinding after
+    // this check is the gap left (NetworkPolicies close it on a cluster).
+    guard
+        .check(host, port)
+        .await
+        .map_err(|e| fail("ForbiddenAddress", format!("spec.module.url: {e}"), false))?;
     let mut resp = http.get(url).send().await.map_err(|e| {
-        fail(
-            "DownloadFailed",
-            format!("spec.module.url: GET {url}: {e}"),
-            true,
-        )
+        // The reason sits in the error's sources (a refused redirect says why there).
+        let mut msg = format!("spec.module.url: GET {url}: {e}");
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            msg.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        if e.is_redirect() {
+            fail("ForbiddenRedirect", msg, false)
+        } else {
+            fail("DownloadFailed", msg, true)
+        }
     })?;
     if !resp.status().is_success() {
         return Err(fail(
@@ -293,6 +436,21 @@ pub async fn download(
         ));
     }
     Ok(body)
+}
+
+/// Refuses an OCI reference whose registry is a loopback or link-local address (see
+/// [`NetGuard`]).
+async fn check_registry(guard: &NetGuard, reference: &str) -> Result<(), ModuleError> {
+    let r = parse_reference(reference)?;
+    let registry = r.resolve_registry();
+    let (host, port) = match registry.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => (h, p.parse().unwrap_or(443)),
+        _ => (registry, 443),
+    };
+    guard
+        .check(host, port)
+        .await
+        .map_err(|e| ModuleError::new("ForbiddenAddress", format!("spec.module.oci: {e}"), false))
 }
 
 fn parse_reference(reference: &str) -> Result<Reference, ModuleError> {
@@ -461,14 +619,19 @@ pub async fn fetch(
     sha: &str,
     out: &Path,
     plain_http: &[String],
+    allow_hosts: &[String],
     deadline: Duration,
 ) -> Result<u64, ModuleError> {
     let started = Instant::now();
     let mut delay = Duration::from_millis(500);
+    let guard = NetGuard::new(allow_hosts, plain_http);
     let bytes = loop {
         let attempt = match source {
-            FetchSource::Url(url) => download(&http_client(), url, sha).await,
-            FetchSource::Oci(r) => pull_oci(&oci_client(plain_http), r, sha).await,
+            FetchSource::Url(url) => download(&http_client(&guard), &guard, url, sha).await,
+            FetchSource::Oci(r) => match check_registry(&guard, r).await {
+                Ok(()) => pull_oci(&oci_client(plain_http), r, sha).await,
+                Err(e) => Err(e),
+            },
         };
         match attempt {
             Ok(b) => break b,

@@ -186,7 +186,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
             },
         ),
         metrics: metrics.clone(),
-        modules: Resolver::new(&config.oci_plain_http),
+        modules: Resolver::new(&config.oci_plain_http, &config.module_allow_hosts),
         queues: Some(queues),
         routes_changed,
         routes: Some(routes),

@@ -142,6 +142,8 @@ impl Operator {
             .args(["--identity", "it-operator"])
             // Its own route table: other tests share this NATS.
             .args(["--routes-bucket", &routes_bucket()])
+            // The test serves url modules on loopback, which is refused by default.
+            .args(["--module-allow-host", "127.0.0.1"])
             .stderr(Stdio::inherit())
             .spawn()?;
         Ok(Self {

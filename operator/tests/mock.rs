@@ -70,7 +70,7 @@ fn context(functions: Vec<Function>, triggers: Vec<Trigger>) -> (Arc<Context>, A
         triggers: store(triggers),
         functions: store(functions),
         metrics: Arc::new(Metrics::default()),
-        modules: Resolver::new(&[]),
+        modules: Resolver::new(&[], &["127.0.0.1".into()]),
         queues: None,
         routes_changed: Arc::new(Notify::new()),
         routes: None,

@@ -12,7 +12,7 @@ use axum::{
 };
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use sluice_operator::module::{FetchSource, download, fetch, resolve_oci};
+use sluice_operator::module::{FetchSource, NetGuard, download, fetch, resolve_oci};
 
 const MODULE: &[u8] = b"\0asm\x01\0\0\0\x01\x04\x01\x60\0\0";
 
@@ -74,26 +74,38 @@ async fn url_modules_are_verified_and_written_atomically() {
     let addr = serve(Router::new().route("/m.wasm", get(|| async { MODULE.to_vec() }))).await;
     let url = format!("http://{addr}/m.wasm");
     let http = reqwest::Client::new();
-    assert_eq!(download(&http, &url, &sha(MODULE)).await.unwrap(), MODULE);
-    let e = download(&http, &url, &"0".repeat(64)).await.unwrap_err();
+    let local = NetGuard::new(&["127.0.0.1".into()], &[]);
+    assert_eq!(
+        download(&http, &local, &url, &sha(MODULE)).await.unwrap(),
+        MODULE
+    );
+    let e = download(&http, &local, &url, &"0".repeat(64))
+        .await
+        .unwrap_err();
     assert_eq!(e.reason, "DigestMismatch");
     assert!(
         e.message.starts_with("spec.module.sha256: "),
         "{}",
         e.message
     );
-    let e = download(&http, &format!("http://{addr}/missing"), &sha(MODULE))
-        .await
-        .unwrap_err();
+    let e = download(
+        &http,
+        &local,
+        &format!("http://{addr}/missing"),
+        &sha(MODULE),
+    )
+    .await
+    .unwrap_err();
     assert_eq!((e.reason, e.transient), ("DownloadFailed", true));
 
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("module/module.wasm");
     let n = fetch(
-        &FetchSource::Url(url),
+        &FetchSource::Url(url.clone()),
         &sha(MODULE),
         &out,
         &[],
+        &["127.0.0.1".into()],
         Duration::from_secs(5),
     )
     .await
@@ -101,6 +113,83 @@ async fn url_modules_are_verified_and_written_atomically() {
     assert_eq!(n, MODULE.len() as u64);
     assert_eq!(std::fs::read(&out).unwrap(), MODULE);
     assert!(!out.with_extension("partial").exists());
+}
+
+/// Loopback and link-local module sources are refused unless allowed, by address or by a
+/// name resolving there, and a redirect may not change the scheme.
+#[tokio::test]
+async fn module_sources_on_loopback_or_link_local_and_scheme_changes_are_refused() {
+    sluice_operator::install_crypto_provider();
+    let addr = serve(
+        Router::new()
+            .route("/m.wasm", get(|| async { MODULE.to_vec() }))
+            .route(
+                "/to-https",
+                get(|| async {
+                    (
+                        StatusCode::FOUND,
+                        [(header::LOCATION, "https://example.invalid/m.wasm")],
+                    )
+                }),
+            ),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.wasm");
+    let fetch_from = |url: String, allow: Vec<String>| {
+        let out = out.clone();
+        async move {
+            fetch(
+                &FetchSource::Url(url),
+                &sha(MODULE),
+                &out,
+                &[],
+                &allow,
+                Duration::from_secs(1),
+            )
+            .await
+        }
+    };
+    let port = addr.rsplit_once(':').unwrap().1.to_owned();
+    for url in [
+        format!("http://{addr}/m.wasm"),
+        format!("http://localhost:{port}/m.wasm"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        "http://[::1]/m.wasm".to_owned(),
+    ] {
+        let e = fetch_from(url.clone(), Vec::new()).await.unwrap_err();
+        assert_eq!(
+            (e.reason, e.transient),
+            ("ForbiddenAddress", false),
+            "{url}: {}",
+            e.message
+        );
+        assert!(e.message.contains("--allow-host"), "{}", e.message);
+    }
+    assert!(
+        fetch_from(format!("http://{addr}/m.wasm"), vec!["127.0.0.1".into()])
+            .await
+            .is_ok()
+    );
+    let e = fetch_from(format!("http://{addr}/to-https"), vec!["127.0.0.1".into()])
+        .await
+        .unwrap_err();
+    assert!(
+        e.message.contains("redirect to another scheme"),
+        "{}",
+        e.message
+    );
+    let e = fetch(
+        &FetchSource::Oci(format!("127.0.0.1:{port}/shop/invoice:1.0")),
+        &sha(MODULE),
+        &out,
+        &[],
+        &[],
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.reason, "ForbiddenAddress", "{}", e.message);
 }
 
 #[tokio::test]
@@ -128,6 +217,7 @@ async fn oci_modules_are_pinned_to_the_manifest_digest_and_pulled() {
         &layer,
         &out,
         &plain,
+        &[],
         Duration::from_secs(5),
     )
     .await
@@ -138,6 +228,7 @@ async fn oci_modules_are_pinned_to_the_manifest_digest_and_pulled() {
         &"0".repeat(64),
         &out,
         &plain,
+        &[],
         Duration::from_secs(5),
     )
     .await

@@ -217,6 +217,7 @@ fn url_and_oci_modules_are_fetched_by_an_init_container() {
     };
     let s = Settings {
         oci_plain_http: vec!["reg.local:5000".into()],
+        module_allow_hosts: vec!["127.0.0.1".into()],
         ..Default::default()
     };
     let d = worker_deployment(&f, &m, &s);
@@ -225,7 +226,16 @@ fn url_and_oci_modules_are_fetched_by_an_init_container() {
         .clone()
         .unwrap();
     assert_eq!(&args[2..4], ["--oci", "reg.local:5000/shop/i@sha256:ab"]);
-    assert_eq!(&args[8..], ["--oci-plain-http", "reg.local:5000"]);
+    assert_eq!(
+        &args[8..],
+        [
+            "--oci-plain-http",
+            "reg.local:5000",
+            "--allow-host",
+            "127.0.0.1"
+        ],
+        "the init container allows what the operator allows"
+    );
 }
 
 #[test]
