@@ -844,6 +844,26 @@ mod tests {
     }
 
     #[test]
+    fn deeply_nested_data_is_a_400_not_a_stack_overflow() {
+        let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+        let body =
+            format!(r#"{{"specversion":"1.0","id":"a","source":"/s","type":"t","data":{deep}}}"#);
+        for ct in [
+            "application/cloudevents+json",
+            "application/cloudevents-batch+json",
+        ] {
+            let body = if ct.contains("batch") {
+                format!("[{body}]")
+            } else {
+                body.clone()
+            };
+            let Rejection(status, msg) =
+                parse_events(&headers(ct), body.as_bytes(), 1 << 20).unwrap_err();
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{ct}: {msg}");
+        }
+    }
+
+    #[test]
     fn tokens_compare_whole() {
         assert!(same_secret(b"s3cret", b"s3cret"));
         for other in [&b""[..], b"s3cre", b"s3cret!", b"S3cret", b"s3creT"] {
