@@ -625,6 +625,55 @@ mod tests {
         );
     }
 
+    /// A replay cancelled before its first page enqueues nothing and says so; the name stays
+    /// taken; unknown names are 404s.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_cancelled_replay_stops_and_stays_listed() {
+        use sluice_bus::{
+            Publish,
+            embedded::{EmbeddedBus, EmbeddedConfig},
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let bus: SharedBus = Arc::new(EmbeddedBus::open(EmbeddedConfig::new(dir.path())).unwrap());
+        let events = (0..2_000)
+            .map(|i| Publish {
+                bus: "b".into(),
+                event: sluice_event::CloudEvent::new(format!("e{i}"), "/s", "paid"),
+                dedupe: false,
+            })
+            .collect();
+        bus.publish(events).await.unwrap();
+        let table: Arc<dyn Routes> = Arc::new(routes());
+        let replays = Replays::new(bus.clone(), Arc::new(move || table.clone()));
+        let req = ReplayRequest {
+            name: Some("big".into()),
+            bus: "b".into(),
+            trigger: Some("ns/paid".into()),
+            ..Default::default()
+        };
+        let started = replays.start(req.clone()).await.unwrap();
+        assert_eq!(started.state, ReplayState::Running);
+        assert!(started.end > started.start, "{started:?}");
+        // On this one thread the replay has not run yet: the cancel lands before any page.
+        let cancelled = replays.cancel("big").await.unwrap();
+        assert_eq!(cancelled.state, ReplayState::Cancelled);
+        assert_eq!(cancelled.delivered.values().sum::<u64>(), 0);
+        assert_eq!(
+            bus.depth("ns/paid").await.unwrap().pending(),
+            0,
+            "nothing enqueued"
+        );
+        assert_eq!(replays.list().len(), 1);
+        assert!(matches!(
+            replays.start(req).await,
+            Err(ReplayError::Exists(_))
+        ));
+        assert!(matches!(
+            replays.cancel("nope").await,
+            Err(ReplayError::Unknown(_))
+        ));
+    }
+
     #[test]
     fn names_are_one_safe_token() {
         assert!(check_name("orders-2026_12").is_ok());
