@@ -34,11 +34,7 @@ impl RetentionArgs {
 fn parse(spec: &str) -> Result<(Option<String>, Retention), String> {
     let (bus, limits) = match spec.split_once('=') {
         Some((b, l)) => {
-            let mut problems = Vec::new();
-            sluice_api::validate::check_dns_label("bus", b, &mut problems);
-            if let Some(p) = problems.pop() {
-                return Err(p.to_string());
-            }
+            sluice_api::validate::dns_label("bus", b).map_err(|e| e.to_string())?;
             (Some(b.to_owned()), l)
         }
         None => (None, spec),

@@ -57,12 +57,23 @@ static ATTR_PATH: LazyLock<Regex> =
 
 /// Names that become Kubernetes object names, label values and NATS stream names.
 pub fn check_dns_label(path: &str, name: &str, out: &mut Vec<FieldError>) {
+    if let Err(e) = dns_label(path, name) {
+        out.push(e);
+    }
+}
+
+/// The same check for one value, where no list of problems is being collected (an HTTP path
+/// parameter, a command-line flag).
+pub fn dns_label(path: &str, name: &str) -> Result<(), FieldError> {
     if name.len() > 63 || !DNS_LABEL.is_match(name) {
-        out.push(FieldError::new(
+        return Err(FieldError::new(
             path,
-            format!("{name:?} must be a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters"),
+            format!(
+                "{name:?} must be a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters"
+            ),
         ));
     }
+    Ok(())
 }
 
 fn check_duration(

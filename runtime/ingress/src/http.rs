@@ -296,85 +296,67 @@ async fn publish(s: AppState, bus: String, headers: HeaderMap, body: Bytes) -> R
             dedupe: true,
         })
         .collect();
-    match s.bus.publish(items).await {
-        Ok(out) => {
-            let accepted = out
-                .iter()
-                .filter(|p| matches!(p, Published::Appended(_)))
-                .count();
-            s.metrics.events_in(&bus, accepted as u64);
-            s.metrics.duplicates(&bus, (out.len() - accepted) as u64);
-            let results: Vec<_> = ids
-                .iter()
-                .zip(&out)
-                .map(|(id, p)| match p {
-                    Published::Appended(seq) => json!({"id": id, "position": seq}),
-                    Published::Duplicate => json!({"id": id, "duplicate": true}),
-                })
-                .collect();
-            (
-                StatusCode::ACCEPTED,
-                Json(json!({ "bus": bus, "accepted": accepted, "events": results })),
-            )
-                .into_response()
-        }
-        Err(BusError::Partial { stored, reason }) => {
+    // Each event's outcome; `None`: not stored (a publish that failed part way).
+    let (stored, failure) = match s.bus.publish(items).await {
+        Ok(out) => (out.into_iter().map(Some).collect::<Vec<_>>(), None),
+        Err(BusError::Partial { stored, reason }) => (stored, Some(reason)),
+        Err(e) => return problem(StatusCode::SERVICE_UNAVAILABLE, format!("bus {bus}: {e}")),
+    };
+    let accepted = stored
+        .iter()
+        .filter(|p| matches!(p, Some(Published::Appended(_))))
+        .count();
+    let duplicates = stored
+        .iter()
+        .filter(|p| matches!(p, Some(Published::Duplicate)))
+        .count();
+    s.metrics.events_in(&bus, accepted as u64);
+    s.metrics.duplicates(&bus, duplicates as u64);
+    let results: Vec<_> = ids
+        .iter()
+        .zip(&stored)
+        .map(|(id, p)| match p {
+            Some(Published::Appended(seq)) => json!({"id": id, "position": seq}),
+            Some(Published::Duplicate) => json!({"id": id, "duplicate": true}),
+            None => json!({"id": id, "stored": false}),
+        })
+        .collect();
+    let mut answer = json!({ "bus": bus, "accepted": accepted, "events": results });
+    let status = match failure {
+        None => StatusCode::ACCEPTED,
+        Some(reason) => {
             // Say which events are stored: a retry of the whole batch is deduplicated, but a
             // producer that cannot retry must know what it may drop.
-            let results: Vec<_> = ids
-                .iter()
-                .zip(&stored)
-                .map(|(id, p)| match p {
-                    Some(Published::Appended(seq)) => json!({"id": id, "position": seq}),
-                    Some(Published::Duplicate) => json!({"id": id, "duplicate": true}),
-                    None => json!({"id": id, "stored": false}),
-                })
-                .collect();
-            let accepted = stored
-                .iter()
-                .filter(|p| matches!(p, Some(Published::Appended(_))))
-                .count();
-            s.metrics.events_in(&bus, accepted as u64);
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({
-                    "error": format!(
-                        "bus {bus}: {} of {} events stored: {reason}; retry the batch \
-                         (stored events are deduplicated)",
-                        stored.iter().flatten().count(),
-                        stored.len()
-                    ),
-                    "bus": bus,
-                    "accepted": accepted,
-                    "events": results,
-                })),
-            )
-                .into_response()
+            answer["error"] = json!(format!(
+                "bus {bus}: {} of {} events stored: {reason}; retry the batch \
+                 (stored events are deduplicated)",
+                accepted + duplicates,
+                stored.len()
+            ));
+            StatusCode::SERVICE_UNAVAILABLE
         }
-        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, format!("bus {bus}: {e}")),
-    }
+    };
+    (status, Json(answer)).into_response()
+}
+
+/// A path parameter that must be a DNS label, as the manifest's names are: they become NATS
+/// subjects, consumer names and metric labels, where `.`, `*`, `>` or spaces would reach
+/// other objects. The 400 names `field`.
+fn dns_label(field: &str, value: &str) -> Result<(), Rejection> {
+    sluice_api::validate::dns_label(field, value)
+        .map_err(|e| Rejection(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+/// `namespace/name` of a Trigger from a path.
+fn trigger_id(ns: &str, name: &str) -> Result<String, Rejection> {
+    dns_label("namespace", ns)?;
+    dns_label("name", name)?;
+    Ok(format!("{ns}/{name}"))
 }
 
 /// Bus names follow the same rule as in manifests (`spec.source.bus`).
-/// `namespace/name` from a path, each part a DNS label as Kubernetes names are: they become
-/// NATS subjects and consumer names, where `.`, `*`, `>` or spaces would reach other objects.
-fn trigger_id(ns: &str, name: &str) -> Result<String, Rejection> {
-    let mut problems = Vec::new();
-    sluice_api::validate::check_dns_label("namespace", ns, &mut problems);
-    sluice_api::validate::check_dns_label("name", name, &mut problems);
-    match problems.pop() {
-        None => Ok(format!("{ns}/{name}")),
-        Some(e) => Err(Rejection(StatusCode::BAD_REQUEST, e.to_string())),
-    }
-}
-
 fn check_bus_name(bus: &str) -> Result<(), Rejection> {
-    let mut problems = Vec::new();
-    sluice_api::validate::check_dns_label("bus", bus, &mut problems);
-    match problems.pop() {
-        None => Ok(()),
-        Some(e) => Err(Rejection(StatusCode::BAD_REQUEST, e.to_string())),
-    }
+    dns_label("bus", bus)
 }
 
 #[derive(Deserialize)]
