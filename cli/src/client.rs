@@ -7,6 +7,16 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::{Method, Request, body::Bytes};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
+/// Where a running Sluice answers (`sluice dev`, or a cluster's ingress) and the token it asks
+/// for: the flags of every command that talks to one.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Server {
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "SLUICE_URL")]
+    pub url: String,
+    #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
 pub struct Response {
     pub status: u16,
     pub headers: hyper::HeaderMap,

@@ -26,10 +26,8 @@ pub struct Target {
     /// The trigger, as NAMESPACE/NAME (or NAME in namespace `default`).
     #[arg(long)]
     pub trigger: String,
-    #[arg(long, default_value = "http://127.0.0.1:8080", env = "SLUICE_URL")]
-    pub url: String,
-    #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    #[command(flatten)]
+    pub server: client::Server,
 }
 
 pub fn run(args: Args) -> anyhow::Result<i32> {
@@ -44,40 +42,40 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     }
     let path = format!("/admin/triggers/{ns}/{name}/dlq{suffix}");
     let rt = client::runtime()?;
-    let call = |path: String| {
-        rt.block_on(client::send(
+    // `list` answers in pages: follow `next` to the end. The other actions answer once.
+    let mut page = path.clone();
+    loop {
+        let resp = rt.block_on(client::send(
             method.clone(),
-            &t.url,
-            &path,
-            t.token.as_deref(),
+            &t.server.url,
+            &page,
+            t.server.token.as_deref(),
             &[],
             Vec::new(),
-        ))
-    };
-    let resp = call(path.clone())?;
-    if resp.status != 200 {
-        eprintln!("dlq: {} {}", resp.status, resp.text().trim());
-        return Ok(1);
-    }
-    let mut v: serde_json::Value = serde_json::from_slice(&resp.body)?;
-    match &args.action {
-        Action::List(_) => loop {
-            for d in v["deadLetters"].as_array().into_iter().flatten() {
-                println!("{d}");
+        ))?;
+        if resp.status != 200 {
+            eprintln!("dlq: {} {}", resp.status, resp.text().trim());
+            return Ok(1);
+        }
+        let v: serde_json::Value = serde_json::from_slice(&resp.body)?;
+        match &args.action {
+            Action::List(_) => {
+                for d in v["deadLetters"].as_array().into_iter().flatten() {
+                    println!("{d}");
+                }
+                match v["next"].as_u64() {
+                    Some(next) => page = format!("{path}?offset={next}"),
+                    None => return Ok(0),
+                }
             }
-            // The server answers in pages; follow them to the end.
-            let Some(next) = v["next"].as_u64() else {
-                break;
-            };
-            let resp = call(format!("{path}?offset={next}"))?;
-            if resp.status != 200 {
-                eprintln!("dlq: {} {}", resp.status, resp.text().trim());
-                return Ok(1);
+            Action::Redrive(_) => {
+                println!("redriven {}", v["redriven"]);
+                return Ok(0);
             }
-            v = serde_json::from_slice(&resp.body)?;
-        },
-        Action::Redrive(_) => println!("redriven {}", v["redriven"]),
-        Action::Purge(_) => println!("purged {}", v["purged"]),
+            Action::Purge(_) => {
+                println!("purged {}", v["purged"]);
+                return Ok(0);
+            }
+        }
     }
-    Ok(0)
 }

@@ -26,10 +26,8 @@ pub struct Args {
     pub data: Option<String>,
     #[arg(long, default_value = "default")]
     pub bus: String,
-    #[arg(long, default_value = "http://127.0.0.1:8080", env = "SLUICE_URL")]
-    pub url: String,
-    #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    #[command(flatten)]
+    pub server: client::Server,
 }
 
 /// JSON text, or the contents of a file named with a leading `@`.
@@ -76,9 +74,9 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let path = format!("/buses/{}/events", args.bus);
     let resp = client::runtime()?.block_on(client::send(
         Method::POST,
-        &args.url,
+        &args.server.url,
         &path,
-        args.token.as_deref(),
+        args.server.token.as_deref(),
         &[("content-type", "application/cloudevents+json".into())],
         body,
     ))?;

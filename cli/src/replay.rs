@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use hyper::Method;
 use serde_json::{Value, json};
 
-use super::client;
+use super::client::{self, Server};
 
 #[derive(clap::Args, Debug)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -59,14 +59,6 @@ pub struct Start {
     /// Print the started replay and return instead of following it.
     #[arg(long)]
     pub detach: bool,
-}
-
-#[derive(clap::Args, Debug, Clone)]
-pub struct Server {
-    #[arg(long, default_value = "http://127.0.0.1:8080", env = "SLUICE_URL")]
-    pub url: String,
-    #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]

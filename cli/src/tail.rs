@@ -18,10 +18,8 @@ pub struct Args {
     /// Stop after printing this many events.
     #[arg(long)]
     pub count: Option<usize>,
-    #[arg(long, default_value = "http://127.0.0.1:8080", env = "SLUICE_URL")]
-    pub url: String,
-    #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    #[command(flatten)]
+    pub server: client::Server,
 }
 
 pub fn run(args: Args) -> anyhow::Result<i32> {
@@ -37,9 +35,9 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             };
             let resp = client::send(
                 Method::GET,
-                &args.url,
+                &args.server.url,
                 &format!("/buses/{}/events{q}", args.bus),
-                args.token.as_deref(),
+                args.server.token.as_deref(),
                 &[],
                 Vec::new(),
             )
