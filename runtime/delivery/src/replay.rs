@@ -107,10 +107,6 @@ impl ReplayStatus {
     }
 
     pub fn to_json(&self) -> Value {
-        let time = |ms: u64| {
-            chrono::DateTime::from_timestamp_millis(ms as i64)
-                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        };
         json!({
             "name": self.name,
             "bus": self.request.bus,
@@ -470,11 +466,7 @@ pub fn select(
 /// event, or starting before it when older events were removed (a bus whose first event is
 /// still retained simply has nothing earlier).
 fn check_retained(from_ms: u64, to_ms: u64, oldest: Mark) -> Result<(), (&'static str, String)> {
-    let at = |ms: u64| {
-        chrono::DateTime::from_timestamp_millis(ms as i64)
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-            .unwrap_or_else(|| ms.to_string())
-    };
+    let at = |ms: u64| time(ms).unwrap_or_else(|| ms.to_string());
     if to_ms < oldest.accepted_ms && oldest.position > 1 {
         return Err((
             "to",
@@ -499,6 +491,12 @@ fn check_retained(from_ms: u64, to_ms: u64, oldest: Mark) -> Result<(), (&'stati
         ));
     }
     Ok(())
+}
+
+/// ms since the epoch as RFC 3339 with milliseconds (none when out of chrono's range).
+fn time(ms: u64) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(i64::try_from(ms).ok()?)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
 fn check_name(n: &str) -> Result<(), ReplayError> {
