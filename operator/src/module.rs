@@ -236,23 +236,17 @@ pub struct NetGuard {
 
 impl NetGuard {
     pub fn new(allow_hosts: &[String], plain_http: &[String]) -> Self {
-        let host = |h: &String| {
-            h.rsplit_once(':')
-                .filter(|(_, port)| port.parse::<u16>().is_ok())
-                .map_or(h.as_str(), |(host, _)| host)
-                .trim_matches(|c| c == '[' || c == ']')
-                .to_ascii_lowercase()
-        };
         Self {
-            allowed: allow_hosts.iter().chain(plain_http).map(host).collect(),
+            allowed: allow_hosts
+                .iter()
+                .chain(plain_http)
+                .map(|h| host_and_port(h).0)
+                .collect(),
         }
     }
 
     fn allows(&self, host: &str) -> bool {
-        let host = host
-            .trim_matches(|c| c == '[' || c == ']')
-            .to_ascii_lowercase();
-        self.allowed.contains(&host)
+        self.allowed.contains(&host_and_port(host).0)
     }
 
     /// Refuses `host` when it is, or resolves only to, an address modules may not come from.
@@ -260,7 +254,8 @@ impl NetGuard {
         if self.allows(host) {
             return Ok(());
         }
-        let bare = host.trim_matches(|c| c == '[' || c == ']');
+        let bare = host_and_port(host).0;
+        let bare = bare.as_str();
         if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
             return refuse_internal(host, ip);
         }
@@ -278,6 +273,18 @@ impl NetGuard {
             ),
         }
     }
+}
+
+/// `host[:port]` (an IPv6 address in brackets when a port follows) → the bare, lowercase host
+/// and the port.
+fn host_and_port(s: &str) -> (String, Option<u16>) {
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) if (!h.contains(':') || h.ends_with(']')) && p.parse::<u16>().is_ok() => {
+            (h, p.parse().ok())
+        }
+        _ => (s, None),
+    };
+    (host.trim_matches(['[', ']']).to_ascii_lowercase(), port)
 }
 
 /// Loopback, link-local, unspecified or multicast.
@@ -442,13 +449,9 @@ pub async fn download(
 /// [`NetGuard`]).
 async fn check_registry(guard: &NetGuard, reference: &str) -> Result<(), ModuleError> {
     let r = parse_reference(reference)?;
-    let registry = r.resolve_registry();
-    let (host, port) = match registry.rsplit_once(':') {
-        Some((h, p)) if p.parse::<u16>().is_ok() => (h, p.parse().unwrap_or(443)),
-        _ => (registry, 443),
-    };
+    let (host, port) = host_and_port(r.resolve_registry());
     guard
-        .check(host, port)
+        .check(&host, port.unwrap_or(443))
         .await
         .map_err(|e| ModuleError::new("ForbiddenAddress", format!("spec.module.oci: {e}"), false))
 }
