@@ -415,13 +415,19 @@ fn a_replay_redelivers_exactly_its_time_range_marked_and_in_key_order(backend: B
             ids.iter().all(|id| d.contains_key(id)).then_some(())
         })
         .unwrap_or_else(|| panic!("not handled\n{}", sys.logs()));
-        // Distinct acceptance times between batches, even on a coarse clock.
+    };
+    // A boundary between batches, clear of both: the range is inclusive at millisecond
+    // precision, so an event accepted in the boundary's own millisecond would be inside it.
+    let boundary = || {
         std::thread::sleep(Duration::from_millis(30));
+        let t = rfc3339(std::time::SystemTime::now());
+        std::thread::sleep(Duration::from_millis(30));
+        t
     };
     send_and_wait(batch(0, 12));
-    let from = rfc3339(std::time::SystemTime::now());
+    let from = boundary();
     send_and_wait(batch(100, 30));
-    let to = rfc3339(std::time::SystemTime::now());
+    let to = boundary();
     send_and_wait(batch(200, 9));
     let archived = sys.events("default").len();
     let url = format!("http://{}", sys.addr);
