@@ -184,6 +184,7 @@ async fn sluice_path(bus: &NatsBus, run: &str, args: &NatsBenchArgs) -> anyhow::
             max_inflight: 1_000,
             ordered: false,
             lease: Duration::from_secs(30),
+            prefetch: args.concurrency,
         },
     )
     .await?;
@@ -251,7 +252,7 @@ async fn sluice_path(bus: &NatsBus, run: &str, args: &NatsBenchArgs) -> anyhow::
         started.elapsed().as_secs_f64()
     );
     desired.send_replace(0);
-    bus.unconfigure_queue(&trigger);
+    bus.unconfigure_queue(&trigger).await;
     Ok(rate)
 }
 

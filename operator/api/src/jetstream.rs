@@ -33,13 +33,6 @@ pub fn trigger_subjects(bus: &str, namespace: &str, trigger: &str) -> String {
     format!("sluice.bus.{bus}.t.{namespace}.{trigger}.*")
 }
 
-/// Core NATS subject (outside every stream) a publisher rings after storing events for Trigger
-/// `namespace/trigger`, once per publish call: the Trigger's idle workers wake at once without
-/// receiving the events' bodies a second time.
-pub fn ring_subject(namespace: &str, trigger: &str) -> String {
-    format!("sluice.ring.{namespace}.{trigger}")
-}
-
 /// Durable pull consumer(s) of Trigger `namespace/trigger` on its bus's stream, filtered to
 /// [`trigger_subjects`]. Without ordering one consumer is shared by every worker replica; with
 /// ordering each partition has its own consumer with one event in flight. The Trigger's

@@ -200,6 +200,10 @@ pub struct QueueConfig {
     /// How long a lease lasts before the event is handed out again (function timeout plus
     /// a margin).
     pub lease: Duration,
+    /// How many events a process may hold ready for its workers ahead of their leases (the
+    /// Function's concurrency): a remote bus streams that many in so a free slot never waits
+    /// for a round trip. The embedded bus leases in place and ignores it.
+    pub prefetch: usize,
 }
 
 /// An event leased to a worker.

@@ -63,22 +63,10 @@ pub async fn run_worker(
         // Read before leasing: a wake-up between the lease and the wait is then not missed.
         let version = bus.queued_version();
         // Fill free slots round-robin over the triggers so one busy trigger cannot starve the rest.
-        // A lease from a remote bus is a round trip with a fixed cost (a JetStream pull, about
-        // 150 µs here): wait for half of the slots to be free (or none in flight) rather than
-        // pull a few events per completion. `sluice bench nats` at concurrency 64 handled
-        // 33,000 events/s pulling at a quarter free, 41,000–42,000 at half.
-        let min_free = if bus.kind() == "embedded" {
-            1
-        } else {
-            (f.concurrency / 2).max(1)
-        };
-        let free_now = f.concurrency.saturating_sub(inflight.len());
+        // A lease takes what the bus holds ready and never waits for a server (the NATS bus
+        // streams events in ahead of it), so a worker leases whenever a slot is free.
         let mut leased_any = false;
-        let n = if free_now >= min_free || inflight.is_empty() {
-            f.triggers.len()
-        } else {
-            0
-        };
+        let n = f.triggers.len();
         for i in 0..n {
             let free = f.concurrency.saturating_sub(inflight.len());
             if free == 0 {

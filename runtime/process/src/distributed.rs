@@ -385,8 +385,12 @@ pub async fn run_worker_process(
             _ = &mut term => break,
         }
     }
-    // Graceful shutdown: stop pulling, finish and ack what is in flight, then exit.
+    // Graceful shutdown: stop pulling and hand back what the feeds hold (other replicas get it
+    // at once), finish and ack what is in flight, then exit.
     ready.store(false, Ordering::Release);
+    for t in &configured {
+        bus.unconfigure_queue(t).await;
+    }
     desired.send_replace(0);
     if let Some(s) = shared {
         for _ in 0..300 {
@@ -409,7 +413,6 @@ async fn apply_worker(
     routes: &WorkerRoutes,
     configured: &mut HashSet<String>,
 ) -> Arc<FunctionRuntime> {
-    let timeout = f.spec.limits.timeout.as_std();
     let mine: Vec<&TriggerDef> = triggers
         .iter()
         .filter(|t| t.function_id() == f.id)
@@ -425,7 +428,7 @@ async fn apply_worker(
             );
             continue;
         }
-        match bus.configure_queue(&t.id, &queue_config(t, timeout)).await {
+        match bus.configure_queue(&t.id, &queue_config(t, f)).await {
             Ok(()) => {
                 now_configured.insert(t.id.clone());
                 queue_routes.push(trigger_route(t));
@@ -434,7 +437,7 @@ async fn apply_worker(
         }
     }
     for gone in configured.difference(&now_configured) {
-        bus.unconfigure_queue(gone);
+        bus.unconfigure_queue(gone).await;
     }
     *configured = now_configured;
     *routes.0.write().unwrap_or_else(|p| p.into_inner()) = http;

@@ -179,7 +179,7 @@ impl Local {
                 .flatten()
                 .filter(|t| t.spec.source.http.is_none())
                 .map(|t| {
-                    self.bus.configure_queue(&t.id, &queue_config(t, timeout));
+                    self.bus.configure_queue(&t.id, &queue_config(t, &f));
                     trigger_route(t)
                 })
                 .collect();
@@ -454,13 +454,14 @@ pub fn sync_sources(
 }
 
 /// How a trigger's queue hands out events: `maxInflight` at a time, leased for the function
-/// timeout plus a margin.
-pub fn queue_config(t: &TriggerDef, timeout: Duration) -> QueueConfig {
+/// timeout plus a margin, with up to the Function's concurrency ready ahead.
+pub fn queue_config(t: &TriggerDef, f: &FunctionDef) -> QueueConfig {
     QueueConfig {
         bus: t.home_bus(),
         ordered: t.spec.delivery.ordering.is_some(),
         max_inflight: t.spec.delivery.max_inflight as usize,
-        lease: timeout + LEASE_MARGIN,
+        lease: f.spec.limits.timeout.as_std() + LEASE_MARGIN,
+        prefetch: f.spec.concurrency.max(1) as usize,
     }
 }
 

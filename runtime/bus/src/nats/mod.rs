@@ -8,7 +8,7 @@
 //!   `Nats-Msg-Id` = SHA-256 of (source, id) plus the Trigger, so the stream's duplicate
 //!   window is the dedupe window; the 202 waits for every copy's publish ack.
 //! * queues: each Trigger's durable pull consumer(s) of its bus's stream, filtered to its
-//!   subjects. A consumer's `AckWait` is the function timeout plus a margin;
+//!   subjects, each read by one long-lived pull that buffers up to the Function's concurrency. A consumer's `AckWait` is the function timeout plus a margin;
 //!   `max_ack_pending` is `maxInflight`; a retry is a NAK with the backoff delay; the attempt
 //!   is the message's delivery count; dead letters are recorded, published, then acked.
 //! * ordering: an ordered Trigger's copies go to partition subjects by a hash of the key,
@@ -119,12 +119,9 @@ struct Inner {
     /// The route table publishes are routed with; swapped whole on reload.
     routes: std::sync::RwLock<Arc<dyn Routes>>,
     queues: Mutex<HashMap<TriggerId, Arc<QueueState>>>,
-    doorbells: Mutex<HashMap<TriggerId, tokio::task::JoinHandle<()>>>,
+    /// Bumped (and `queued` notified) when a queue's feed receives work into an empty buffer.
     queued_version: AtomicU64,
     queued: Notify,
-    /// Earliest time (ms) a retry this process asked for falls due: NAK'd events come back
-    /// without a doorbell, so idle workers wake for them on time.
-    next_retry_ms: AtomicU64,
     dead_letters_ready: tokio::sync::OnceCell<()>,
 }
 
@@ -157,10 +154,8 @@ impl NatsBus {
             buses: Mutex::default(),
             routes: std::sync::RwLock::new(Arc::new(NoRoutes)),
             queues: Mutex::default(),
-            doorbells: Mutex::default(),
             queued_version: AtomicU64::new(0),
             queued: Notify::new(),
-            next_retry_ms: AtomicU64::new(u64::MAX),
             dead_letters_ready: tokio::sync::OnceCell::new(),
         })))
     }
@@ -263,21 +258,11 @@ impl Bus for NatsBus {
             if self.queued_version() != since {
                 return;
             }
-            // Retries come due on the server without a doorbell: wake when the earliest one
-            // this process scheduled is due, and look again now and then for the rest
-            // (leases of crashed peers expiring).
-            let now = now_ms();
-            let retry = self.0.next_retry_ms.load(Ordering::Acquire);
-            let until_retry = if retry <= now {
-                self.0.next_retry_ms.store(u64::MAX, Ordering::Release);
-                Duration::ZERO
-            } else {
-                Duration::from_millis(retry - now)
-            };
-            let wait = max.min(Duration::from_millis(200)).min(until_retry);
+            // Everything, retries and expired leases of crashed peers included, comes back
+            // through the feeds, which notify; the timeout only bounds a missed wake-up.
             tokio::select! {
                 _ = &mut notified => {}
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep(max.min(Duration::from_secs(1))) => {}
             }
         }
         .boxed()
@@ -298,8 +283,8 @@ impl Bus for NatsBus {
 
     fn retry<'a>(&'a self, d: &'a Delivery, at_ms: u64, _error: &'a str) -> BusFuture<'a, ()> {
         async move {
+            // The server sends it again after the delay, through the Trigger's feed.
             let delay = Duration::from_millis(at_ms.saturating_sub(now_ms()));
-            self.0.next_retry_ms.fetch_min(at_ms + 1, Ordering::AcqRel);
             match &d.receipt {
                 Some(r) => {
                     r.0.ack_with(AckKind::Nak(Some(delay)))

@@ -86,9 +86,8 @@ impl NatsBus {
         let routes = self.routes();
         let mut pending = Vec::with_capacity(items.len());
         let mut failed: Option<BusError> = None;
-        let mut rung = std::collections::BTreeSet::new();
         for item in &items {
-            match self.send_copies(routes.as_ref(), item, &mut rung).await {
+            match self.send_copies(routes.as_ref(), item).await {
                 Ok(acks) => pending.push(acks),
                 Err(e) => {
                     // Nothing after a failed event is sent: the answer stays a prefix.
@@ -115,8 +114,6 @@ impl NatsBus {
             }
             out.push(stored.then(|| first.map_or(Published::Duplicate, Published::Appended)));
         }
-        // Stored copies wake their Triggers' workers, also when the batch failed in part.
-        self.ring(rung).await;
         match failed {
             None => Ok(out.into_iter().flatten().collect()),
             Some(e) => {
@@ -135,7 +132,6 @@ impl NatsBus {
         &self,
         routes: &dyn crate::Routes,
         item: &Publish,
-        rung: &mut std::collections::BTreeSet<String>,
     ) -> Result<Vec<jetstream::context::PublishAckFuture>, BusError> {
         self.ensure_bus_once(&item.bus).await?;
         let json = item.event.to_json();
@@ -161,9 +157,6 @@ impl NatsBus {
             let headers = copy_headers(&accepted, hit, i, base_id.as_deref());
             let subject = trigger_subject(&item.bus, hit)?;
             acks.push(self.send(subject, headers, payload.clone()).await?);
-            if !rung.contains(&hit.trigger) {
-                rung.insert(hit.trigger.clone());
-            }
         }
         Ok(acks)
     }

@@ -1,10 +1,15 @@
 //! A Trigger's queue is its durable consumer(s) of its bus's stream, filtered to the copies
 //! publishers routed to it, so JetStream, not this process, keeps leases and redelivery; an
 //! ordered Trigger gets a consumer per partition so a key goes one at a time.
+//!
+//! Each consumer is fed by one long-lived pull (a *feed*): the server pushes messages as they
+//! are stored, up to a prefetch, into a small buffer workers lease from without a round trip.
+//! (A pull per lease cost a fixed ~150 µs round trip and made workers wait for half their
+//! slots to be free; see docs/benchmarks.md#nats-data-path.)
 
 use std::{
-    sync::{Arc, atomic::Ordering},
-    time::Duration,
+    sync::{Arc, Mutex, Weak, atomic::Ordering},
+    time::{Duration, Instant},
 };
 
 use async_nats::jetstream::{
@@ -14,16 +19,109 @@ use async_nats::jetstream::{
 use futures::{StreamExt, TryStreamExt};
 use sluice_api::jetstream as names;
 use sluice_event::CloudEvent;
+use tokio::{sync::mpsc, task::JoinHandle};
 
-use super::{ACCEPTED, NatsBus, ORDER_PARTITIONS, Receipt, lock, nats_err, split_id};
+use super::{ACCEPTED, Inner, NatsBus, ORDER_PARTITIONS, Receipt, lock, nats_err, split_id};
 use crate::{BusError, Delivery, Enqueue, QueueConfig, Route};
 
 pub(super) struct QueueState {
     /// The Trigger's home bus, whose stream holds its queue.
     pub(super) bus: String,
-    /// Each consumer with its `max_ack_pending`: a pull asking for more than that is refused
-    /// by the server (409), so requests never exceed it.
-    consumers: Vec<(PullConsumer, usize)>,
+    /// The consumers' `AckWait`: how long a message may wait in a feed before it needs its
+    /// lease extended.
+    lease: Duration,
+    feeds: Vec<Feed>,
+}
+
+/// One consumer's long-lived pull and the buffer it fills.
+struct Feed {
+    rx: Mutex<mpsc::Receiver<(jetstream::Message, Instant)>>,
+    task: JoinHandle<()>,
+}
+
+impl QueueState {
+    /// Stops the feeds and hands back what they hold unleased (NAK: at once to any other
+    /// worker, not after `AckWait`).
+    async fn release(&self) {
+        let mut held = Vec::new();
+        for f in &self.feeds {
+            f.task.abort();
+            let mut rx = lock(&f.rx);
+            rx.close();
+            while let Ok((m, _)) = rx.try_recv() {
+                held.push(m);
+            }
+        }
+        for m in held {
+            let _ = m.ack_with(AckKind::Nak(None)).await;
+        }
+    }
+}
+
+impl Drop for QueueState {
+    fn drop(&mut self) {
+        for f in &self.feeds {
+            f.task.abort();
+        }
+    }
+}
+
+/// Keeps one pull of up to `batch` messages open on `consumer` and moves what arrives into
+/// `tx`, waking workers when the buffer goes from empty to not. The buffer's bound (`batch`)
+/// and the pull's bound the messages this process holds unleased; the consumer's
+/// `max_ack_pending` bounds them across processes.
+async fn feed(
+    consumer: PullConsumer,
+    batch: usize,
+    tx: mpsc::Sender<(jetstream::Message, Instant)>,
+    inner: Weak<Inner>,
+) {
+    loop {
+        let stream = consumer
+            .stream()
+            .max_messages_per_batch(batch)
+            .expires(Duration::from_secs(30))
+            .heartbeat(Duration::from_secs(5))
+            .messages()
+            .await;
+        match stream {
+            Ok(mut msgs) => {
+                while let Some(m) = msgs.next().await {
+                    match m {
+                        Ok(m) => {
+                            let was_empty = tx.capacity() == tx.max_capacity();
+                            if tx.send((m, Instant::now())).await.is_err() {
+                                return;
+                            }
+                            if was_empty {
+                                let Some(inner) = inner.upgrade() else { return };
+                                inner.queued_version.fetch_add(1, Ordering::Release);
+                                inner.queued.notify_waiters();
+                            }
+                        }
+                        // A missed heartbeat (server restarted, connection lost) or a deleted
+                        // consumer: open a new pull.
+                        Err(e) => {
+                            tracing::debug!(error = %e, "feed interrupted; pulling again");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "feed not opened; trying again"),
+        }
+        if tx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// A message that waited in a feed for a quarter of its lease or more: extend the lease
+/// before handing it to a worker, so a handler that takes its whole timeout still acks in
+/// time.
+fn stale(waited: Duration, lease: Duration) -> bool {
+    waited >= lease / 4
 }
 
 impl NatsBus {
@@ -66,7 +164,7 @@ impl NatsBus {
                 stream.delete_consumer(&old).await.map_err(nats_err)?;
             }
         }
-        let mut consumers = Vec::with_capacity(wanted.len());
+        let mut feeds = Vec::with_capacity(wanted.len());
         for (consumer, filter, max_ack_pending) in wanted {
             let config = |after: Option<u64>| pull::Config {
                 durable_name: Some(consumer.clone()),
@@ -114,23 +212,35 @@ impl NatsBus {
                     .await
                     .map_err(nats_err)?,
             };
-            consumers.push((c, max_ack_pending as usize));
+            // A pull asking for more than `max_ack_pending` is refused by the server (409).
+            let batch = cfg.prefetch.clamp(1, max_ack_pending as usize);
+            let (tx, rx) = mpsc::channel(batch);
+            let task = tokio::spawn(feed(c, batch, tx, Arc::downgrade(&self.0)));
+            feeds.push(Feed {
+                rx: Mutex::new(rx),
+                task,
+            });
         }
-        lock(&self.0.queues).insert(
+        let old = lock(&self.0.queues).insert(
             trigger.to_owned(),
             Arc::new(QueueState {
                 bus: cfg.bus.clone(),
-                consumers,
+                lease: cfg.lease,
+                feeds,
             }),
         );
-        self.start_doorbell(trigger, ns, name).await
+        if let Some(old) = old {
+            old.release().await;
+        }
+        Ok(())
     }
 
-    /// Forgets a trigger's queue in this process (its consumers stay for a comeback).
-    pub fn unconfigure_queue(&self, trigger: &str) {
-        lock(&self.0.queues).remove(trigger);
-        if let Some(h) = lock(&self.0.doorbells).remove(trigger) {
-            h.abort();
+    /// Forgets a trigger's queue in this process and hands back what its feeds held
+    /// unleased (its consumers stay for a comeback).
+    pub async fn unconfigure_queue(&self, trigger: &str) {
+        let old = lock(&self.0.queues).remove(trigger);
+        if let Some(old) = old {
+            old.release().await;
         }
     }
 
@@ -147,41 +257,13 @@ impl NatsBus {
         })
     }
 
-    /// A plain subscription on the trigger's ring subject: publishers ring it after storing
-    /// events for it (once per publish call), so idle workers wake at once instead of polling.
-    /// (Subscribing to the stored subjects themselves did the same but had the server send
-    /// every body twice.)
-    async fn start_doorbell(&self, trigger: &str, ns: &str, name: &str) -> Result<(), BusError> {
-        if lock(&self.0.doorbells).contains_key(trigger) {
-            return Ok(());
-        }
-        let mut sub = self
-            .0
-            .client
-            .subscribe(names::ring_subject(ns, name))
-            .await
-            .map_err(nats_err)?;
-        let inner = Arc::downgrade(&self.0);
-        let handle = tokio::spawn(async move {
-            while sub.next().await.is_some() {
-                let Some(inner) = inner.upgrade() else { return };
-                inner.queued_version.fetch_add(1, Ordering::Release);
-                inner.queued.notify_waiters();
-            }
-        });
-        lock(&self.0.doorbells).insert(trigger.to_owned(), handle);
-        Ok(())
-    }
-
     /// Puts events straight on trigger queues (schedules, bridges, redrive): stored under
     /// each trigger's subject of its home bus. With `dedupe`, the message id is the event's
     /// (source, id) and the trigger, so the same event enqueued twice is stored once.
     pub async fn enqueue_all(&self, items: Vec<Enqueue>, dedupe: bool) -> Result<(), BusError> {
         let mut acks = Vec::with_capacity(items.len());
-        let mut rung = std::collections::BTreeSet::new();
         for item in items {
             self.ensure_bus_once(&item.bus).await?;
-            rung.insert(item.trigger.clone());
             let mut base_id = dedupe.then(|| super::dedupe_id(&item.event));
             if let (Some(id), Some(replay)) = (&mut base_id, &item.replay) {
                 // Deduplicated within its replay (a replay resumed under the same name stores
@@ -212,24 +294,10 @@ impl NatsBus {
         for ack in acks {
             ack.await.map_err(nats_err)?;
         }
-        self.ring(rung).await;
         Ok(())
     }
 
-    /// Rings each trigger's doorbell once (see [`Self::start_doorbell`]). Best effort: a
-    /// worker that misses it finds the events at its next poll.
-    pub(super) async fn ring(&self, triggers: std::collections::BTreeSet<String>) {
-        for t in triggers {
-            if let Ok((ns, name)) = split_id(&t) {
-                let _ = self
-                    .0
-                    .client
-                    .publish(names::ring_subject(ns, name), bytes::Bytes::new())
-                    .await;
-            }
-        }
-    }
-
+    /// Takes up to `max` messages the trigger's feeds hold now; never waits for the server.
     pub(super) async fn lease_now(
         &self,
         trigger: &str,
@@ -238,16 +306,23 @@ impl NatsBus {
         let Some(q) = lock(&self.0.queues).get(trigger).cloned() else {
             return Ok(Vec::new());
         };
-        let mut out = Vec::new();
-        for (c, cap) in &q.consumers {
-            let want = max.saturating_sub(out.len()).min(*cap);
-            if want == 0 {
-                break;
-            }
-            for m in pull(c, want).await? {
-                if let Some(d) = self.to_delivery(trigger, m).await {
-                    out.push(d);
+        let mut taken = Vec::new();
+        for f in &q.feeds {
+            let mut rx = lock(&f.rx);
+            while taken.len() < max {
+                match rx.try_recv() {
+                    Ok(m) => taken.push(m),
+                    Err(_) => break,
                 }
+            }
+        }
+        let mut out = Vec::with_capacity(taken.len());
+        for (m, since) in taken {
+            if stale(since.elapsed(), q.lease) {
+                let _ = m.ack_with(AckKind::Progress).await;
+            }
+            if let Some(d) = self.to_delivery(trigger, m).await {
+                out.push(d);
             }
         }
         Ok(out)
@@ -351,6 +426,14 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
+
+    #[test]
+    fn a_message_that_waited_a_quarter_of_its_lease_gets_it_extended() {
+        let lease = Duration::from_secs(40);
+        assert!(!stale(Duration::from_secs(9), lease));
+        assert!(stale(Duration::from_secs(10), lease));
+        assert!(stale(Duration::from_secs(60), lease));
+    }
 
     #[test]
     fn partitions_are_stable_and_spread() {

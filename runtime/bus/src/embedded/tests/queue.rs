@@ -18,6 +18,7 @@ async fn route_lease_ack_retry_and_dead_letter() {
             ordered: false,
             max_inflight: 10,
             lease: Duration::from_secs(5),
+            prefetch: 1,
         },
     );
     bus.publish(vec![publish("default", "1"), publish("default", "2")])
@@ -119,6 +120,7 @@ async fn routed_entries_are_leasable_before_their_commit() {
         ordered: false,
         max_inflight: 100,
         lease: Duration::from_secs(5),
+        prefetch: 1,
     };
     let first_seqs: Vec<u64> = {
         let bus = open(dir.path());
@@ -179,6 +181,7 @@ async fn ack_appends_the_replies_and_removes_the_entry() {
         ordered: false,
         max_inflight: 10,
         lease: Duration::from_secs(5),
+        prefetch: 1,
     };
     {
         let bus = open(dir.path());
@@ -220,6 +223,7 @@ async fn the_next_event_of_a_key_waits_until_the_outcome_is_queued() {
         ordered: true,
         max_inflight: 10,
         lease: Duration::from_secs(5),
+        prefetch: 1,
     };
     bus.configure_queue("ns/t", &cfg);
     let keyed = |id: &str| Enqueue {

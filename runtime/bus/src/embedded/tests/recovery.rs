@@ -16,6 +16,7 @@ async fn state_survives_reopen() {
                 ordered: false,
                 max_inflight: 10,
                 lease: Duration::from_secs(5),
+                prefetch: 1,
             },
         );
         bus.publish((0..5).map(|i| publish("default", &i.to_string())).collect())
@@ -85,6 +86,7 @@ async fn a_crash_between_checkpoints_is_recovered_from_the_journal() {
         ordered: false,
         max_inflight: 10,
         lease: Duration::from_secs(5),
+        prefetch: 1,
     };
     // No checkpoint by the clock during the test, however slow the machine.
     let bus = EmbeddedBus::open(EmbeddedConfig {
