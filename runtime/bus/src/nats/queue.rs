@@ -66,10 +66,18 @@ impl Drop for QueueState {
     }
 }
 
-/// Keeps one pull of up to `batch` messages open on `consumer` and moves what arrives into
-/// `tx`, waking workers when the buffer goes from empty to not. The buffer's bound (`batch`)
-/// and the pull's bound the messages this process holds unleased; the consumer's
-/// `max_ack_pending` bounds them across processes.
+/// Keeps one pull request for `batch` messages open on `consumer` at a time and moves what
+/// arrives into `tx`, waking workers when the buffer goes from empty to not. The server
+/// delivers a message the moment it is stored while a request waits, so an idle Trigger adds
+/// no latency; under load each request is filled at once and the next one is sent, with the
+/// buffer covering its round trip. The buffer's bound (`batch`) and the open request's bound
+/// the messages this process holds unleased; the consumer's `max_ack_pending` bounds them
+/// across processes.
+///
+/// Why one request at a time, each with its own inbox, rather than `async-nats`'s continuous
+/// `messages()`: that sends overlapping requests on one inbox and counts what it is owed
+/// across them, and in `sluice bench nats` it stopped receiving now and then (nothing
+/// delivered, no heartbeat) until its missed-heartbeat check reopened it 10 s later.
 async fn feed(
     consumer: PullConsumer,
     batch: usize,
@@ -77,43 +85,52 @@ async fn feed(
     inner: Weak<Inner>,
 ) {
     loop {
-        let stream = consumer
-            .stream()
-            .max_messages_per_batch(batch)
-            .expires(Duration::from_secs(30))
-            .heartbeat(Duration::from_secs(5))
+        // A short expiry bounds how long a request lost with a restarted server goes unnoticed
+        // (the client gives up 5 s after it); an idle Trigger sends one request per expiry.
+        let request = consumer
+            .batch()
+            .max_messages(batch)
+            .expires(Duration::from_secs(5))
             .messages()
             .await;
-        match stream {
+        let mut failed = false;
+        match request {
             Ok(mut msgs) => {
                 while let Some(m) = msgs.next().await {
                     match m {
                         Ok(m) => {
-                            let was_empty = tx.capacity() == tx.max_capacity();
                             if tx.send((m, Instant::now())).await.is_err() {
                                 return;
                             }
-                            if was_empty {
+                            // Wake workers when this message is the only one held: the buffer
+                            // was empty when it landed (judged after the send, which may have
+                            // waited for room that workers then emptied).
+                            if tx.max_capacity() - tx.capacity() == 1 {
                                 let Some(inner) = inner.upgrade() else { return };
                                 inner.queued_version.fetch_add(1, Ordering::Release);
                                 inner.queued.notify_waiters();
                             }
                         }
-                        // A missed heartbeat (server restarted, connection lost) or a deleted
-                        // consumer: open a new pull.
                         Err(e) => {
-                            tracing::debug!(error = %e, "feed interrupted; pulling again");
+                            tracing::debug!(error = %e, "pull request failed; pulling again");
+                            failed = true;
                             break;
                         }
                     }
                 }
             }
-            Err(e) => tracing::debug!(error = %e, "feed not opened; trying again"),
+            Err(e) => {
+                tracing::debug!(error = %e, "pull request not sent; trying again");
+                failed = true;
+            }
         }
         if tx.is_closed() {
             return;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        if failed {
+            // The server is away or refusing: do not spin.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 }
 
