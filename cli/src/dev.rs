@@ -27,6 +27,11 @@ pub struct Args {
     pub threads: Option<usize>,
     #[command(flatten)]
     pub retention: crate::retention::RetentionArgs,
+    /// Open the bus even though a journal segment has damaged bytes with valid records after
+    /// them (the start refuses and names them otherwise): read on past the damage, logging
+    /// each skipped range. What was recorded in those bytes is lost.
+    #[arg(long)]
+    pub journal_skip_damaged: bool,
 }
 
 /// One readable line per delivery: no targets, no span noise; RUST_LOG overrides.
@@ -63,6 +68,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         },
         poll: Duration::from_millis(500),
         retention: args.retention.config()?,
+        skip_damaged: args.journal_skip_damaged,
     };
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.threads {

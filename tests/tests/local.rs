@@ -205,3 +205,61 @@ fn manifest_changes_apply_without_restart_and_a_broken_edit_keeps_the_last_good_
         dev.log_text()
     );
 }
+
+/// A flipped byte inside an early journal record, with valid records after it: `sluice dev`
+/// refuses to start and names the file and bytes, cutting nothing; with
+/// `--journal-skip-damaged` it starts and keeps every event outside the damaged record.
+#[test]
+fn a_damaged_journal_is_refused_by_name_then_read_past_on_request() {
+    let (_tmp, dir, data) = setup();
+    let ids = ["kept-before", "damaged-middle", "kept-after"];
+    {
+        let mut dev = Dev::start(&dir, &data, free_port(), &[]);
+        for id in ids {
+            let e = json!({"specversion": "1.0", "id": id, "source": "/j", "type": "com.example.other"});
+            assert_eq!(post_event(&dev, &e), 202);
+        }
+        dev.proc.terminate();
+    }
+    let segment = data.join("journal").join("0000000000.log");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = bytes
+        .windows(ids[1].len())
+        .position(|w| w == ids[1].as_bytes())
+        .expect("the event is in the first segment");
+    bytes[at] ^= 0x20;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let s = |p: &std::path::Path| p.display().to_string();
+    let refused = sluice_tests::sluice(&[
+        "dev",
+        &s(&dir),
+        "--data-dir",
+        &s(&data),
+        "--addr",
+        &format!("127.0.0.1:{}", free_port()),
+    ]);
+    let text = sluice_tests::output_text(&refused);
+    assert!(!refused.status.success(), "started on a damaged journal");
+    assert!(
+        text.contains(&s(&segment)) && text.contains("--journal-skip-damaged"),
+        "the error names the segment and the way on: {text}"
+    );
+    assert_eq!(std::fs::read(&segment).unwrap(), bytes, "nothing was cut");
+
+    let dev = Dev::start(&dir, &data, free_port(), &["--journal-skip-damaged"]);
+    let kept: Vec<String> = dev
+        .events("default")
+        .iter()
+        .filter_map(|e| e["id"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        kept.contains(&ids[0].to_owned()) && kept.contains(&ids[2].to_owned()),
+        "events outside the damage are kept: {kept:?}"
+    );
+    assert!(!kept.contains(&ids[1].to_owned()), "{kept:?}");
+    assert!(
+        dev.log_text().contains("journal damage skipped"),
+        "the skip is logged"
+    );
+}

@@ -38,6 +38,8 @@ pub struct DevOptions {
     pub poll: Duration,
     /// How much of each bus is kept (its archive).
     pub retention: sluice_bus::RetentionConfig,
+    /// Read on past damaged journal bytes instead of refusing to start.
+    pub skip_damaged: bool,
 }
 
 /// The Wasm host as the delivery engine's `Invoker`.
@@ -337,6 +339,7 @@ fn id_of(o: &ObjectRef) -> String {
 pub async fn run(opts: DevOptions) -> Result<(), ProcessError> {
     let bus = EmbeddedBus::open(EmbeddedConfig {
         retention: opts.retention.clone(),
+        skip_damaged: opts.skip_damaged,
         ..EmbeddedConfig::new(&opts.data_dir)
     })
     .map_err(|e| ProcessError::setting(format!("--data-dir {}", opts.data_dir.display()), e))?;

@@ -18,9 +18,12 @@
 //!
 //! Record: `len: u32, crc32: u32, body[len]`, where body is `commit: u64, next_qseq: u64`
 //! then the changes. Reading a segment stops at the first record that is cut short, fails
-//! its checksum, or does not number its commit above the one before: what follows it was
-//! never synced (a crash keeps a prefix of the records, since every sync covers all earlier
-//! writes).
+//! its checksum, or does not number its commit above the one before. If no valid record
+//! follows, that is a torn tail, never synced (a crash keeps a prefix of the records, since
+//! every sync covers all earlier writes), and it is cut. If one does, the bytes between are
+//! *damage* (a flipped bit, a bad sector): the bus refuses to open, naming the segment and
+//! the byte range, rather than cut the valid records after it; started with
+//! `skip_damaged` it reads on past the damage and reports what it skipped.
 
 use std::{
     fs::{File, OpenOptions},
@@ -97,10 +100,12 @@ impl Journal {
     /// Opens (or creates) the segments under `dir`, handing every valid record to `visit` in
     /// order, segment by segment. Commit numbers continue above `checkpoint`. Appends go on
     /// after the last valid record of the newest segment, whose torn tail (if any) is cut.
+    /// Damage (see the module doc) is an error unless `skip_damaged`.
     pub fn open(
         dir: &Path,
         checkpoint: u64,
         segment_bytes: u64,
+        skip_damaged: bool,
         mut visit: impl FnMut(Entry<'_>) -> Result<(), BusError>,
     ) -> Result<Self, BusError> {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, "creating", e))?;
@@ -120,12 +125,36 @@ impl Journal {
             File::open(&path)
                 .and_then(|mut f| f.read_to_end(&mut bytes))
                 .map_err(|e| io(&path, "reading", e))?;
-            let (records, valid) = parse(&bytes);
+            let Scan {
+                records,
+                mut damaged,
+                valid,
+            } = scan(&bytes);
             if valid < bytes.len() && i + 1 < segs.len() {
                 // Only the newest segment is written to; anything else was synced and
-                // sealed, so this is damage, not a crash's torn tail.
-                tracing::warn!(segment = %path.display(), valid, len = bytes.len(),
-                    "journal segment has an unreadable tail; reading on");
+                // sealed, so an unreadable tail there is damage too, not a crash's torn tail.
+                damaged.push(valid..bytes.len());
+            }
+            if let Some(first) = damaged.first() {
+                if !skip_damaged {
+                    return Err(BusError::Storage(format!(
+                        "journal {}: bytes {}..{} of {} are damaged (no valid record; {} \
+                         damaged range(s) in all) and valid records follow them, so this is \
+                         not a torn write and nothing was cut. Keep a copy of {}, then start \
+                         with --journal-skip-damaged to read on past the damage (what was \
+                         recorded in those bytes is lost), or restore the segment from a backup",
+                        path.display(),
+                        first.start,
+                        first.end,
+                        bytes.len(),
+                        damaged.len(),
+                        dir.display()
+                    )));
+                }
+                for d in &damaged {
+                    tracing::error!(segment = %path.display(), from = d.start, to = d.end,
+                        "journal damage skipped: what was recorded in these bytes is lost");
+                }
             }
             for (at, r) in records {
                 commit = commit.max(r.commit);
@@ -314,39 +343,68 @@ struct Found {
     len: usize,
 }
 
-/// The valid records at the start of `bytes` with their offsets, and how many bytes they
-/// take.
-fn parse(bytes: &[u8]) -> (Vec<(usize, Found)>, usize) {
-    let mut out: Vec<(usize, Found)> = Vec::new();
-    let mut at = 0;
-    while let Some(header) = bytes.get(at..at + HEADER) {
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        if !(BODY_HEADER..=MAX_RECORD).contains(&len) {
-            break;
-        }
-        let Some(body) = bytes.get(at + HEADER..at + HEADER + len) else {
-            break;
-        };
-        if crc32fast::hash(body) != crc {
-            break;
-        }
-        let commit = u64::from_le_bytes(body[..8].try_into().unwrap_or_default());
-        let next_qseq = u64::from_le_bytes(body[8..16].try_into().unwrap_or_default());
-        if out.last().is_some_and(|(_, prev)| commit <= prev.commit) {
-            break;
-        }
-        out.push((
-            at,
-            Found {
-                commit,
-                next_qseq,
-                len,
-            },
-        ));
-        at += HEADER + len;
+/// The record at `at`, if one is there whole, with a good checksum and a commit number above
+/// `after`.
+fn record_at(bytes: &[u8], at: usize, after: Option<u64>) -> Option<Found> {
+    let header = bytes.get(at..at.checked_add(HEADER)?)?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if !(BODY_HEADER..=MAX_RECORD).contains(&len) {
+        return None;
     }
-    (out, at)
+    let body = bytes.get(at + HEADER..at + HEADER + len)?;
+    if crc32fast::hash(body) != crc {
+        return None;
+    }
+    let commit = u64::from_le_bytes(body[..8].try_into().ok()?);
+    let next_qseq = u64::from_le_bytes(body[8..16].try_into().ok()?);
+    if after.is_some_and(|prev| commit <= prev) {
+        return None;
+    }
+    Some(Found {
+        commit,
+        next_qseq,
+        len,
+    })
+}
+
+/// What reading a segment found.
+struct Scan {
+    /// The valid records with their offsets.
+    records: Vec<(usize, Found)>,
+    /// Byte ranges that hold no valid record and are followed by one.
+    damaged: Vec<std::ops::Range<usize>>,
+    /// Where the last valid record ends: anything after it is a torn tail.
+    valid: usize,
+}
+
+/// Reads the records of a segment, looking past any that is unreadable for a valid record
+/// further on (which makes the bytes between damage, not a torn tail).
+fn scan(bytes: &[u8]) -> Scan {
+    let mut out = Scan {
+        records: Vec::new(),
+        damaged: Vec::new(),
+        valid: 0,
+    };
+    let mut at = 0;
+    loop {
+        let last = out.records.last().map(|(_, r): &(usize, Found)| r.commit);
+        if let Some(r) = record_at(bytes, at, last) {
+            let len = r.len;
+            out.records.push((at, r));
+            at += HEADER + len;
+            out.valid = at;
+            continue;
+        }
+        // Only reached on damage or at the end: a byte-by-byte search is cheap enough.
+        match (at + 1..bytes.len()).find(|&next| record_at(bytes, next, last).is_some()) {
+            Some(next) => {
+                out.damaged.push(at..next);
+                at = next;
+            }
+            None => return out,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -359,17 +417,20 @@ mod tests {
     type Seen = Vec<(u64, u64, Vec<u8>, u32)>;
 
     fn open(dir: &Path, checkpoint: u64) -> (Journal, Seen) {
+        try_open(dir, checkpoint, false).unwrap()
+    }
+
+    fn try_open(dir: &Path, checkpoint: u64, skip: bool) -> Result<(Journal, Seen), BusError> {
         let mut seen = Vec::new();
-        let j = Journal::open(dir, checkpoint, SEGMENT, |e| {
+        let j = Journal::open(dir, checkpoint, SEGMENT, skip, |e| {
             let f = File::open(segment_path(dir, e.seg)).unwrap();
             let mut at = vec![0; e.changes.len()];
             f.read_exact_at(&mut at, e.changes_at).unwrap();
             assert_eq!(at, e.changes, "changes_at points at the changes");
             seen.push((e.commit, e.next_qseq, e.changes.to_vec(), e.seg));
             Ok(())
-        })
-        .unwrap();
-        (j, seen)
+        })?;
+        Ok((j, seen))
     }
 
     fn rec(commit: u64, changes: &[u8]) -> (u64, u64, Vec<u8>, u32) {
@@ -429,6 +490,64 @@ mod tests {
     }
 
     #[test]
+    fn damage_with_valid_records_after_it_is_refused_then_skipped_never_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment_path(dir.path(), 0);
+        {
+            let (mut j, _) = open(dir.path(), 0);
+            j.append(10, b"first", true).unwrap();
+            j.append(20, b"middle", true).unwrap();
+            j.append(30, b"last", true).unwrap();
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = HEADER + BODY_HEADER + 5;
+        let middle_end = middle + HEADER + BODY_HEADER + 6;
+        bytes[middle + HEADER + BODY_HEADER + 2] ^= 0x10;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = try_open(dir.path(), 0, false)
+            .err()
+            .expect("damage is refused");
+        let text = err.to_string();
+        assert!(
+            text.contains(&path.display().to_string())
+                && text.contains(&format!("bytes {middle}..{middle_end}"))
+                && text.contains("--journal-skip-damaged"),
+            "{text}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing was cut");
+        let (mut j, got) = try_open(dir.path(), 0, true).unwrap();
+        assert_eq!(got, vec![rec(1, b"first"), rec(3, b"last")]);
+        j.append(40, b"after", true).unwrap();
+        drop(j);
+        let (_, got) = try_open(dir.path(), 0, true).unwrap();
+        assert_eq!(
+            got,
+            vec![rec(1, b"first"), rec(3, b"last"), rec(4, b"after")],
+            "appends go after the last valid record"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_tail_of_a_sealed_segment_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut j, _) = open(dir.path(), 0);
+            j.append(10, &vec![1u8; SEGMENT as usize], false).unwrap();
+            j.checkpointed().unwrap().expect("sealed");
+            j.append(20, b"next", true).unwrap();
+        }
+        let sealed = segment_path(dir.path(), 0);
+        let mut bytes = std::fs::read(&sealed).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&sealed, &bytes).unwrap();
+        let err = try_open(dir.path(), 0, false).err().expect("refused");
+        assert!(err.to_string().contains("bytes 0.."), "{err}");
+        let (_, got) = try_open(dir.path(), 0, true).unwrap();
+        assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), vec![2]);
+    }
+
+    #[test]
     fn a_full_segment_is_sealed_at_a_checkpoint_and_deleted_once_unused() {
         let dir = tempfile::tempdir().unwrap();
         let (mut j, _) = open(dir.path(), 0);
@@ -466,9 +585,10 @@ mod tests {
     fn a_stale_record_numbered_below_its_predecessor_ends_the_segment() {
         let mut bytes = encode(5, 50, b"new");
         bytes.extend(encode(3, 30, b"stale"));
-        let (got, valid) = parse(&bytes);
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].1.commit, 5);
-        assert_eq!(valid, HEADER + BODY_HEADER + 3);
+        let got = scan(&bytes);
+        assert_eq!(got.records.len(), 1);
+        assert_eq!(got.records[0].1.commit, 5);
+        assert_eq!(got.valid, HEADER + BODY_HEADER + 3);
+        assert!(got.damaged.is_empty(), "a stale tail is not damage");
     }
 }

@@ -21,6 +21,24 @@ pub struct Loc {
     pub off: u64,
 }
 
+impl Loc {
+    /// A position whose event was in damaged journal bytes skipped on open
+    /// (`--journal-skip-damaged`): it keeps the positions after it where they were, and
+    /// readers pass over it.
+    const HOLE: Loc = Loc {
+        seg: u32::MAX,
+        len: 0,
+        off: 0,
+    };
+
+    fn is_hole(&self) -> bool {
+        self.seg == u32::MAX
+    }
+}
+
+/// The most holes a gap is filled with; a wider one restarts the index instead.
+const MAX_HOLES: u64 = 1 << 20;
+
 /// The retained events in one segment: a segment with none left can be deleted.
 #[derive(Clone, Copy, Default, Debug, PartialEq)]
 struct SegUse {
@@ -34,6 +52,9 @@ struct Segs(BTreeMap<u32, SegUse>);
 
 impl Segs {
     fn add(&mut self, loc: Loc) {
+        if loc.is_hole() {
+            return;
+        }
         let u = self.0.entry(loc.seg).or_default();
         u.events += 1;
         u.bytes += loc.len as u64;
@@ -77,13 +98,20 @@ impl BusIndex {
     }
 
     /// Records `pos`; the same position again (a record read twice) replaces it, and a
-    /// position below the retained ones (trimmed) is ignored.
+    /// position below the retained ones (trimmed) is ignored. Positions skipped (their
+    /// record was damaged) become holes.
     fn put(&mut self, pos: u64, loc: Loc, segs: &mut Segs) {
         let end = self.first + self.locs.len() as u64;
-        if self.locs.is_empty() || pos > end {
+        if !self.locs.is_empty() && pos > end && pos - end <= MAX_HOLES {
+            tracing::warn!(
+                from = end,
+                to = pos - 1,
+                "bus log positions missing (their journal record was skipped)"
+            );
+            self.locs.extend((end..pos).map(|_| Loc::HOLE));
+        } else if self.locs.is_empty() || pos > end {
             if pos > end && !self.locs.is_empty() {
-                // Cannot happen with segments deleted oldest first; start over from here
-                // rather than number events wrongly.
+                // Start over from here rather than number events wrongly.
                 tracing::warn!(
                     pos,
                     expected = end,
@@ -252,7 +280,7 @@ impl EventLog {
         let mut size = b.bytes;
         let mut through = None;
         for (i, loc) in b.locs.iter().enumerate() {
-            if size <= budget {
+            if size <= budget && !loc.is_hole() {
                 let Some(cutoff) = cutoff else { break };
                 let mut at = [0; 8];
                 read_at(&inner.files, loc.seg, loc.off, &mut at)?;
@@ -299,6 +327,10 @@ impl EventLog {
             // One read for a run of events that lie close together in one segment (a
             // record's events, separated only by a few bytes of change headers).
             let from = locs[i];
+            if from.is_hole() {
+                i += 1;
+                continue;
+            }
             let mut j = i + 1;
             let mut end = from.off + from.len as u64;
             let mut payload = from.len as u64;
@@ -375,12 +407,23 @@ mod tests {
             "trimmed stays gone"
         );
         b.put(9, loc(40), &mut segs);
-        assert_eq!((b.first, b.locs.len()), (9, 1), "a gap restarts the index");
-        b.trim(20, &mut segs);
-        assert_eq!((b.first, b.locs.len(), b.bytes), (21, 0, 0));
+        assert_eq!(
+            (b.first, b.locs.len(), b.bytes),
+            (6, 4, 20),
+            "a gap is filled with holes"
+        );
+        assert!(b.locs[1].is_hole() && b.locs[2].is_hole());
+        b.put(9 + MAX_HOLES + 2, loc(40), &mut segs);
+        assert_eq!(
+            (b.first, b.locs.len()),
+            (9 + MAX_HOLES + 2, 1),
+            "a wide gap restarts the index"
+        );
+        b.trim(20 + MAX_HOLES, &mut segs);
+        assert_eq!((b.first, b.locs.len(), b.bytes), (21 + MAX_HOLES, 0, 0));
         assert!(segs.0.is_empty(), "nothing retained, no segment in use");
-        b.put(21, loc(50), &mut segs);
-        assert_eq!((b.first, b.locs.len()), (21, 1));
+        b.put(21 + MAX_HOLES, loc(50), &mut segs);
+        assert_eq!((b.first, b.locs.len()), (21 + MAX_HOLES, 1));
         assert_eq!(
             segs.0[&0],
             SegUse {

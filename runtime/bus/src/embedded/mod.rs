@@ -65,6 +65,9 @@ pub struct EmbeddedConfig {
     pub checkpoint_interval: Duration,
     /// Journal segment size: the unit in which the bus log's disk space is given back.
     pub segment_bytes: u64,
+    /// Read on past damaged journal bytes (reporting them) instead of refusing to open
+    /// (`--journal-skip-damaged`; see `journal.rs`).
+    pub skip_damaged: bool,
 }
 
 impl EmbeddedConfig {
@@ -75,6 +78,7 @@ impl EmbeddedConfig {
             retention: RetentionConfig::default(),
             checkpoint_interval: Duration::from_millis(250),
             segment_bytes: 64 << 20,
+            skip_damaged: false,
         }
     }
 }
@@ -248,21 +252,27 @@ impl EmbeddedBus {
                 let mut replayed = 0;
                 // Every record indexes its events; the commits after the last checkpoint
                 // are also applied to the store again, in order, and made durable below.
-                let journal = Journal::open(&journal_dir, checkpoint, cfg.segment_bytes, |e| {
-                    index_events(&log, e.changes, e.seg, e.changes_at)?;
-                    if e.commit > checkpoint {
-                        tables::replay(&mut t, e.changes).map_err(|err| {
-                            storage(format!(
-                                "replaying commit {} of {}: {err}",
-                                e.commit,
-                                journal_dir.display()
-                            ))
-                        })?;
-                        next_qseq = next_qseq.max(e.next_qseq);
-                        replayed += 1;
-                    }
-                    Ok(())
-                })?;
+                let journal = Journal::open(
+                    &journal_dir,
+                    checkpoint,
+                    cfg.segment_bytes,
+                    cfg.skip_damaged,
+                    |e| {
+                        index_events(&log, e.changes, e.seg, e.changes_at)?;
+                        if e.commit > checkpoint {
+                            tables::replay(&mut t, e.changes).map_err(|err| {
+                                storage(format!(
+                                    "replaying commit {} of {}: {err}",
+                                    e.commit,
+                                    journal_dir.display()
+                                ))
+                            })?;
+                            next_qseq = next_qseq.max(e.next_qseq);
+                            replayed += 1;
+                        }
+                        Ok(())
+                    },
+                )?;
                 if replayed > 0 {
                     tracing::info!(commits = replayed, "bus journal replayed");
                 }
