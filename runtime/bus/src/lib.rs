@@ -287,6 +287,16 @@ pub enum BusError {
     UnknownBus(String),
     #[error("the bus is shutting down")]
     Closed,
+    /// A worker reported the outcome of a delivery whose lease had expired and been given to
+    /// another worker: the outcome is dropped (the other worker's counts).
+    #[error(
+        "trigger {trigger}: the lease on queue entry {seq} (delivery {attempt}) expired and the entry was handed out again; this outcome is dropped"
+    )]
+    LeaseLost {
+        trigger: String,
+        seq: u64,
+        attempt: u32,
+    },
 }
 
 /// Milliseconds since the Unix epoch.

@@ -84,6 +84,23 @@ impl<T: Clone> Queue<T> {
         out
     }
 
+    /// Whether the lease made as delivery number `attempt` of `seq` still holds (it has not
+    /// expired and been made again); if so, keeps it from expiring while its outcome is being
+    /// written, so no other worker can be handed the entry meanwhile.
+    pub fn pin(&mut self, seq: u64, attempt: u32) -> bool {
+        let current = self
+            .entries
+            .get(&seq)
+            .is_some_and(|e| e.attempts == attempt);
+        match self.inflight.get_mut(&seq) {
+            Some(deadline) if current => {
+                *deadline = u64::MAX;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Removes a delivered (or dead-lettered) entry and lets the next of its key go.
     pub fn remove(&mut self, seq: u64) -> Option<QueueEntry<T>> {
         self.inflight.remove(&seq);
@@ -169,6 +186,19 @@ mod tests {
 
     fn seqs(v: Vec<(u64, u32, &str)>) -> Vec<u64> {
         v.into_iter().map(|(s, _, _)| s).collect()
+    }
+
+    #[test]
+    fn only_the_current_lease_can_be_pinned_and_a_pinned_one_does_not_expire() {
+        let mut q = Queue::new(10);
+        q.push(1, entry(None, 0));
+        assert_eq!(q.lease(0, 100, 1)[0].1, 1);
+        assert!(q.expire(100) == 1, "the first lease expired");
+        assert_eq!(q.lease(100, 200, 1)[0].1, 2, "handed out again");
+        assert!(!q.pin(1, 1), "the expired lease's outcome is refused");
+        assert!(q.pin(1, 2));
+        assert_eq!(q.expire(u64::MAX - 1), 0, "a pinned lease does not expire");
+        assert!(!q.pin(2, 1), "no such entry");
     }
 
     #[test]

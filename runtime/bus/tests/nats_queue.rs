@@ -112,3 +112,100 @@ async fn a_process_dropping_a_queue_hands_back_what_its_feed_held_at_once() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// JetStream itself takes the ack of a delivery whose AckWait passed after it sent the message
+/// again: the reason Sluice fences leases on its side (the next test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_takes_a_stale_ack() {
+    use async_nats::jetstream::{self, consumer::pull};
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(&dir.path().join("nats"));
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let s = js
+        .create_stream(jetstream::stream::Config {
+            name: "p".into(),
+            subjects: vec!["p".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    js.publish("p", "x".into()).await.unwrap().await.unwrap();
+    let mut c = s
+        .create_consumer(pull::Config {
+            durable_name: Some("c".into()),
+            ack_wait: Duration::from_millis(500),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let next = async || {
+        let mut batch = c.fetch().max_messages(1).messages().await.unwrap();
+        batch.next().await.unwrap().unwrap()
+    };
+    let first = next().await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let second = next().await;
+    assert_eq!(second.info().unwrap().delivered, 2);
+    first.double_ack().await.unwrap();
+    let info = c.info().await.unwrap();
+    assert_eq!(
+        (info.num_ack_pending, info.ack_floor.stream_sequence),
+        (0, 1),
+        "the first delivery's ack settled the message the second one holds"
+    );
+}
+
+/// A worker whose lease ran out can neither ack nor retry: the event comes again and the
+/// delivery that has it decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_after_the_lease_ran_out_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(&dir.path().join("nats"));
+    let bus = NatsBus::connect(NatsConfig::new(server.url()))
+        .await
+        .unwrap();
+    bus.set_routes(Arc::new(ToTrigger));
+    let short = QueueConfig {
+        lease: Duration::from_millis(1500),
+        ..queue()
+    };
+    bus.configure_queue(TRIGGER, &short).await.unwrap();
+    let event = CloudEvent::new("late", "/test", "com.example.t");
+    bus.publish(vec![Publish {
+        bus: "b".into(),
+        event,
+        dedupe: true,
+    }])
+    .await
+    .unwrap();
+    let lease = async || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(d) = bus.lease(TRIGGER, 1).await.unwrap().pop() {
+                return d;
+            }
+            assert!(Instant::now() < deadline, "nothing to lease");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let first = lease().await;
+    assert_eq!(first.attempt, 1);
+    // Held for the AckWait less a second: 0.5 s here.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    for outcome in [
+        bus.ack(&first, Vec::new()).await,
+        bus.retry(&first, 0, "late").await,
+    ] {
+        assert!(
+            matches!(
+                outcome,
+                Err(sluice_bus::BusError::LeaseLost { attempt: 1, .. })
+            ),
+            "{outcome:?}"
+        );
+    }
+    let second = lease().await;
+    assert_eq!(second.attempt, 2, "delivered again after its AckWait");
+    bus.ack(&second, Vec::new()).await.unwrap();
+}

@@ -17,7 +17,11 @@ impl EmbeddedBus {
         let record = {
             let s = self.shared.state();
             let Some(e) = s.queues.get(&d.trigger).and_then(|q| q.get(d.seq)) else {
-                return Ok(());
+                return Err(BusError::LeaseLost {
+                    trigger: d.trigger.clone(),
+                    seq: d.seq,
+                    attempt: d.attempt,
+                });
             };
             QueueRecord {
                 attempts: e.attempts,
@@ -38,8 +42,10 @@ impl EmbeddedBus {
         };
         // Released after the op is queued: a retry due at once could otherwise be leased,
         // handled and acked ahead of this op, which would then store the entry again.
-        self.settle(&d.trigger, op, |q| q.release(d.seq, at_ms))
-            .await
+        self.settle(&d.trigger, Some((d.seq, d.attempt)), op, |q| {
+            q.release(d.seq, at_ms)
+        })
+        .await
     }
 
     /// Gives the delivery up (or, with `seq` 0, an event that never was on the queue, such as
@@ -51,6 +57,8 @@ impl EmbeddedBus {
         to_bus: Option<&str>,
     ) -> Result<(), BusError> {
         let (trigger, seq) = (dead.trigger.clone(), dead.seq);
+        // A queue entry's dead letter names the delivery that gave it up.
+        let lease = (seq != 0).then_some((seq, dead.attempts));
         let publish = to_bus.map(|bus| {
             Box::new(Logged::new(&Publish {
                 bus: bus.to_owned(),
@@ -71,7 +79,7 @@ impl EmbeddedBus {
             publish,
             reply,
         };
-        self.settle(&trigger, op, |q| {
+        self.settle(&trigger, lease, op, |q| {
             q.remove(seq);
         })
         .await

@@ -180,7 +180,7 @@ impl EmbeddedBus {
             replies,
             reply,
         };
-        self.settle(&d.trigger, op, |q| {
+        self.settle(&d.trigger, Some((d.seq, d.attempt)), op, |q| {
             q.remove(d.seq);
         })
         .await
@@ -190,13 +190,33 @@ impl EmbeddedBus {
     /// queue (which may let the next event of its ordering key be leased), then waits for the
     /// commit. In that order, whatever the next event's delivery writes is a later commit, so a
     /// crash cannot keep the next event's ack (or its replies, ahead of these) while losing
-    /// this one.
+    /// this one. With `lease` (sequence, delivery number), the outcome is refused unless that
+    /// lease still holds: a worker whose lease expired cannot ack, retry or dead-letter an
+    /// entry another worker now has.
     pub(super) async fn settle(
         &self,
         trigger: &str,
+        lease: Option<(u64, u32)>,
         make: impl FnOnce(Reply<()>) -> Op,
         change: impl FnOnce(&mut Queue<Payload>),
     ) -> Result<(), BusError> {
+        if let Some((seq, attempt)) = lease {
+            // A trigger no longer configured here has no leases to check: its outcome is
+            // written as before.
+            let held = self
+                .shared
+                .state()
+                .queues
+                .get_mut(trigger)
+                .is_none_or(|q| q.pin(seq, attempt));
+            if !held {
+                return Err(BusError::LeaseLost {
+                    trigger: trigger.to_owned(),
+                    seq,
+                    attempt,
+                });
+            }
+        }
         let rx = self.send(make).await?;
         if let Some(q) = self.shared.state().queues.get_mut(trigger) {
             change(q);

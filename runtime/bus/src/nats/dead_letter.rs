@@ -114,6 +114,10 @@ impl NatsBus {
         from: Option<&Delivery>,
     ) -> Result<(), BusError> {
         let (ns, name) = split_id(&dead.trigger)?;
+        // A late worker records nothing: the delivery that has the event now decides.
+        if let Some((d, r)) = from.and_then(|d| Some((d, d.receipt.as_ref()?))) {
+            r.held(d)?;
+        }
         self.dead_letter_stream().await?;
         let rec = DeadRecord {
             reason: dead.reason.clone(),
@@ -140,8 +144,8 @@ impl NatsBus {
             }])
             .await?;
         }
-        if let Some(r) = from.and_then(|d| d.receipt.as_ref()) {
-            r.0.ack().await.map_err(nats_err)?;
+        if let Some((d, r)) = from.and_then(|d| Some((d, d.receipt.as_ref()?))) {
+            r.held(d)?.ack().await.map_err(nats_err)?;
         }
         Ok(())
     }

@@ -60,8 +60,30 @@ const KEY: &str = "Sluice-Key";
 /// the archive skip.
 const COPY: &str = "Sluice-Copy";
 
-/// The JetStream message behind a delivery, for acking it.
-pub struct Receipt(jetstream::Message);
+/// The JetStream message behind a delivery, for acking it, and until when this process
+/// holds its lease.
+pub struct Receipt {
+    msg: jetstream::Message,
+    held_until: std::time::Instant,
+}
+
+impl Receipt {
+    /// The message, while its lease holds. JetStream takes the ack of a delivery whose AckWait
+    /// passed even after it sent the message to another worker (`tests/nats_queue.rs`), so the
+    /// lease is fenced here: past `held_until` the outcome is refused and the other delivery
+    /// decides.
+    fn held(&self, d: &Delivery) -> Result<&jetstream::Message, BusError> {
+        if std::time::Instant::now() < self.held_until {
+            Ok(&self.msg)
+        } else {
+            Err(BusError::LeaseLost {
+                trigger: d.trigger.clone(),
+                seq: d.seq,
+                attempt: d.attempt,
+            })
+        }
+    }
+}
 
 impl std::fmt::Debug for Receipt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -270,11 +292,16 @@ impl Bus for NatsBus {
 
     fn ack<'a>(&'a self, d: &'a Delivery, replies: Vec<Publish>) -> BusFuture<'a, ()> {
         async move {
+            // Checked before the replies too: a late worker's replies would duplicate those of
+            // the worker that has the event now.
+            if let Some(r) = &d.receipt {
+                r.held(d)?;
+            }
             if !replies.is_empty() {
                 self.publish_all(replies).await?;
             }
             match &d.receipt {
-                Some(r) => r.0.ack().await.map_err(nats_err),
+                Some(r) => r.held(d)?.ack().await.map_err(nats_err),
                 None => Ok(()),
             }
         }
@@ -286,11 +313,11 @@ impl Bus for NatsBus {
             // The server sends it again after the delay, through the Trigger's feed.
             let delay = Duration::from_millis(at_ms.saturating_sub(now_ms()));
             match &d.receipt {
-                Some(r) => {
-                    r.0.ack_with(AckKind::Nak(Some(delay)))
-                        .await
-                        .map_err(nats_err)
-                }
+                Some(r) => r
+                    .held(d)?
+                    .ack_with(AckKind::Nak(Some(delay)))
+                    .await
+                    .map_err(nats_err),
                 None => Ok(()),
             }
         }

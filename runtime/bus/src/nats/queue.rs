@@ -134,6 +134,14 @@ async fn feed(
     }
 }
 
+/// Until when this process counts a lease that began at `from` (when the message arrived, or
+/// was last extended) as its own: the AckWait less a second, as the server's clock started a
+/// little earlier (the message's trip here). The lease is the function timeout plus 5 s, so
+/// a handler that runs to its timeout still acks in time.
+fn held_until(from: Instant, lease: Duration) -> Instant {
+    from + lease.saturating_sub(Duration::from_secs(1))
+}
+
 /// A message that waited in a feed for a quarter of its lease or more: extend the lease
 /// before handing it to a worker, so a handler that takes its whole timeout still acks in
 /// time.
@@ -335,17 +343,27 @@ impl NatsBus {
         }
         let mut out = Vec::with_capacity(taken.len());
         for (m, since) in taken {
+            let mut from = since;
             if stale(since.elapsed(), q.lease) {
                 let _ = m.ack_with(AckKind::Progress).await;
+                from = Instant::now();
             }
-            if let Some(d) = self.to_delivery(trigger, m).await {
+            if let Some(d) = self
+                .to_delivery(trigger, m, held_until(from, q.lease))
+                .await
+            {
                 out.push(d);
             }
         }
         Ok(out)
     }
 
-    async fn to_delivery(&self, trigger: &str, m: jetstream::Message) -> Option<Delivery> {
+    async fn to_delivery(
+        &self,
+        trigger: &str,
+        m: jetstream::Message,
+        held_until: Instant,
+    ) -> Option<Delivery> {
         let (seq, attempt, published) = match m.info() {
             Ok(i) => (
                 i.stream_sequence,
@@ -378,7 +396,7 @@ impl NatsBus {
             attempt,
             accepted_ms,
             event: Arc::new(event),
-            receipt: Some(Arc::new(Receipt(m))),
+            receipt: Some(Arc::new(Receipt { msg: m, held_until })),
         })
     }
 }

@@ -5,7 +5,7 @@ use sluice_event::Extension;
 use tokio::sync::oneshot;
 
 use super::*;
-use crate::{Depth, QueueConfig, embedded::writer::Op, now_ms};
+use crate::{BusError, Depth, QueueConfig, embedded::writer::Op, now_ms};
 
 #[tokio::test]
 async fn route_lease_ack_retry_and_dead_letter() {
@@ -44,9 +44,7 @@ async fn route_lease_ack_retry_and_dead_letter() {
         }
     );
     bus.ack(&leased[0], Vec::new()).await.unwrap();
-    bus.retry(&leased[1], now_ms() + 60_000, "boom")
-        .await
-        .unwrap();
+    bus.retry(&leased[1], now_ms() + 300, "boom").await.unwrap();
     assert!(bus.lease("shop/t", 10).is_empty(), "retry is not due yet");
     assert_eq!(
         bus.depth("shop/t"),
@@ -56,19 +54,40 @@ async fn route_lease_ack_retry_and_dead_letter() {
         }
     );
 
-    bus.retry(&leased[1], 0, "ignored: not leased")
-        .await
-        .unwrap();
-    let dead = DeadLetter {
+    // The first delivery's lease ended with its retry: its outcomes are refused from now on.
+    let stale = bus.retry(&leased[1], 0, "not leased").await;
+    assert!(
+        matches!(stale, Err(BusError::LeaseLost { attempt: 1, .. })),
+        "{stale:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let second = bus.lease("shop/t", 10);
+    assert_eq!((second.len(), second[0].attempt), (1, 2));
+    let dead = |attempts| DeadLetter {
         trigger: "shop/t".into(),
         seq: leased[1].seq,
         reason: "exhausted".into(),
-        attempts: 8,
+        attempts,
         last_error: "boom".into(),
         at_ms: now_ms(),
         event: (*leased[1].event).clone(),
     };
-    bus.dead_letter(dead, Some("dead-letter")).await.unwrap();
+    let stale = bus.dead_letter(dead(1), Some("dead-letter")).await;
+    assert!(
+        matches!(stale, Err(BusError::LeaseLost { .. })),
+        "{stale:?}"
+    );
+    let stale = bus.ack(&leased[1], Vec::new()).await;
+    assert!(
+        matches!(stale, Err(BusError::LeaseLost { .. })),
+        "{stale:?}"
+    );
+    assert_eq!(
+        bus.depth("shop/t").inflight,
+        1,
+        "the second delivery keeps its lease"
+    );
+    bus.dead_letter(dead(2), Some("dead-letter")).await.unwrap();
     assert_eq!(bus.depth("shop/t"), Depth::default());
     let dl = bus.read("dead-letter", 0, 10).unwrap();
     assert_eq!(dl.len(), 1);
@@ -78,7 +97,7 @@ async fn route_lease_ack_retry_and_dead_letter() {
         e.extensions["sluicereason"],
         Extension::String("exhausted".into())
     );
-    assert_eq!(e.extensions["sluiceattempts"], Extension::Integer(8));
+    assert_eq!(e.extensions["sluiceattempts"], Extension::Integer(2));
     assert_eq!(
         e.extensions["sluicelasterror"],
         Extension::String("boom".into())
