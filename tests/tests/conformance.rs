@@ -143,6 +143,42 @@ fn retries_then_dead_letters_with_reasons_and_redrive(backend: Backend) {
     let list = sluice(&["dlq", "list", "--trigger", "e2e/work", "--url", &url]);
     assert_eq!(list.status.code(), Some(0));
     assert_eq!(stdout(&list).lines().count(), 3, "{}", stdout(&list));
+    // Pages come from the bus (only the page is decoded), oldest first.
+    let page = |query: &str| -> Value {
+        let (status, _, body) = sys
+            .request(
+                "GET",
+                &format!("/admin/triggers/e2e/work/dlq{query}"),
+                &[],
+                b"",
+            )
+            .unwrap();
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).unwrap()
+    };
+    let oldest: Vec<String> = stdout(&list).lines().map(str::to_owned).collect();
+    let middle = page("?offset=1&limit=1");
+    assert_eq!(
+        (&middle["total"], &middle["next"]),
+        (&json!(3), &json!(2)),
+        "{middle}"
+    );
+    assert_eq!(
+        middle["deadLetters"].as_array().map(Vec::len),
+        Some(1),
+        "{middle}"
+    );
+    assert!(
+        oldest[1].contains(middle["deadLetters"][0]["id"].as_str().unwrap()),
+        "the second oldest: {middle} vs {oldest:?}"
+    );
+    let past = page("?offset=5&limit=2");
+    assert_eq!(
+        (&past["total"], &past["next"]),
+        (&json!(3), &Value::Null),
+        "{past}"
+    );
+    assert_eq!(past["deadLetters"], json!([]), "{past}");
     let redrive = sluice(&["dlq", "redrive", "--trigger", "e2e/work", "--url", &url]);
     assert_eq!(stdout(&redrive).trim(), "redriven 3");
     // Redriven events are delivered again: they fail again, all attempts anew.

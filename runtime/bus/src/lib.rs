@@ -71,8 +71,14 @@ pub trait Bus: Send + Sync + 'static {
     ) -> BusFuture<'a, ()>;
     /// Queued plus in-flight events of a trigger.
     fn depth<'a>(&'a self, trigger: &'a str) -> BusFuture<'a, Depth>;
-    /// A trigger's dead letters, oldest first.
-    fn dead_letters<'a>(&'a self, trigger: &'a str) -> BusFuture<'a, Vec<DeadLetter>>;
+    /// Up to `limit` of a trigger's dead letters, oldest first, after skipping `offset`, and how
+    /// many it has in all. Only the page is decoded and held.
+    fn dead_letters<'a>(
+        &'a self,
+        trigger: &'a str,
+        offset: usize,
+        limit: usize,
+    ) -> BusFuture<'a, DeadLetterPage>;
     /// Puts a trigger's dead letters back on its queue with fresh attempts.
     fn redrive<'a>(&'a self, trigger: &'a str) -> BusFuture<'a, usize>;
     /// Deletes a trigger's dead letters.
@@ -257,6 +263,14 @@ impl DeadLetter {
         );
         e
     }
+}
+
+/// One page of a trigger's dead letters.
+#[derive(Debug, Default)]
+pub struct DeadLetterPage {
+    pub items: Vec<DeadLetter>,
+    /// Dead letters the trigger has in all.
+    pub total: usize,
 }
 
 /// Queue depth, the autoscaling signal.

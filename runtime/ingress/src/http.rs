@@ -550,17 +550,16 @@ async fn dlq_list(
     };
     let offset = q.offset.unwrap_or(0);
     let limit = q.limit.unwrap_or(DLQ_PAGE_MAX).clamp(1, DLQ_PAGE_MAX);
-    match s.bus.dead_letters(&id).await {
-        Ok(list) => {
-            let items: Vec<_> = list
+    match s.bus.dead_letters(&id, offset, limit).await {
+        Ok(page) => {
+            let items: Vec<_> = page
+                .items
                 .iter()
-                .skip(offset)
-                .take(limit)
                 .map(|d| d.to_event().to_json_value())
                 .collect();
             let end = offset.saturating_add(items.len());
-            let next = (end < list.len()).then_some(end);
-            Json(json!({ "trigger": id, "total": list.len(), "next": next, "deadLetters": items }))
+            let next = (end < page.total).then_some(end);
+            Json(json!({ "trigger": id, "total": page.total, "next": next, "deadLetters": items }))
                 .into_response()
         }
         Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),

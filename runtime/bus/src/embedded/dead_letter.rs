@@ -9,7 +9,7 @@ use super::{
     tables::{DEAD, storage},
     writer::Op,
 };
-use crate::{BusError, DeadLetter, Delivery, Publish};
+use crate::{BusError, DeadLetter, DeadLetterPage, Delivery, Publish};
 
 impl EmbeddedBus {
     /// The delivery failed and may be retried at `at_ms`.
@@ -86,17 +86,28 @@ impl EmbeddedBus {
     }
 
     /// Dead letters kept for a trigger, oldest first.
-    pub fn dead_letters(&self, trigger: &str) -> Result<Vec<DeadLetter>, BusError> {
+    /// Decodes only the page; the rest is counted.
+    pub fn dead_letters(
+        &self,
+        trigger: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<DeadLetterPage, BusError> {
         let r = self.db.begin_read().map_err(storage)?;
         let t = r.open_table(DEAD).map_err(storage)?;
-        let mut out = Vec::new();
+        let mut page = DeadLetterPage::default();
         for row in t
             .range((trigger, 0)..=(trigger, u64::MAX))
             .map_err(storage)?
         {
             let (k, v) = row.map_err(storage)?;
+            let i = page.total;
+            page.total += 1;
+            if i < offset || page.items.len() >= limit {
+                continue;
+            }
             let (reason, attempts, at_ms, last_error, event) = codec::decode_dead(v.value())?;
-            out.push(DeadLetter {
+            page.items.push(DeadLetter {
                 trigger: trigger.to_owned(),
                 seq: k.value().1,
                 reason,
@@ -106,7 +117,7 @@ impl EmbeddedBus {
                 event,
             });
         }
-        Ok(out)
+        Ok(page)
     }
 
     /// Puts a trigger's dead letters back on its queue with fresh attempts.

@@ -6,7 +6,10 @@ use futures::{FutureExt, future::BoxFuture};
 use sluice_event::CloudEvent;
 
 use super::EmbeddedBus;
-use crate::{Bus, BusFuture, DeadLetter, Delivery, Depth, Enqueue, Publish, Published, TriggerId};
+use crate::{
+    Bus, BusFuture, DeadLetter, DeadLetterPage, Delivery, Depth, Enqueue, Publish, Published,
+    TriggerId,
+};
 
 impl Bus for EmbeddedBus {
     fn kind(&self) -> &'static str {
@@ -81,8 +84,13 @@ impl Bus for EmbeddedBus {
         async move { Ok(d) }.boxed()
     }
 
-    fn dead_letters<'a>(&'a self, trigger: &'a str) -> BusFuture<'a, Vec<DeadLetter>> {
-        let got = EmbeddedBus::dead_letters(self, trigger);
+    fn dead_letters<'a>(
+        &'a self,
+        trigger: &'a str,
+        offset: usize,
+        limit: usize,
+    ) -> BusFuture<'a, DeadLetterPage> {
+        let got = EmbeddedBus::dead_letters(self, trigger, offset, limit);
         async move { got }.boxed()
     }
 

@@ -8,8 +8,12 @@ use serde::{Deserialize, Serialize};
 use sluice_api::jetstream as names;
 use sluice_event::CloudEvent;
 
-use super::{NatsBus, nats_err, split_id};
-use crate::{BusError, DeadLetter, Delivery, Enqueue, Publish, now_ms};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy};
+
+use super::{NatsBus, nats_err, pull, split_id};
+use crate::{BusError, DeadLetter, DeadLetterPage, Delivery, Enqueue, Publish, now_ms};
 
 /// A dead letter as kept in the dead-letter stream.
 #[derive(Serialize, Deserialize)]
@@ -51,18 +55,6 @@ impl NatsBus {
             .map_err(nats_err)
     }
 
-    pub(super) async fn read_dead(
-        &self,
-        trigger: &str,
-    ) -> Result<Vec<(u64, DeadLetter)>, BusError> {
-        Ok(self
-            .read_dead_records(trigger)
-            .await?
-            .into_iter()
-            .map(|(pos, _, d)| (pos, d))
-            .collect())
-    }
-
     /// Dead letters of `trigger` with their stream position and the bus recorded for them.
     async fn read_dead_records(
         &self,
@@ -78,33 +70,61 @@ impl NatsBus {
                 usize::MAX,
             )
             .await?;
-        let mut out = Vec::with_capacity(msgs.len());
-        for (pos, m) in msgs {
-            let rec: DeadRecord = match serde_json::from_slice(&m.payload) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(trigger, pos, error = %e, "unreadable dead-letter record");
+        Ok(msgs
+            .into_iter()
+            .filter_map(|(pos, m)| {
+                let (bus, d) = decode_dead(trigger, pos, &m.payload)?;
+                Some((pos, bus, d))
+            })
+            .collect())
+    }
+
+    /// A page of `trigger`'s dead letters: a throwaway consumer of its subject says how many
+    /// there are, the first `offset` are passed over undecoded, and only the page is kept.
+    pub(super) async fn dead_letter_page(
+        &self,
+        trigger: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<DeadLetterPage, BusError> {
+        let (ns, name) = split_id(trigger)?;
+        let stream = self.dead_letter_stream().await?;
+        let c = stream
+            .create_consumer(consumer::pull::Config {
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::None,
+                filter_subject: names::dead_letter_subject(ns, name),
+                inactive_threshold: Duration::from_secs(5),
+                ..Default::default()
+            })
+            .await
+            .map_err(nats_err)?;
+        let total = usize::try_from(c.cached_info().num_pending).unwrap_or(usize::MAX);
+        let mut page = DeadLetterPage {
+            items: Vec::new(),
+            total,
+        };
+        let (mut seen, end) = (0usize, offset.saturating_add(limit).min(total));
+        while seen < end {
+            let got = pull(&c, (end - seen).min(1000)).await?;
+            if got.is_empty() {
+                break;
+            }
+            for m in got {
+                let i = seen;
+                seen += 1;
+                if i < offset {
                     continue;
                 }
-            };
-            let Ok(event) = CloudEvent::from_json_value(rec.event) else {
-                continue;
-            };
-            out.push((
-                pos,
-                rec.bus,
-                DeadLetter {
-                    trigger: trigger.to_owned(),
-                    seq: rec.seq,
-                    reason: rec.reason,
-                    attempts: rec.attempts,
-                    last_error: rec.last_error,
-                    at_ms: rec.at_ms,
-                    event,
-                },
-            ));
+                let pos = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+                if let Some((_, d)) = decode_dead(trigger, pos, &m.payload) {
+                    page.items.push(d);
+                }
+            }
         }
-        Ok(out)
+        let name = c.cached_info().name.clone();
+        let _ = stream.delete_consumer(&name).await;
+        Ok(page)
     }
 
     pub(super) async fn dead_letter_now(
@@ -198,4 +218,29 @@ impl NatsBus {
             .map_err(nats_err)?;
         Ok(r.purged as usize)
     }
+}
+
+/// A dead-letter record as a dead letter of `trigger`, with the bus recorded for it; `None`
+/// (logged) when it cannot be read.
+fn decode_dead(trigger: &str, pos: u64, payload: &[u8]) -> Option<(Option<String>, DeadLetter)> {
+    let rec: DeadRecord = match serde_json::from_slice(payload) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(trigger, pos, error = %e, "unreadable dead-letter record");
+            return None;
+        }
+    };
+    let event = CloudEvent::from_json_value(rec.event).ok()?;
+    Some((
+        rec.bus,
+        DeadLetter {
+            trigger: trigger.to_owned(),
+            seq: rec.seq,
+            reason: rec.reason,
+            attempts: rec.attempts,
+            last_error: rec.last_error,
+            at_ms: rec.at_ms,
+            event,
+        },
+    ))
 }

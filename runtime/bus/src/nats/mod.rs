@@ -45,8 +45,8 @@ use queue::QueueState;
 pub use queue::{partition_of, pull};
 
 use super::{
-    Bus, BusError, BusFuture, DeadLetter, Delivery, Depth, Enqueue, NoRoutes, Publish, Published,
-    RetentionConfig, Routes, TriggerId, now_ms,
+    Bus, BusError, BusFuture, DeadLetter, DeadLetterPage, Delivery, Depth, Enqueue, NoRoutes,
+    Publish, Published, RetentionConfig, Routes, TriggerId, now_ms,
 };
 
 /// Partitions of an ordered trigger's queue: keys hash onto them; each goes one at a time.
@@ -337,16 +337,13 @@ impl Bus for NatsBus {
         self.depth_of(trigger).boxed()
     }
 
-    fn dead_letters<'a>(&'a self, trigger: &'a str) -> BusFuture<'a, Vec<DeadLetter>> {
-        async move {
-            Ok(self
-                .read_dead(trigger)
-                .await?
-                .into_iter()
-                .map(|(_, d)| d)
-                .collect())
-        }
-        .boxed()
+    fn dead_letters<'a>(
+        &'a self,
+        trigger: &'a str,
+        offset: usize,
+        limit: usize,
+    ) -> BusFuture<'a, DeadLetterPage> {
+        self.dead_letter_page(trigger, offset, limit).boxed()
     }
 
     fn redrive<'a>(&'a self, trigger: &'a str) -> BusFuture<'a, usize> {
