@@ -39,8 +39,9 @@ use crate::BusError;
 const HEADER: usize = 8;
 /// The body's fixed part: commit number and queue counter.
 const BODY_HEADER: usize = 16;
-/// A record longer than this is not one this code wrote: reading stops there.
-const MAX_RECORD: usize = 1 << 30;
+/// A record longer than this is not one this code wrote: reading stops there, and an append
+/// that would write one is refused. (Small in unit tests, so they can reach it.)
+const MAX_RECORD: usize = if cfg!(test) { 1 << 16 } else { 1 << 30 };
 
 fn io(path: &Path, what: &str, e: std::io::Error) -> BusError {
     BusError::Storage(format!("journal {}: {what}: {e}", path.display()))
@@ -202,6 +203,14 @@ impl Journal {
         changes: &[u8],
         sync: bool,
     ) -> Result<(u32, u64), BusError> {
+        if BODY_HEADER + changes.len() > MAX_RECORD {
+            // Written, it could not be read back: refuse the commit instead.
+            return Err(BusError::Storage(format!(
+                "journal {}: a commit of {} bytes is over the {MAX_RECORD}-byte record limit",
+                self.path().display(),
+                changes.len()
+            )));
+        }
         let commit = self.commit + 1;
         let record = encode(commit, next_qseq, changes);
         // Positioned writes: the file is shared with readers (`log.rs`), who use `pread`.
@@ -525,6 +534,29 @@ mod tests {
             vec![rec(1, b"first"), rec(3, b"last"), rec(4, b"after")],
             "appends go after the last valid record"
         );
+    }
+
+    #[test]
+    fn a_commit_over_the_record_limit_is_refused_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = open(dir.path(), 0);
+        j.append(10, b"before", true).unwrap();
+        let len = std::fs::metadata(segment_path(dir.path(), 0))
+            .unwrap()
+            .len();
+        let err = j.append(20, &vec![0u8; MAX_RECORD], true).unwrap_err();
+        assert!(err.to_string().contains("record limit"), "{err}");
+        assert_eq!(
+            std::fs::metadata(segment_path(dir.path(), 0))
+                .unwrap()
+                .len(),
+            len,
+            "nothing written"
+        );
+        j.append(30, b"after", true).unwrap();
+        drop(j);
+        let (_, got) = open(dir.path(), 0);
+        assert_eq!(got, vec![rec(1, b"before"), (2, 30, b"after".to_vec(), 0)]);
     }
 
     #[test]

@@ -43,6 +43,8 @@ use super::{BusError, RetentionConfig, TriggerId, queue::Queue};
 
 /// Ops applied per group commit; bounded so one commit stays short.
 const MAX_BATCH: usize = 1024;
+/// A batch stops taking ops once they add up to this many bytes (one more op may cross it).
+const MAX_BATCH_BYTES: usize = 64 << 20;
 /// Dedupe keys expired per commit at most. Steady state expires what arrived one window
 /// ago; the bound keeps the first commits after a long pause short.
 const MAX_EXPIRED: usize = 4096;

@@ -27,6 +27,11 @@ pub(super) struct Logged {
 }
 
 impl Logged {
+    /// Bytes it adds to a journal record, about.
+    pub(super) fn weight(&self) -> usize {
+        self.record.len() + self.bus.len() + self.dedupe.as_ref().map_or(0, String::len) + 16
+    }
+
     pub(super) fn new(p: &Publish) -> Self {
         Self {
             bus: p.bus.clone(),

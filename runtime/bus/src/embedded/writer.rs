@@ -9,8 +9,8 @@ use std::{
 use redb::{Database, Durability};
 
 use super::{
-    CHECKPOINT_BYTES, EmbeddedConfig, MAX_BATCH, MAX_EXPIRED, QueueRecord, Reply, SLOW_PHASE,
-    Shared, WriterPhase, codec,
+    CHECKPOINT_BYTES, EmbeddedConfig, MAX_BATCH, MAX_BATCH_BYTES, MAX_EXPIRED, QueueRecord, Reply,
+    SLOW_PHASE, Shared, WriterPhase, codec,
     journal::Journal,
     log::EventLog,
     publish::{Log, Logged},
@@ -68,6 +68,22 @@ pub(super) enum Op {
 }
 
 impl Op {
+    /// About how many bytes the op adds to its commit's journal record: what bounds a batch
+    /// by size as well as by count.
+    fn weight(&self) -> usize {
+        let logged = |l: &[Logged]| l.iter().map(Logged::weight).sum::<usize>();
+        match self {
+            Op::Publish(items, _) => logged(items),
+            Op::Enqueue { items, .. } => items.iter().map(|q| q.bytes.len() + 64).sum(),
+            Op::Ack { replies, .. } => 64 + logged(replies),
+            Op::Put { record, .. } => 64 + record.len(),
+            Op::Dead {
+                record, publish, ..
+            } => 64 + record.len() + publish.as_deref().map_or(0, Logged::weight),
+            Op::Redrive { .. } | Op::Purge { .. } | Op::Trim { .. } | Op::Flush { .. } => 64,
+        }
+    }
+
     fn durable(&self) -> bool {
         match self {
             Op::Publish(..) => true,
@@ -102,10 +118,16 @@ pub(super) struct Writer {
 impl Writer {
     pub(super) fn run(mut self, rx: mpsc::Receiver<Op>) {
         while let Ok(first) = rx.recv() {
+            // Bounded by count and by bytes: one journal record holds the whole batch, and a
+            // record must stay far below what the journal reads back (`MAX_RECORD`).
+            let mut weight = first.weight();
             let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
+            while batch.len() < MAX_BATCH && weight < MAX_BATCH_BYTES {
                 match rx.try_recv() {
-                    Ok(op) => batch.push(op),
+                    Ok(op) => {
+                        weight += op.weight();
+                        batch.push(op);
+                    }
                     Err(_) => break,
                 }
             }
