@@ -167,7 +167,7 @@ async fn an_outcome_after_the_lease_ran_out_is_refused() {
         .unwrap();
     bus.set_routes(Arc::new(ToTrigger));
     let short = QueueConfig {
-        lease: Duration::from_millis(1500),
+        lease: Duration::from_millis(3000),
         ..queue()
     };
     bus.configure_queue(TRIGGER, &short).await.unwrap();
@@ -191,8 +191,8 @@ async fn an_outcome_after_the_lease_ran_out_is_refused() {
     };
     let first = lease().await;
     assert_eq!(first.attempt, 1);
-    // Held for the AckWait less a second: 0.5 s here.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Held for the AckWait less a second: 2 s here.
+    tokio::time::sleep(Duration::from_millis(2300)).await;
     for outcome in [
         bus.ack(&first, Vec::new()).await,
         bus.retry(&first, 0, "late").await,
