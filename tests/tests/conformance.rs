@@ -356,8 +356,17 @@ fn mqtt_and_nats_messages_become_cloudevents_for_their_triggers(backend: Backend
     // Bridges subscribe once the manifests are applied (the processes are ready); give the
     // subscriptions a moment to reach the brokers.
     std::thread::sleep(Duration::from_secs(1));
+    // Over the bridges' 256 KiB limit: dropped (and logged), and what follows still flows.
+    let oversized = format!(r#"{{"celsius": 40, "pad": "{}"}}"#, "x".repeat(300 * 1024));
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let client = async_nats::connect(&url).await.unwrap();
+        client
+            .publish(
+                format!("sensors-{run}-{backend:?}.attic"),
+                oversized.clone().into(),
+            )
+            .await
+            .unwrap();
         client
             .publish(
                 format!("sensors-{run}-{backend:?}.kitchen"),
@@ -369,19 +378,19 @@ fn mqtt_and_nats_messages_become_cloudevents_for_their_triggers(backend: Backend
         let opts = rumqttc_options(&format!("{run}-{backend:?}"));
         let (mqtt, mut events) = rumqttc::AsyncClient::new(opts, 10);
         let topic = |room: &str| format!("sluice-e2e-{run}-{backend:?}/{room}/readings");
-        for (room, c) in [("hall", 35), ("cellar", 12)] {
-            mqtt.publish(
-                topic(room),
-                rumqttc::QoS::AtLeastOnce,
-                false,
-                format!(r#"{{"celsius": {c}}}"#),
-            )
-            .await
-            .unwrap();
+        let readings = [
+            ("attic", oversized.clone()),
+            ("hall", r#"{"celsius": 35}"#.to_owned()),
+            ("cellar", r#"{"celsius": 12}"#.to_owned()),
+        ];
+        for (room, body) in readings {
+            mqtt.publish(topic(room), rumqttc::QoS::AtLeastOnce, false, body)
+                .await
+                .unwrap();
         }
-        // Drive the MQTT connection until both publishes are acknowledged.
+        // Drive the MQTT connection until every publish is acknowledged.
         let mut acked = 0;
-        while acked < 2 {
+        while acked < 3 {
             if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) =
                 tokio::time::timeout(Duration::from_secs(10), events.poll())
                     .await
@@ -408,13 +417,27 @@ fn mqtt_and_nats_messages_become_cloudevents_for_their_triggers(backend: Backend
         .count();
     assert_eq!(
         handled, 2,
-        "the kitchen (NATS) and the hall (MQTT, > 30 °C); not the cellar: {replies:?}"
+        "the kitchen (NATS) and the hall (MQTT, > 30 °C); not the cellar, not the oversized attic \
+         readings: {replies:?}"
     );
+    let logs = sys.logs();
+    for attic in [
+        format!("sensors-{run}-{backend:?}.attic"),
+        format!("sluice-e2e-{run}-{backend:?}/attic/readings"),
+    ] {
+        assert!(
+            logs.lines().any(
+                |l| l.contains("bridged message over the size limit dropped") && l.contains(&attic)
+            ),
+            "the drop from {attic} is logged\n{logs}"
+        );
+    }
 }
 
 fn rumqttc_options(run: &str) -> rumqttc::MqttOptions {
     let mut o = rumqttc::MqttOptions::new(format!("sluice-test-{run}"), "127.0.0.1", 1883);
     o.set_keep_alive(Duration::from_secs(5));
+    o.set_max_packet_size(1 << 20, 1 << 20);
     o
 }
 

@@ -34,6 +34,32 @@ pub enum BridgeError {
     Bus(#[from] BusError),
 }
 
+/// The largest message a bridge turns into an event: the HTTP ingress's default event limit.
+/// A larger one is dropped with an error naming the trigger, subject and size (and, on MQTT,
+/// acknowledged, so the broker does not send it again and again).
+pub const MAX_BRIDGED_BYTES: usize = 256 * 1024;
+
+/// MQTT's own ceiling on a packet (the remaining length field, plus its header). The client
+/// accepts anything up to it so that an oversized message reaches the check above: refused
+/// by the client instead, it would end the connection, and the broker would resend it to the
+/// persistent session forever.
+const MQTT_MAX_PACKET: usize = 268_435_455 + 5;
+
+/// Whether a bridged message fits; logs the drop when it does not.
+fn fits(trigger: &str, subject: &str, bytes: usize) -> bool {
+    let ok = bytes <= MAX_BRIDGED_BYTES;
+    if !ok {
+        tracing::error!(
+            trigger,
+            subject,
+            bytes,
+            limit = MAX_BRIDGED_BYTES,
+            "bridged message over the size limit dropped"
+        );
+    }
+    ok
+}
+
 fn broker(url: &str) -> impl Fn(&dyn std::fmt::Display) -> BridgeError + '_ {
     move |e| BridgeError::Broker {
         broker: url.to_owned(),
@@ -127,6 +153,12 @@ impl Bridge {
         };
         tracing::info!(trigger = %self.trigger, subject = %src.subject, "NATS bridge subscribed");
         while let Some(msg) = sub.next().await {
+            if !fits(&self.trigger, msg.subject.as_str(), msg.payload.len()) {
+                if let Some(reply) = msg.reply {
+                    let _ = client.publish(reply, "refused: too large".into()).await;
+                }
+                continue;
+            }
             let event = message_event(
                 &format!("nats://{}", msg.subject),
                 "dev.sluice.nats.message",
@@ -161,6 +193,7 @@ impl Bridge {
         opts.set_keep_alive(Duration::from_secs(15));
         opts.set_clean_session(false);
         opts.set_manual_acks(true);
+        opts.set_max_packet_size(MQTT_MAX_PACKET, MQTT_MAX_PACKET);
         let (client, mut events) = rumqttc::AsyncClient::new(opts, 64);
         let qos = match src.qos {
             0 => rumqttc::QoS::AtMostOnce,
@@ -176,6 +209,10 @@ impl Bridge {
             match events.poll().await.map_err(|e| err(&e))? {
                 rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => {
                     let topic = p.topic.clone();
+                    if !fits(&self.trigger, &topic, p.payload.len()) {
+                        client.ack(&p).await.map_err(|e| err(&e))?;
+                        continue;
+                    }
                     let event = message_event(
                         &format!("mqtt://{topic}"),
                         "dev.sluice.mqtt.message",
