@@ -14,7 +14,7 @@ use crate::{
     HOPS, InvokeError, SharedInvoker, hops,
     policy::{self, GiveUp, Step},
 };
-use sluice_bus::{Bus, DeadLetter, Delivery, Publish, SharedBus, TriggerId, now_ms};
+use sluice_bus::{Bus, BusError, DeadLetter, Delivery, Publish, SharedBus, TriggerId, now_ms};
 
 use crate::metrics::Metrics;
 
@@ -134,7 +134,7 @@ async fn deliver(
                 Err(e) => Err(e),
             };
             if let Err(e) = acked {
-                tracing::warn!(trigger = %route.id, event_id = %d.event.id, error = %e, "publishing replies or ack failed; will redeliver");
+                outcome_failed(route, &d, &e, "publishing replies or ack");
                 return;
             }
             metrics.delivered(&route.id);
@@ -161,7 +161,7 @@ async fn failed(
                 .retry(d, now_ms() + delay.as_millis() as u64, &err.message)
                 .await
             {
-                tracing::warn!(trigger = %route.id, event_id = %d.event.id, error = %e, "scheduling retry failed");
+                outcome_failed(route, d, &e, "scheduling the retry");
             }
         }
         Step::DeadLetter(why) => give_up(route, bus, metrics, d, why, &err.message).await,
@@ -176,7 +176,6 @@ async fn give_up(
     why: GiveUp,
     last_error: &str,
 ) {
-    metrics.dead_lettered(&route.id);
     tracing::warn!(target: "sluice::delivery", "{} {} → {} dead-lettered: {} after {} attempt(s): {}", d.event.ty, d.event.id, route.id, why.as_str(), d.attempt, last_error);
     let dead = DeadLetter {
         trigger: route.id.clone(),
@@ -187,11 +186,26 @@ async fn give_up(
         at_ms: now_ms(),
         event: (*d.event).clone(),
     };
-    if let Err(e) = bus
+    match bus
         .dead_letter(dead, route.dead_letter_bus.as_deref(), Some(d))
         .await
     {
-        tracing::error!(trigger = %route.id, event_id = %d.event.id, error = %e, "dead-lettering failed; will redeliver");
+        Ok(()) => metrics.dead_lettered(&route.id),
+        Err(e) => outcome_failed(route, d, &e, "dead-lettering"),
+    }
+}
+
+/// A delivery's outcome did not reach the bus. A lost lease is expected now and then (a
+/// handler that outlived it): the delivery that has the event now decides. Anything else
+/// leaves the event to come back once its lease expires.
+fn outcome_failed(route: &TriggerRoute, d: &Delivery, e: &BusError, what: &str) {
+    match e {
+        BusError::LeaseLost { .. } => {
+            tracing::warn!(trigger = %route.id, event_id = %d.event.id, error = %e, "{what}: lease lost; the current delivery decides")
+        }
+        _ => {
+            tracing::error!(trigger = %route.id, event_id = %d.event.id, error = %e, "{what} failed; the event comes back when its lease expires")
+        }
     }
 }
 
