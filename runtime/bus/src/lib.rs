@@ -313,6 +313,17 @@ pub enum BusError {
     },
 }
 
+impl BusError {
+    /// Delivery `d`'s outcome came after its lease ran out.
+    pub fn lease_lost(d: &Delivery) -> Self {
+        BusError::LeaseLost {
+            trigger: d.trigger.clone(),
+            seq: d.seq,
+            attempt: d.attempt,
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

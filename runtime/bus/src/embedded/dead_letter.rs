@@ -17,11 +17,7 @@ impl EmbeddedBus {
         let record = {
             let s = self.shared.state();
             let Some(e) = s.queues.get(&d.trigger).and_then(|q| q.get(d.seq)) else {
-                return Err(BusError::LeaseLost {
-                    trigger: d.trigger.clone(),
-                    seq: d.seq,
-                    attempt: d.attempt,
-                });
+                return Err(BusError::lease_lost(d));
             };
             QueueRecord {
                 attempts: e.attempts,

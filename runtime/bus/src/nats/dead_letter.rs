@@ -8,11 +8,7 @@ use serde::{Deserialize, Serialize};
 use sluice_api::jetstream as names;
 use sluice_event::CloudEvent;
 
-use std::time::Duration;
-
-use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy};
-
-use super::{NatsBus, nats_err, pull, split_id};
+use super::{NatsBus, nats_err, publish::reader, pull, split_id};
 use crate::{BusError, DeadLetter, DeadLetterPage, Delivery, Enqueue, Publish, now_ms};
 
 /// A dead letter as kept in the dead-letter stream.
@@ -89,16 +85,7 @@ impl NatsBus {
     ) -> Result<DeadLetterPage, BusError> {
         let (ns, name) = split_id(trigger)?;
         let stream = self.dead_letter_stream().await?;
-        let c = stream
-            .create_consumer(consumer::pull::Config {
-                deliver_policy: DeliverPolicy::All,
-                ack_policy: AckPolicy::None,
-                filter_subject: names::dead_letter_subject(ns, name),
-                inactive_threshold: Duration::from_secs(5),
-                ..Default::default()
-            })
-            .await
-            .map_err(nats_err)?;
+        let c = reader(&stream, Some(names::dead_letter_subject(ns, name)), 0).await?;
         let total = usize::try_from(c.cached_info().num_pending).unwrap_or(usize::MAX);
         let mut page = DeadLetterPage {
             items: Vec::new(),
@@ -122,8 +109,7 @@ impl NatsBus {
                 }
             }
         }
-        let name = c.cached_info().name.clone();
-        let _ = stream.delete_consumer(&name).await;
+        let _ = stream.delete_consumer(&c.cached_info().name).await;
         Ok(page)
     }
 
@@ -134,8 +120,10 @@ impl NatsBus {
         from: Option<&Delivery>,
     ) -> Result<(), BusError> {
         let (ns, name) = split_id(&dead.trigger)?;
-        // A late worker records nothing: the delivery that has the event now decides.
-        if let Some((d, r)) = from.and_then(|d| Some((d, d.receipt.as_ref()?))) {
+        let receipt = from.and_then(|d| Some((d, d.receipt.as_ref()?)));
+        // A late worker records nothing: the delivery that has the event now decides. (Checked
+        // again before the ack: recording takes round trips.)
+        if let Some((d, r)) = receipt {
             r.held(d)?;
         }
         self.dead_letter_stream().await?;
@@ -164,7 +152,7 @@ impl NatsBus {
             }])
             .await?;
         }
-        if let Some((d, r)) = from.and_then(|d| Some((d, d.receipt.as_ref()?))) {
+        if let Some((d, r)) = receipt {
             r.held(d)?.ack().await.map_err(nats_err)?;
         }
         Ok(())

@@ -8,7 +8,8 @@
 //!   `Nats-Msg-Id` = SHA-256 of (source, id) plus the Trigger, so the stream's duplicate
 //!   window is the dedupe window; the 202 waits for every copy's publish ack.
 //! * queues: each Trigger's durable pull consumer(s) of its bus's stream, filtered to its
-//!   subjects, each read by one long-lived pull that buffers up to the Function's concurrency. A consumer's `AckWait` is the function timeout plus a margin;
+//!   subjects, each read by one pull request at a time into a buffer of the Function's
+//!   concurrency. A consumer's `AckWait` is the function timeout plus a margin;
 //!   `max_ack_pending` is `maxInflight`; a retry is a NAK with the backoff delay; the attempt
 //!   is the message's delivery count; dead letters are recorded, published, then acked.
 //! * ordering: an ordered Trigger's copies go to partition subjects by a hash of the key,
@@ -76,11 +77,7 @@ impl Receipt {
         if std::time::Instant::now() < self.held_until {
             Ok(&self.msg)
         } else {
-            Err(BusError::LeaseLost {
-                trigger: d.trigger.clone(),
-                seq: d.seq,
-                attempt: d.attempt,
-            })
+            Err(BusError::lease_lost(d))
         }
     }
 }

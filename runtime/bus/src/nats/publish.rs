@@ -8,7 +8,7 @@ use async_nats::{
     HeaderMap,
     jetstream::{
         self,
-        consumer::{AckPolicy, DeliverPolicy, pull},
+        consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
         stream::{self, RetentionPolicy, StorageType},
     },
 };
@@ -188,18 +188,7 @@ impl NatsBus {
             }
             Err(e) => return Err(nats_err(e)),
         };
-        let c = s
-            .create_consumer(pull::Config {
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: after + 1,
-                },
-                ack_policy: AckPolicy::None,
-                filter_subject: filter.unwrap_or_default(),
-                inactive_threshold: Duration::from_secs(5),
-                ..Default::default()
-            })
-            .await
-            .map_err(nats_err)?;
+        let c = reader(&s, filter, after).await?;
         let mut out = Vec::new();
         while out.len() < limit {
             let before = out.len();
@@ -212,10 +201,30 @@ impl NatsBus {
                 break;
             }
         }
-        let name = c.cached_info().name.clone();
-        let _ = s.delete_consumer(&name).await;
+        let _ = s.delete_consumer(&c.cached_info().name).await;
         Ok(out)
     }
+}
+
+/// A throwaway reader of stream `s` from after position `after`, filtered to `filter`: an
+/// unacknowledged consumer, which the caller deletes when done (the server drops it 5 s after
+/// its last use otherwise). Its `num_pending` is how many messages it will read.
+pub(super) async fn reader(
+    s: &stream::Stream,
+    filter: Option<String>,
+    after: u64,
+) -> Result<PullConsumer, BusError> {
+    s.create_consumer(pull::Config {
+        deliver_policy: DeliverPolicy::ByStartSequence {
+            start_sequence: after + 1,
+        },
+        ack_policy: AckPolicy::None,
+        filter_subject: filter.unwrap_or_default(),
+        inactive_threshold: Duration::from_secs(5),
+        ..Default::default()
+    })
+    .await
+    .map_err(nats_err)
 }
 
 /// Headers of the `i`th stored copy of an event routed to `hit`.

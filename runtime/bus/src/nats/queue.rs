@@ -2,8 +2,8 @@
 //! publishers routed to it, so JetStream, not this process, keeps leases and redelivery; an
 //! ordered Trigger gets a consumer per partition so a key goes one at a time.
 //!
-//! Each consumer is fed by one long-lived pull (a *feed*): the server pushes messages as they
-//! are stored, up to a prefetch, into a small buffer workers lease from without a round trip.
+//! Each consumer is read by a *feed*: one pull request open at a time, which the server fills
+//! as messages are stored, into a small buffer workers lease from without a round trip.
 //! (A pull per lease cost a fixed ~150 µs round trip and made workers wait for half their
 //! slots to be free; see docs/benchmarks.md#nats-data-path.)
 
