@@ -140,8 +140,8 @@ impl Journal {
                 if !skip_damaged {
                     return Err(BusError::Storage(format!(
                         "journal {}: bytes {}..{} of {} are damaged (no valid record; {} \
-                         damaged range(s) in all) and valid records follow them, so this is \
-                         not a torn write and nothing was cut. Keep a copy of {}, then start \
+                         damaged range(s) in all), and valid records follow them or the \
+                         segment was sealed, so this is not a torn write and nothing was cut. Keep a copy of {}, then start \
                          with --journal-skip-damaged to read on past the damage (what was \
                          recorded in those bytes is lost), or restore the segment from a backup",
                         path.display(),
