@@ -2,7 +2,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: run test setup functions fmt lint check crds bench-e2e chart
+.PHONY: run test setup functions fmt lint check crds bench-e2e chart fuzz
 
 ## run: the main job: build the example handlers, then `sluice dev functions/examples` on
 ## 127.0.0.1:8080 (it prints a ready-to-paste `sluice publish` and curl line).
@@ -29,6 +29,7 @@ test-unit:
 	$(CARGO) test --workspace --doc
 test-component:
 	$(CARGO) test --workspace --exclude sluice-tests --test '*'
+	$(MAKE) --no-print-directory fuzz
 test-system:
 	SLUICE_PREBUILT_BINS=1 $(CARGO) test -p sluice-tests
 	# The NATS side of the conformance and fault suites again on Debian's nats-server 2.9.10
@@ -52,6 +53,12 @@ setup:
 functions:
 	./scripts/toolchains.sh
 	$(MAKE) -C functions all
+
+## fuzz: every fuzz target (patterns, the CloudEvents parser's three HTTP modes, the journal
+## decoder) for FUZZ_SECONDS each; a failure names the input to keep under fuzz/regressions/.
+FUZZ_SECONDS ?= 20
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) ./scripts/fuzz.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -11,8 +11,9 @@ for t in wasm32-wasip1 wasm32-wasip2; do
   grep -qx "$t" <<<"$installed" || { log "rustup target add $t"; rustup target add "$t"; }
 done
 
-# Debian packages (none needed by the foundation; later issues add toolchains here).
-apt_packages=()
+# Debian packages: libfaketime steps the wall clock under `sluice dev` in the fault suite;
+# iproute2 and iptables make the network namespace it cuts off from NATS.
+apt_packages=(libfaketime iproute2 iptables)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

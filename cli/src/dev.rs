@@ -32,6 +32,10 @@ pub struct Args {
     /// each skipped range. What was recorded in those bytes is lost.
     #[arg(long)]
     pub journal_skip_damaged: bool,
+    /// Free space kept on the data dir's disk: below it, publishing answers 503 and /readyz
+    /// fails, while deliveries in progress finish; both recover once space is freed.
+    #[arg(long, value_name = "SIZE", default_value = "64Mi")]
+    pub disk_reserve: sluice_api::quantity::ByteSize,
 }
 
 /// One readable line per delivery: no targets, no span noise; RUST_LOG overrides.
@@ -69,6 +73,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         poll: Duration::from_millis(500),
         retention: args.retention.config()?,
         skip_damaged: args.journal_skip_damaged,
+        disk_reserve: args.disk_reserve.bytes(),
     };
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.threads {

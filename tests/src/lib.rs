@@ -14,6 +14,7 @@
 
 pub mod cluster;
 pub mod control_plane;
+pub mod disk;
 pub mod kubectl;
 pub mod nats;
 pub mod process;
@@ -237,3 +238,53 @@ pub fn tester_trigger(name: &str, event_type: &str, delivery: &[&str]) -> String
 
 /// The Python with the official CloudEvents SDK that `scripts/setup.sh` installs.
 pub const CLOUDEVENTS_PYTHON: &str = "/var/cache/sluice/toolchains/cloudevents-1.12.0/bin/python";
+
+/// What a fault test saw, in the counts the README's fault table quotes: events sent,
+/// accepted (2xx), handled (distinct, at least once), duplicated (extra deliveries) and lost
+/// (accepted, never handled). [`FaultCounts::report`] prints them and keeps them under
+/// `target/faults/`.
+#[derive(Debug, Default)]
+pub struct FaultCounts {
+    pub sent: usize,
+    pub accepted: usize,
+    pub handled: usize,
+    pub duplicated: usize,
+    pub lost: usize,
+}
+
+impl FaultCounts {
+    /// Counts from the ids accepted and the handled multiplicities (`done_counts`).
+    pub fn of(
+        sent: usize,
+        accepted: &std::collections::HashSet<String>,
+        handled: &std::collections::HashMap<String, usize>,
+    ) -> Self {
+        let of_accepted = |id: &String| handled.get(id).copied().unwrap_or(0);
+        Self {
+            sent,
+            accepted: accepted.len(),
+            handled: accepted.iter().filter(|id| of_accepted(id) > 0).count(),
+            duplicated: accepted
+                .iter()
+                .map(|id| of_accepted(id).saturating_sub(1))
+                .sum(),
+            lost: accepted.iter().filter(|id| of_accepted(id) == 0).count(),
+        }
+    }
+
+    /// Prints the counts and writes them to `target/faults/NAME.json`.
+    pub fn report(&self, name: &str) {
+        let json = serde_json::json!({
+            "sent": self.sent,
+            "accepted": self.accepted,
+            "handled": self.handled,
+            "duplicated": self.duplicated,
+            "lost": self.lost,
+        })
+        .to_string();
+        println!("fault {name}: {json}");
+        let dir = workspace().join("target/faults");
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(dir.join(format!("{name}.json")), json + "\n");
+    }
+}

@@ -29,19 +29,28 @@ pub fn nats_server_bin() -> std::path::PathBuf {
         .unwrap_or_else(|| CURRENT_NATS_SERVER.into())
 }
 
-/// A nats-server with JetStream on a free loopback port and a store of its own.
+/// A nats-server with JetStream on a free port and a store of its own.
 pub struct NatsServer {
     pub port: u16,
+    /// The address it listens on (loopback unless [`NatsServer::start_at`]).
+    pub host: String,
     proc: Proc,
 }
 
 impl NatsServer {
+    /// On loopback.
     pub fn start(store: &Path) -> NatsServer {
+        Self::start_at(store, "127.0.0.1")
+    }
+
+    /// Listening on `host` only (one of this machine's addresses, e.g. the host end of a
+    /// network namespace's link).
+    pub fn start_at(store: &Path, host: &str) -> NatsServer {
         std::fs::create_dir_all(store).expect("store dir");
         let port = free_port();
         let args = vec![
             "-a".into(),
-            "127.0.0.1".into(),
+            host.into(),
             "-p".into(),
             port.to_string(),
             "-js".into(),
@@ -50,6 +59,7 @@ impl NatsServer {
         ];
         let server = NatsServer {
             port,
+            host: host.into(),
             proc: Proc::spawn(&nats_server_bin(), args, store.with_extension("log")),
         };
         server.wait_listening();
@@ -59,7 +69,7 @@ impl NatsServer {
     fn wait_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if std::net::TcpStream::connect((self.host.as_str(), self.port)).is_ok() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -68,7 +78,7 @@ impl NatsServer {
     }
 
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("nats://{}:{}", self.host, self.port)
     }
 
     pub fn kill9(&mut self) {

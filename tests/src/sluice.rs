@@ -108,6 +108,17 @@ pub struct Dev {
 impl Dev {
     /// Starts `sluice dev DIR --data-dir DATA` and waits until it serves.
     pub fn start(dir: &Path, data: &Path, port: u16, extra: &[&str]) -> Dev {
+        Self::start_with_env(dir, data, port, extra, &[])
+    }
+
+    /// [`Dev::start`] with `env` added to its environment.
+    pub fn start_with_env(
+        dir: &Path,
+        data: &Path,
+        port: u16,
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Dev {
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let addr = format!("127.0.0.1:{port}");
@@ -123,7 +134,7 @@ impl Dev {
         args.extend(extra.iter().map(|a| a.to_string()));
         let log = data.with_extension(format!("{port}.{n}.log"));
         let dev = Dev {
-            proc: Proc::spawn(sluice_bin(), args, log),
+            proc: Proc::spawn_with_env(sluice_bin(), args, env, log),
             endpoint: Endpoint { addr },
         };
         wait_ready([dev.addr.as_str()], || {
@@ -192,75 +203,124 @@ impl System {
     /// Starts Sluice on `backend` for the manifests in `dir` (whose Function is `function`),
     /// keeping state under `data`, and waits until every process is ready.
     pub fn start(backend: Backend, dir: &Path, data: &Path, function: &str) -> System {
+        if backend == Backend::Nats {
+            let nats = NatsServer::start(&data.join("nats"));
+            return Self::start_on_nats(nats, dir, data, function);
+        }
         std::fs::create_dir_all(data).expect("data dir");
         let addr = "127.0.0.1:0".to_owned();
-        let s = |x: &Path| x.display().to_string();
-        let sluice = |args: Vec<String>, log: &str| Proc::spawn(sluice_bin(), args, data.join(log));
-        let mut sys = match backend {
-            Backend::Embedded => System {
-                backend,
-                front: sluice(
-                    vec![
-                        "dev".into(),
-                        s(dir),
-                        "--data-dir".into(),
-                        s(&data.join("bus")),
-                        "--addr".into(),
-                        addr.clone(),
-                    ],
-                    "dev.log",
-                ),
-                endpoint: Endpoint { addr },
-                router: None,
-                router_addr: None,
-                worker: None,
-                worker_addr: None,
-                nats: None,
-            },
-            Backend::Nats => {
-                let nats = NatsServer::start(&data.join("nats"));
-                let url = nats.url();
-                let nats_args = |command: &str| vec![command.into(), "--nats".into(), url.clone()];
-                let mut ingress = nats_args("ingress");
-                ingress.extend([
-                    "--manifests".into(),
-                    s(dir),
-                    "--listen".into(),
-                    addr.clone(),
-                ]);
-                let mut router = nats_args("router");
-                router.extend([
-                    "--manifests".into(),
-                    s(dir),
-                    "--listen".into(),
-                    addr.clone(),
-                ]);
-                let mut worker = nats_args("worker");
-                worker.extend([
-                    "--function".into(),
-                    function.into(),
-                    "--manifests".into(),
-                    s(dir),
-                    "--listen".into(),
-                    addr.clone(),
-                    "--cache-dir".into(),
-                    s(&data.join("cache")),
-                ]);
-                System {
-                    backend,
-                    front: sluice(ingress, "ingress.log"),
-                    router: Some(sluice(router, "router.log")),
-                    router_addr: Some(addr.clone()),
-                    worker: Some(sluice(worker, "worker.log")),
-                    worker_addr: Some(addr.clone()),
-                    endpoint: Endpoint { addr },
-                    nats: Some(nats),
-                }
-            }
+        let dev = vec![
+            "dev".into(),
+            dir.display().to_string(),
+            "--data-dir".into(),
+            data.join("bus").display().to_string(),
+            "--addr".into(),
+            addr.clone(),
+        ];
+        let mut sys = System {
+            backend,
+            front: Proc::spawn(sluice_bin(), dev, data.join("dev.log")),
+            endpoint: Endpoint { addr },
+            router: None,
+            router_addr: None,
+            worker: None,
+            worker_addr: None,
+            nats: None,
         };
         sys.refresh_addrs();
         sys.wait_ready();
         sys
+    }
+
+    /// Starts Sluice's distributed processes (ingress, router, one worker of `function`) on
+    /// an already running nats-server.
+    pub fn start_on_nats(nats: NatsServer, dir: &Path, data: &Path, function: &str) -> System {
+        std::fs::create_dir_all(data).expect("data dir");
+        let addr = "127.0.0.1:0".to_owned();
+        let s = |x: &Path| x.display().to_string();
+        let sluice = |args: Vec<String>, log: &str| Proc::spawn(sluice_bin(), args, data.join(log));
+        let url = nats.url();
+        let nats_args = |command: &str| vec![command.into(), "--nats".into(), url.clone()];
+        let mut ingress = nats_args("ingress");
+        ingress.extend([
+            "--manifests".into(),
+            s(dir),
+            "--listen".into(),
+            addr.clone(),
+        ]);
+        let mut router = nats_args("router");
+        router.extend([
+            "--manifests".into(),
+            s(dir),
+            "--listen".into(),
+            addr.clone(),
+        ]);
+        let mut worker = nats_args("worker");
+        worker.extend([
+            "--function".into(),
+            function.into(),
+            "--manifests".into(),
+            s(dir),
+            "--listen".into(),
+            addr.clone(),
+            "--cache-dir".into(),
+            s(&data.join("cache")),
+        ]);
+        let mut sys = System {
+            backend: Backend::Nats,
+            front: sluice(ingress, "ingress.log"),
+            router: Some(sluice(router, "router.log")),
+            router_addr: Some(addr.clone()),
+            worker: Some(sluice(worker, "worker.log")),
+            worker_addr: Some(addr.clone()),
+            endpoint: Endpoint { addr },
+            nats: Some(nats),
+        };
+        sys.refresh_addrs();
+        sys.wait_ready();
+        sys
+    }
+
+    /// Starts one more worker of `function` through `wrapper` (a command that runs the
+    /// `sluice` it is given, e.g. `ip netns exec NS`), listening on `listen`, with a module
+    /// cache of its own; waits until it is ready and returns it with its address.
+    pub fn add_worker(
+        &self,
+        wrapper: &[&str],
+        dir: &Path,
+        data: &Path,
+        function: &str,
+        listen: &str,
+        name: &str,
+    ) -> (Proc, String) {
+        let nats = self.nats.as_ref().expect("a distributed system");
+        let (program, mut args) = match wrapper.split_first() {
+            Some((p, rest)) => (
+                PathBuf::from(p),
+                rest.iter()
+                    .map(|a| a.to_string())
+                    .chain([sluice_bin().display().to_string()])
+                    .collect(),
+            ),
+            None => (sluice_bin().to_owned(), Vec::new()),
+        };
+        args.extend([
+            "worker".into(),
+            "--nats".into(),
+            nats.url(),
+            "--function".into(),
+            function.into(),
+            "--manifests".into(),
+            dir.display().to_string(),
+            "--listen".into(),
+            listen.into(),
+            "--cache-dir".into(),
+            data.join(format!("cache-{name}")).display().to_string(),
+        ]);
+        let mut proc = Proc::spawn(&program, args, data.join(format!("{name}.log")));
+        let addr = announced_addr(&mut proc);
+        wait_ready([addr.as_str()], || proc.log_text());
+        (proc, addr)
     }
 
     /// Reads the addresses the processes announced (they change with every restart).

@@ -318,6 +318,10 @@ fn a_worker_killed_mid_flight_loses_nothing(backend: Backend) {
         let missing = accepted.iter().filter(|id| !d.contains_key(*id)).count();
         panic!("{missing} accepted events never handled\n{}", sys.logs());
     });
+    sluice_tests::FaultCounts::of(TOTAL, &accepted, &handled).report(&format!(
+        "killed_mid_flight_{}",
+        format!("{backend:?}").to_lowercase()
+    ));
     let duplicates: usize = handled.values().map(|n| n - 1).sum();
     // At most what was in flight at the crash: two worker tasks × concurrency 32 (the NATS
     // worker runs one task; its consumer holds at most maxInflight 100).

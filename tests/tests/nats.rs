@@ -103,6 +103,8 @@ fn restarting_nats_server_mid_load_loses_nothing() {
     });
     let all: Vec<String> = before.iter().chain(&after).cloned().collect();
     let handled = all_handled(sys, &all);
+    let accepted: std::collections::HashSet<String> = all.iter().cloned().collect();
+    sluice_tests::FaultCounts::of(all.len(), &accepted, &handled).report("nats_server_killed");
     // JetStream persists consumer acks lazily, so a crashed server forgets acks it had
     // received: events handled shortly before the crash may run again. That redelivery is
     // confined to work the crash interrupted; everything accepted after the restart runs

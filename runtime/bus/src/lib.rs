@@ -9,6 +9,14 @@
 
 pub mod archive;
 pub mod embedded;
+/// The fuzz targets' checks (`runtime/bus/fuzz`), callable from `cargo test` too.
+#[doc(hidden)]
+pub mod fuzz {
+    /// A journal segment of arbitrary bytes, read back and decoded.
+    pub fn journal(data: &[u8]) {
+        crate::embedded::fuzz_segment(data)
+    }
+}
 pub mod nats;
 pub mod queue;
 
@@ -29,6 +37,11 @@ pub type BusFuture<'a, T> = BoxFuture<'a, Result<T, BusError>>;
 pub trait Bus: Send + Sync + 'static {
     /// `embedded` or `nats`, for logs and `/readyz`.
     fn kind(&self) -> &'static str;
+    /// Why the bus cannot take publishes now, if it cannot (`/readyz` fails with it): the
+    /// embedded bus's disk is full, the NATS connection is down. It clears by itself.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
     /// Appends producers' events; resolves once they are durable.
     fn publish(&self, items: Vec<Publish>) -> BusFuture<'_, Vec<Published>>;
     /// Position of the last event of `bus` (0 when empty).
@@ -59,8 +72,8 @@ pub trait Bus: Send + Sync + 'static {
     /// The delivery succeeded: appends its replies (Sluice's own events), then acks it. A
     /// delivery whose replies were not appended is never acked, so it runs again.
     fn ack<'a>(&'a self, d: &'a Delivery, replies: Vec<Publish>) -> BusFuture<'a, ()>;
-    /// The delivery failed; deliver it again at `at_ms`.
-    fn retry<'a>(&'a self, d: &'a Delivery, at_ms: u64, error: &'a str) -> BusFuture<'a, ()>;
+    /// The delivery failed; deliver it again after `delay`.
+    fn retry<'a>(&'a self, d: &'a Delivery, delay: Duration, error: &'a str) -> BusFuture<'a, ()>;
     /// Gives an event up: records the dead letter for `sluice dlq` and publishes it on
     /// `to_bus`. `from` is the delivery it ends (none for a reply stopped by the hop limit).
     fn dead_letter<'a>(
@@ -324,7 +337,20 @@ impl BusError {
     }
 }
 
-/// Milliseconds since the Unix epoch.
+/// The clock retries and leases are timed by, in milliseconds: the wall clock as it read when
+/// this process first asked, advanced by the monotonic clock since. A step of the wall clock
+/// (NTP correcting it, a VM resumed) must not move due times: a step back of an hour would
+/// hold every retry for an hour, a step forward expire every lease at once. It stays within
+/// the steps taken since the process started of the wall clock, so due times stored by an
+/// earlier process (`not_before`) still read right after a restart.
+pub fn sched_ms() -> u64 {
+    static START: std::sync::OnceLock<(std::time::Instant, u64)> = std::sync::OnceLock::new();
+    let (t0, wall0) = *START.get_or_init(|| (std::time::Instant::now(), now_ms()));
+    wall0 + t0.elapsed().as_millis() as u64
+}
+
+/// Milliseconds since the Unix epoch: the wall clock, for timestamps (acceptance times, the
+/// archive's time ranges, dead letters), never for timing delays ([`sched_ms`]).
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

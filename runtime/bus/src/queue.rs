@@ -126,6 +126,37 @@ impl<T: Clone> Queue<T> {
         Some(entry)
     }
 
+    /// Puts back an entry [`Queue::remove`] took (its removal could not be stored), not in
+    /// flight and in its place among its key's entries: it goes next unless a later one of
+    /// its key was leased meanwhile.
+    pub fn restore(&mut self, seq: u64, entry: QueueEntry<T>) {
+        if self.entries.contains_key(&seq) {
+            return;
+        }
+        let eligible = match &entry.key {
+            Some(k) => {
+                let q = self.by_key.entry(k.clone()).or_default();
+                let at = q.partition_point(|s| *s < seq);
+                q.insert(at, seq);
+                if at == 0
+                    && let Some(&was) = q.get(1)
+                    && let Some(w) = self.entries.get(&was)
+                {
+                    // The entry that took its turn waits again, unless already leased.
+                    self.ready.remove(&(w.not_before, was));
+                    !self.inflight.contains_key(&was)
+                } else {
+                    at == 0
+                }
+            }
+            None => true,
+        };
+        if eligible {
+            self.ready.insert((entry.not_before, seq));
+        }
+        self.entries.insert(seq, entry);
+    }
+
     /// Returns a leased entry to the queue, due at `not_before`. Its key stays blocked
     /// behind it, so FIFO per key survives retries.
     pub fn release(&mut self, seq: u64, not_before: u64) {
@@ -186,6 +217,34 @@ mod tests {
 
     fn seqs(v: Vec<(u64, u32, &str)>) -> Vec<u64> {
         v.into_iter().map(|(s, _, _)| s).collect()
+    }
+
+    #[test]
+    fn a_restored_entry_goes_next_of_its_key_unless_a_later_one_is_in_flight() {
+        let mut q = Queue::new(10);
+        for seq in 1..=3 {
+            q.push(seq, entry(Some("k"), 0));
+        }
+        q.push(4, entry(None, 0));
+        assert_eq!(seqs(q.lease(0, 100, 10)), vec![1, 4]);
+        let one = q.remove(1).unwrap();
+        let four = q.remove(4).unwrap();
+        // 2 got its turn; 1's removal failed to be stored and 1 comes back ahead of it.
+        q.restore(1, one.clone());
+        q.restore(4, four);
+        q.restore(1, one);
+        assert_eq!(seqs(q.lease(0, 100, 10)), vec![1, 4], "once each, 2 waits");
+        assert_eq!(q.queued(), 2);
+
+        // Restored behind a later entry of its key that is in flight: it waits for it.
+        let one = q.remove(1).unwrap();
+        assert_eq!(seqs(q.lease(0, 100, 10)), vec![2]);
+        q.restore(1, one);
+        assert!(q.lease(0, 100, 10).is_empty());
+        q.remove(2);
+        assert_eq!(seqs(q.lease(0, 100, 10)), vec![1]);
+        q.remove(1);
+        assert_eq!(seqs(q.lease(0, 100, 10)), vec![3]);
     }
 
     #[test]

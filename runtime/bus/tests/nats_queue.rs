@@ -195,7 +195,7 @@ async fn an_outcome_after_the_lease_ran_out_is_refused() {
     tokio::time::sleep(Duration::from_millis(2300)).await;
     for outcome in [
         bus.ack(&first, Vec::new()).await,
-        bus.retry(&first, 0, "late").await,
+        bus.retry(&first, Duration::ZERO, "late").await,
     ] {
         assert!(
             matches!(

@@ -157,10 +157,7 @@ async fn failed(
         Step::Retry(delay) => {
             metrics.retried(&route.id);
             tracing::warn!(target: "sluice::delivery", "{} {} → {} failed: {} (attempt {}/{}, retry in {:.1?})", d.event.ty, d.event.id, route.id, err, d.attempt, route.retry.max_attempts, delay);
-            if let Err(e) = bus
-                .retry(d, now_ms() + delay.as_millis() as u64, &err.message)
-                .await
-            {
+            if let Err(e) = bus.retry(d, delay, &err.message).await {
                 outcome_failed(route, d, &e, "scheduling the retry");
             }
         }

@@ -6,6 +6,8 @@
 //! know: buses, patterns, handlers or anything else of Sluice; every other crate builds on it.
 
 mod binary;
+#[doc(hidden)]
+pub mod fuzz;
 mod json;
 mod time;
 

@@ -152,10 +152,12 @@ async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
-    if s.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "loading manifests").into_response()
+    if !s.ready.load(Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "loading manifests").into_response();
+    }
+    match s.bus.health() {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("bus: {why}")).into_response(),
     }
 }
 

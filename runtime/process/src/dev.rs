@@ -40,6 +40,8 @@ pub struct DevOptions {
     pub retention: sluice_bus::RetentionConfig,
     /// Read on past damaged journal bytes instead of refusing to start.
     pub skip_damaged: bool,
+    /// Publishing is refused while the data dir's disk has less free space than this.
+    pub disk_reserve: u64,
 }
 
 /// The Wasm host as the delivery engine's `Invoker`.
@@ -340,6 +342,7 @@ pub async fn run(opts: DevOptions) -> Result<(), ProcessError> {
     let bus = EmbeddedBus::open(EmbeddedConfig {
         retention: opts.retention.clone(),
         skip_damaged: opts.skip_damaged,
+        disk_reserve: opts.disk_reserve,
         ..EmbeddedConfig::new(&opts.data_dir)
     })
     .map_err(|e| ProcessError::setting(format!("--data-dir {}", opts.data_dir.display()), e))?;

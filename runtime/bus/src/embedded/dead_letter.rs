@@ -12,7 +12,7 @@ use super::{
 use crate::{BusError, DeadLetter, DeadLetterPage, Delivery, Publish};
 
 impl EmbeddedBus {
-    /// The delivery failed and may be retried at `at_ms`.
+    /// The delivery failed and may be retried at `at_ms` ([`crate::sched_ms`]).
     pub async fn retry(&self, d: &Delivery, at_ms: u64, error: &str) -> Result<(), BusError> {
         let record = {
             let s = self.shared.state();
@@ -39,7 +39,8 @@ impl EmbeddedBus {
         // Released after the op is queued: a retry due at once could otherwise be leased,
         // handled and acked ahead of this op, which would then store the entry again.
         self.settle(&d.trigger, Some((d.seq, d.attempt)), op, |q| {
-            q.release(d.seq, at_ms)
+            q.release(d.seq, at_ms);
+            None
         })
         .await
     }
@@ -75,10 +76,7 @@ impl EmbeddedBus {
             publish,
             reply,
         };
-        self.settle(&trigger, lease, op, |q| {
-            q.remove(seq);
-        })
-        .await
+        self.settle(&trigger, lease, op, |q| q.remove(seq)).await
     }
 
     /// Dead letters kept for a trigger, oldest first.
@@ -89,7 +87,7 @@ impl EmbeddedBus {
         offset: usize,
         limit: usize,
     ) -> Result<DeadLetterPage, BusError> {
-        let r = self.db.begin_read().map_err(storage)?;
+        let r = self.store.get()?.begin_read().map_err(storage)?;
         let t = r.open_table(DEAD).map_err(storage)?;
         let mut page = DeadLetterPage::default();
         for row in t

@@ -17,6 +17,8 @@ mod port;
 mod publish;
 mod queue;
 mod recovery;
+mod space;
+mod store;
 mod tables;
 mod writer;
 
@@ -27,15 +29,18 @@ use std::{
     time::Duration,
 };
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable};
+use redb::{Durability, ReadableDatabase, ReadableTable};
 use sluice_event::CloudEvent;
 use tokio::sync::{Notify, oneshot};
 
 pub use codec::QueueRecord;
 use journal::Journal;
+#[doc(hidden)]
+pub use journal::fuzz_segment;
 use log::EventLog;
 use queue::entry_of;
 use recovery::{index_dedupe_keys, index_events, move_events_to_journal};
+use store::Store;
 use tables::{CURSORS, HEADS, JOURNAL_COMMIT, LEGACY_EVENTS, NEXT_QSEQ, QUEUE, Tables, storage};
 use writer::{Op, Writer};
 
@@ -70,6 +75,9 @@ pub struct EmbeddedConfig {
     /// Read on past damaged journal bytes (reporting them) instead of refusing to open
     /// (`--journal-skip-damaged`; see `journal.rs`).
     pub skip_damaged: bool,
+    /// Publishing is refused (503) while the data dir's disk has less free space than this;
+    /// routing, acks and dead letters go on into it (`space.rs`).
+    pub disk_reserve: u64,
 }
 
 impl EmbeddedConfig {
@@ -81,6 +89,7 @@ impl EmbeddedConfig {
             checkpoint_interval: Duration::from_millis(250),
             segment_bytes: 64 << 20,
             skip_damaged: false,
+            disk_reserve: 64 << 20,
         }
     }
 }
@@ -117,6 +126,8 @@ struct Shared {
     times: Mutex<WriterTimes>,
     /// Told every phase's time as well, for `/metrics` ([`EmbeddedBus::observe_writer`]).
     observer: std::sync::OnceLock<WriterObserver>,
+    /// Why the bus cannot take publishes now (a full disk, a store being reopened).
+    health: Mutex<Option<String>>,
 }
 
 /// A phase of the writer thread's work, as [`WriterTimes`] splits it.
@@ -195,6 +206,10 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn health(&self) -> MutexGuard<'_, Option<String>> {
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn times(&self) -> MutexGuard<'_, WriterTimes> {
         self.times.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -221,7 +236,7 @@ type Reply<T> = oneshot::Sender<Result<T, BusError>>;
 #[derive(Clone)]
 pub struct EmbeddedBus {
     shared: Arc<Shared>,
-    db: Arc<Database>,
+    store: Arc<Store>,
     log: Arc<EventLog>,
     ops: mpsc::SyncSender<Op>,
     cfg: Arc<EmbeddedConfig>,
@@ -233,9 +248,8 @@ impl EmbeddedBus {
         std::fs::create_dir_all(&cfg.data_dir)
             .map_err(|e| storage(format!("creating {}: {e}", cfg.data_dir.display())))?;
         let path = cfg.data_dir.join("bus.redb");
-        let db = Database::create(&path)
-            .map_err(|e| storage(format!("opening {}: {e}", path.display())))?;
-        let db = Arc::new(db);
+        let store = Arc::new(Store::open(path)?);
+        let db = store.get()?;
         let mut state = State::default();
         let journal_dir = cfg.data_dir.join("journal");
         if !journal_dir.exists() {
@@ -324,29 +338,34 @@ impl EmbeddedBus {
             published_version: Default::default(),
             times: Mutex::default(),
             observer: std::sync::OnceLock::new(),
+            health: Mutex::new(None),
         });
         let (tx, rx) = mpsc::sync_channel(4 * MAX_BATCH);
         let cfg = Arc::new(cfg);
         {
-            let (db, shared, cfg, log) = (db.clone(), shared.clone(), cfg.clone(), log.clone());
+            let (store, shared, cfg, log) =
+                (store.clone(), shared.clone(), cfg.clone(), log.clone());
             std::thread::Builder::new()
                 .name("sluice-bus-writer".into())
                 .spawn(move || {
                     Writer {
-                        db,
+                        store,
                         shared,
                         cfg,
                         log,
                         journal,
                         broken: None,
+                        healed_at: None,
+                        full: None,
                     }
                     .run(rx)
                 })
                 .map_err(storage)?;
         }
+        drop(db);
         Ok(Self {
             shared,
-            db,
+            store,
             log,
             ops: tx,
             cfg,
@@ -393,6 +412,15 @@ impl EmbeddedBus {
     /// Makes all bookkeeping durable; call before a clean exit.
     pub async fn flush(&self) -> Result<(), BusError> {
         self.call(|reply| Op::Flush { reply }).await
+    }
+
+    /// Why the bus cannot take publishes now, if it cannot: the disk is full or the store is
+    /// being reopened after a write error. Both clear by themselves (`/readyz`).
+    pub fn health(&self) -> Result<(), String> {
+        match self.shared.health().clone() {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }
     }
 
     pub fn config(&self) -> &EmbeddedConfig {

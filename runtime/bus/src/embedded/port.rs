@@ -8,12 +8,16 @@ use sluice_event::CloudEvent;
 use super::EmbeddedBus;
 use crate::{
     Bus, BusFuture, DeadLetter, DeadLetterPage, Delivery, Depth, Enqueue, Publish, Published,
-    TriggerId,
+    TriggerId, sched_ms,
 };
 
 impl Bus for EmbeddedBus {
     fn kind(&self) -> &'static str {
         "embedded"
+    }
+
+    fn health(&self) -> Result<(), String> {
+        EmbeddedBus::health(self)
     }
 
     fn publish(&self, items: Vec<Publish>) -> BusFuture<'_, Vec<Published>> {
@@ -66,8 +70,8 @@ impl Bus for EmbeddedBus {
         EmbeddedBus::ack(self, d, replies).boxed()
     }
 
-    fn retry<'a>(&'a self, d: &'a Delivery, at_ms: u64, error: &'a str) -> BusFuture<'a, ()> {
-        EmbeddedBus::retry(self, d, at_ms, error).boxed()
+    fn retry<'a>(&'a self, d: &'a Delivery, delay: Duration, error: &'a str) -> BusFuture<'a, ()> {
+        EmbeddedBus::retry(self, d, sched_ms() + delay.as_millis() as u64, error).boxed()
     }
 
     fn dead_letter<'a>(

@@ -7,8 +7,9 @@ use tokio::sync::oneshot;
 
 use super::{EmbeddedBus, Payload, QueueRecord, Reply, State, codec, publish::Logged, writer::Op};
 use crate::{
-    BusError, Delivery, Enqueue, Publish, QueueConfig, TriggerId, now_ms,
+    BusError, Delivery, Enqueue, Publish, QueueConfig, TriggerId,
     queue::{Queue, QueueEntry},
+    sched_ms,
 };
 
 /// A queue entry encoded by its producer (see [`Logged`]).
@@ -135,7 +136,7 @@ impl EmbeddedBus {
 
     /// Leases up to `max` due events of a trigger.
     pub fn lease(&self, trigger: &str, max: usize) -> Vec<Delivery> {
-        let now = now_ms();
+        let now = sched_ms();
         let mut s = self.shared.state();
         let lease = s
             .leases
@@ -169,7 +170,7 @@ impl EmbeddedBus {
 
     /// The delivery succeeded: its replies are appended and its entry removed in one commit,
     /// without fsync. A crash that loses that commit loses both, and the redelivery produces
-    /// the replies again; a commit that fails leaves the event to come back after a restart.
+    /// the replies again; a commit that fails puts the entry back, to be delivered again.
     pub async fn ack(&self, d: &Delivery, replies: Vec<Publish>) -> Result<(), BusError> {
         // Encoded here, on the caller's core, so the writer only stores.
         let replies = replies.iter().map(Logged::new).collect();
@@ -181,7 +182,7 @@ impl EmbeddedBus {
             reply,
         };
         self.settle(&d.trigger, Some((d.seq, d.attempt)), op, |q| {
-            q.remove(d.seq);
+            q.remove(d.seq)
         })
         .await
     }
@@ -192,13 +193,14 @@ impl EmbeddedBus {
     /// crash cannot keep the next event's ack (or its replies, ahead of these) while losing
     /// this one. With `lease` (sequence, delivery number), the outcome is refused unless that
     /// lease still holds: a worker whose lease expired cannot ack, retry or dead-letter an
-    /// entry another worker now has.
+    /// entry another worker now has. An entry `change` removed comes back when the commit
+    /// fails (a full disk): the bus heals in place, and the event must still be delivered.
     pub(super) async fn settle(
         &self,
         trigger: &str,
         lease: Option<(u64, u32)>,
         make: impl FnOnce(Reply<()>) -> Op,
-        change: impl FnOnce(&mut Queue<Payload>),
+        change: impl FnOnce(&mut Queue<Payload>) -> Option<QueueEntry<Payload>>,
     ) -> Result<(), BusError> {
         if let Some((seq, attempt)) = lease {
             // A trigger no longer configured here has no leases to check: its outcome is
@@ -218,16 +220,23 @@ impl EmbeddedBus {
             }
         }
         let rx = self.send(make).await?;
-        if let Some(q) = self.shared.state().queues.get_mut(trigger) {
-            change(q);
-        }
+        let removed = self.shared.state().queues.get_mut(trigger).and_then(change);
         self.shared.wake_queued();
-        rx.await.map_err(|_| BusError::Closed)?
+        let result = rx.await.map_err(|_| BusError::Closed)?;
+        if result.is_err()
+            && let (Some(entry), Some((seq, _))) = (removed, lease)
+        {
+            if let Some(q) = self.shared.state().queues.get_mut(trigger) {
+                q.restore(seq, entry);
+            }
+            self.shared.wake_queued();
+        }
+        result
     }
 
     /// Hands expired leases out again; returns how many.
     pub fn expire_leases(&self) -> usize {
-        let now = now_ms();
+        let now = sched_ms();
         let n: usize = self
             .shared
             .state()
@@ -266,7 +275,7 @@ impl EmbeddedBus {
             .iter()
             .filter_map(|t| self.next_due(t))
             .min()
-            .map(|at| Duration::from_millis(at.saturating_sub(now_ms()).max(1)));
+            .map(|at| Duration::from_millis(at.saturating_sub(sched_ms()).max(1)));
         let wait = due.map_or(max, |d| d.min(max));
         tokio::select! {
             _ = &mut notified => {}

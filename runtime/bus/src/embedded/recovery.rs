@@ -1,6 +1,8 @@
 //! The store is durable only at checkpoints and the journal is the truth in between: this brings
 //! the store and the log index back in step with it on open, and lets segments go at checkpoints.
 
+use std::time::{Duration, Instant};
+
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::{
@@ -13,6 +15,9 @@ use super::{
     writer::{Op, Writer},
 };
 use crate::BusError;
+
+/// A store that cannot be reopened (the disk is still full) is tried again this often.
+const HEAL_EVERY: Duration = Duration::from_millis(500);
 
 impl EmbeddedBus {
     /// Applies retention; returns events removed. (The dedupe window is applied with every
@@ -132,17 +137,24 @@ pub(super) fn move_events_to_journal(
 impl Writer {
     /// Makes the store durable up to the last journalled commit, then seals a full journal
     /// segment and deletes the ones retention has emptied. A failure only leaves more of the
-    /// journal to be replayed on the next open.
-    pub(super) fn checkpoint(&mut self) {
-        if self.broken.is_some() || self.journal.pending() == 0 {
-            return;
+    /// journal to be replayed; one of the store's own leaves it refusing every transaction, so
+    /// it is then reopened ([`Writer::heal`]).
+    pub(super) fn checkpoint(&mut self) -> Result<(), BusError> {
+        if let Some(why) = &self.broken {
+            return Err(storage(why));
+        }
+        if self.journal.pending() == 0 {
+            return Ok(());
         }
         let started = std::time::Instant::now();
-        let done = (|| {
-            // The store is about to say it holds every commit, bookkeeping included; replies
-            // live only in the journal, so it must be on disk first.
-            self.journal.sync()?;
-            let mut w = self.db.begin_write().map_err(storage)?;
+        // The store is about to say it holds every commit, bookkeeping included; replies
+        // live only in the journal, so it must be on disk first.
+        if let Err(e) = self.journal.sync() {
+            tracing::warn!(error = %e, "bus checkpoint failed; the journal is kept");
+            return Err(e);
+        }
+        let stored = (|| {
+            let mut w = self.store.get()?.begin_write().map_err(storage)?;
             w.set_durability(Durability::Immediate).map_err(storage)?;
             let mut t = Tables::open(&w)?;
             t.set_meta(JOURNAL_COMMIT, self.journal.commit())?;
@@ -153,7 +165,13 @@ impl Writer {
                 .load(std::sync::atomic::Ordering::Relaxed);
             t.set_meta(NEXT_QSEQ, next_qseq)?;
             drop(t);
-            w.commit().map_err(storage)?;
+            w.commit().map_err(storage)
+        })();
+        if let Err(e) = stored {
+            self.broke(&e);
+            return Err(e);
+        }
+        let done = (|| {
             if let Some((seg, file)) = self.journal.checkpointed()? {
                 self.log.add_file(seg, file);
             }
@@ -162,10 +180,57 @@ impl Writer {
         })();
         let took = started.elapsed();
         self.shared.timed(WriterPhase::Checkpoint, took);
-        match done {
+        match &done {
             Ok(()) if took > SLOW_PHASE => tracing::warn!(?took, "slow bus checkpoint"),
             Ok(()) => tracing::debug!(?took, "bus checkpoint"),
             Err(e) => tracing::warn!(error = %e, "bus checkpoint failed; the journal is kept"),
+        }
+        done
+    }
+
+    /// Reopens a store that failed a write (its last durable state) and applies the journal's
+    /// records after it, as a start would, then makes that durable. Tried at most once per
+    /// [`HEAL_EVERY`] while it fails, which it does as long as the disk is full.
+    pub(super) fn heal(&mut self) {
+        if self.healed_at.is_some_and(|t| t.elapsed() < HEAL_EVERY) {
+            return;
+        }
+        self.healed_at = Some(Instant::now());
+        let healed = (|| {
+            let db = self.store.reopen()?;
+            let mut w = db.begin_write().map_err(storage)?;
+            w.set_durability(Durability::Immediate).map_err(storage)?;
+            let mut t = Tables::open(&w)?;
+            let checkpoint = t.meta(JOURNAL_COMMIT)?.unwrap_or(0);
+            let mut replayed = 0;
+            self.journal.replay_since(checkpoint, |changes| {
+                replayed += 1;
+                tables::replay(&mut t, changes)
+            })?;
+            t.set_meta(JOURNAL_COMMIT, self.journal.commit())?;
+            let next_qseq = self
+                .shared
+                .next_qseq
+                .load(std::sync::atomic::Ordering::Relaxed);
+            t.set_meta(NEXT_QSEQ, next_qseq)?;
+            drop(t);
+            self.journal.sync()?;
+            w.commit().map_err(storage)?;
+            if let Some((seg, file)) = self.journal.checkpointed()? {
+                self.log.add_file(seg, file);
+            }
+            Ok::<_, BusError>(replayed)
+        })();
+        match healed {
+            Ok(replayed) => {
+                tracing::info!(
+                    commits = replayed,
+                    "bus store reopened and back in step with its journal"
+                );
+                self.broken = None;
+                self.report_health();
+            }
+            Err(e) => tracing::warn!(error = %e, "bus store still cannot be reopened"),
         }
     }
 

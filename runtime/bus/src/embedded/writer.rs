@@ -4,9 +4,10 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, mpsc},
+    time::{Duration, Instant},
 };
 
-use redb::{Database, Durability};
+use redb::Durability;
 
 use super::{
     CHECKPOINT_BYTES, EmbeddedConfig, MAX_BATCH, MAX_BATCH_BYTES, MAX_EXPIRED, QueueRecord, Reply,
@@ -16,6 +17,8 @@ use super::{
     publish::{Log, Logged},
     queue::{Queued, push_entries},
     recovery::index_events,
+    space,
+    store::Store,
     tables::{Tables, storage},
 };
 use crate::{BusError, DeadLetter, Published, TriggerId, now_ms};
@@ -103,21 +106,51 @@ enum After {
     Queued(Vec<(TriggerId, u64, QueueRecord)>),
 }
 
+/// While publishing is refused or the store is broken, the writer looks again this often,
+/// traffic or not, so that it recovers (and `/readyz` says so) once space is back.
+const PROBE: Duration = Duration::from_millis(500);
+
 pub(super) struct Writer {
-    pub(super) db: Arc<Database>,
+    pub(super) store: Arc<Store>,
     pub(super) shared: Arc<Shared>,
     pub(super) cfg: Arc<EmbeddedConfig>,
     pub(super) log: Arc<EventLog>,
     pub(super) journal: Journal,
-    /// Set when the store and the journal may disagree (a journalled commit the store then
-    /// failed to take): every later commit fails rather than build on it. A restart replays
-    /// the journal and heals it.
+    /// Set when the store failed an operation (redb then refuses every later one) and may
+    /// disagree with the journal (a journalled commit the store then failed to take): every
+    /// later commit fails rather than build on it until [`Writer::heal`] reopens the store
+    /// and replays the journal into it, as a restart would.
     pub(super) broken: Option<String>,
+    /// When the last heal was tried.
+    pub(super) healed_at: Option<Instant>,
+    /// Why publishes are refused: the disk is too full ([`space`]).
+    pub(super) full: Option<String>,
 }
 
 impl Writer {
     pub(super) fn run(mut self, rx: mpsc::Receiver<Op>) {
-        while let Ok(first) = rx.recv() {
+        loop {
+            let first = if self.broken.is_some() || self.full.is_some() {
+                match rx.recv_timeout(PROBE) {
+                    Ok(op) => Some(op),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(op) => Some(op),
+                    Err(_) => break,
+                }
+            };
+            if self.broken.is_some() {
+                self.heal();
+            }
+            let Some(first) = first else {
+                if self.full.is_some() {
+                    self.check_space(0);
+                }
+                continue;
+            };
             // Bounded by count and by bytes: one journal record holds the whole batch, and a
             // record must stay far below what the journal reads back (`MAX_RECORD`).
             let mut weight = first.weight();
@@ -130,6 +163,10 @@ impl Writer {
                     }
                     Err(_) => break,
                 }
+            }
+            self.refuse_publishes_when_full(&mut batch);
+            if batch.is_empty() {
+                continue;
             }
             let flush = batch.iter().any(|op| matches!(op, Op::Flush { .. }));
             let started = std::time::Instant::now();
@@ -145,15 +182,20 @@ impl Writer {
                 tracing::warn!(?took, ops = batch.len(), "slow bus commit");
             }
             // A flush (clean shutdown) answers once the store itself is durable and the
-            // journal empty.
-            if flush && result.is_ok() {
-                self.checkpoint();
-            }
+            // journal empty, or with why it is not.
+            let unflushed = match (flush, &result) {
+                (true, Ok(_)) => self.checkpoint().err(),
+                _ => None,
+            };
             match result {
                 Ok((afters, results)) => {
                     self.apply(afters);
                     for (op, result) in batch.into_iter().zip(results) {
-                        reply(op, Ok(result));
+                        let result = match (&op, &unflushed) {
+                            (Op::Flush { .. }, Some(e)) => Err(storage(e)),
+                            _ => Ok(result),
+                        };
+                        reply(op, result);
                     }
                 }
                 Err(e) => {
@@ -167,24 +209,96 @@ impl Writer {
             let due = pending >= CHECKPOINT_BYTES
                 || (pending > 0 && self.journal.age() >= self.cfg.checkpoint_interval);
             if due && !flush {
-                self.checkpoint();
+                let _ = self.checkpoint();
             }
         }
         // Every handle is gone: leave nothing to replay behind when we can.
-        self.checkpoint();
+        let _ = self.checkpoint();
+    }
+
+    /// Answers the batch's publishes with an error, and takes them out of it, when the disk
+    /// has less room than the reserve plus what they would add. Everything else (routing,
+    /// acks, retries, dead letters) goes on into the reserve, so deliveries in progress
+    /// finish and give space back.
+    fn refuse_publishes_when_full(&mut self, batch: &mut Vec<Op>) {
+        let adds: usize = batch
+            .iter()
+            .filter(|op| matches!(op, Op::Publish(..)))
+            .map(Op::weight)
+            .sum();
+        if adds == 0 || self.check_space(adds as u64) {
+            return;
+        }
+        let why = self.full.clone().unwrap_or_default();
+        for op in std::mem::take(batch) {
+            match op {
+                Op::Publish(_, reply) => {
+                    let _ = reply.send(Err(BusError::Storage(why.clone())));
+                }
+                op => batch.push(op),
+            }
+        }
+    }
+
+    /// Whether the data dir's disk has room for `adds` more bytes above the reserve; keeps
+    /// [`Writer::full`] and the bus's health up to date.
+    fn check_space(&mut self, adds: u64) -> bool {
+        let dir = &self.cfg.data_dir;
+        let full = match space::free_bytes(dir) {
+            Ok(free) => space::refusal(dir, free, self.cfg.disk_reserve, adds),
+            Err(e) => {
+                // Nothing to go by: let the write itself find out.
+                tracing::warn!(error = %e, "bus free-space check failed");
+                None
+            }
+        };
+        if full.is_some() != self.full.is_some() {
+            match &full {
+                Some(why) => tracing::error!("publishing refused: {why}"),
+                None => {
+                    tracing::info!(dir = %dir.display(), "disk space is back: publishing resumes")
+                }
+            }
+        }
+        self.full = full;
+        self.report_health();
+        self.full.is_none()
+    }
+
+    /// What `/readyz` says about the bus.
+    pub(super) fn report_health(&self) {
+        let why = match (&self.broken, &self.full) {
+            (Some(broken), _) => Some(format!(
+                "the bus store failed a write and is being reopened: {broken}"
+            )),
+            (None, Some(full)) => Some(full.clone()),
+            (None, None) => None,
+        };
+        *self.shared.health() = why;
     }
 
     /// Applies the whole batch in one transaction, journalled. Results are per op, in order.
     fn commit(&mut self, batch: &mut [Op]) -> Result<(Vec<After>, Vec<OpResult>), BusError> {
-        let mut w = self.db.begin_write().map_err(storage)?;
-        // The journal makes the batch durable; the store is made durable at checkpoints.
-        w.set_durability(Durability::None).map_err(storage)?;
+        // A failed store operation leaves redb refusing all later ones: reopen it.
+        let begun = self.store.get().and_then(|db| {
+            let mut w = db.begin_write().map_err(storage)?;
+            // The journal makes the batch durable; the store is made durable at checkpoints.
+            w.set_durability(Durability::None).map_err(storage)?;
+            Ok(w)
+        });
+        let w = match begun {
+            Ok(w) => w,
+            Err(e) => {
+                self.broke(&e);
+                return Err(e);
+            }
+        };
         let durable = batch.iter().any(Op::durable);
         let now = now_ms();
         let mut afters = Vec::new();
         let mut results = Vec::with_capacity(batch.len());
         let mut heads: HashMap<String, u64> = HashMap::new();
-        let (changes, next_qseq) = {
+        let staged = (|| {
             let mut t = Tables::open(&w)?;
             let state_heads = self.shared.state().heads.clone();
             let window = self.cfg.dedupe_window.as_millis() as u64;
@@ -319,7 +433,14 @@ impl Writer {
                 .shared
                 .next_qseq
                 .load(std::sync::atomic::Ordering::Relaxed);
-            (std::mem::take(&mut t.changes), next_qseq)
+            Ok((std::mem::take(&mut t.changes), next_qseq))
+        })();
+        let (changes, next_qseq) = match staged {
+            Ok(staged) => staged,
+            Err(e) => {
+                self.broke(&e);
+                return Err(e);
+            }
         };
         // Journal first: a record that fails to be written aborts the transaction (dropped
         // uncommitted), so the store never holds what the journal does not.
@@ -330,7 +451,7 @@ impl Writer {
             // Readable from the log before the heads move (`apply`), which is when routers
             // and readers learn of the new positions.
             if let Err(e) = index_events(&self.log, &changes, seg, at) {
-                self.broken = Some(e.to_string());
+                self.broke(&e);
                 return Err(e);
             }
         } else if durable {
@@ -338,10 +459,17 @@ impl Writer {
         }
         if let Err(e) = w.commit() {
             let e = storage(e);
-            self.broken = Some(e.to_string());
+            self.broke(&e);
             return Err(e);
         }
         Ok((afters, results))
+    }
+
+    pub(super) fn broke(&mut self, e: &BusError) {
+        tracing::error!(error = %e, "the bus store failed a commit its journal holds: reopening it");
+        self.broken = Some(e.to_string());
+        self.healed_at = None;
+        self.report_health();
     }
 
     fn apply(&self, afters: Vec<After>) {

@@ -47,7 +47,7 @@ pub use queue::{partition_of, pull};
 
 use super::{
     Bus, BusError, BusFuture, DeadLetter, DeadLetterPage, Delivery, Depth, Enqueue, NoRoutes,
-    Publish, Published, RetentionConfig, Routes, TriggerId, now_ms,
+    Publish, Published, RetentionConfig, Routes, TriggerId,
 };
 
 /// Partitions of an ordered trigger's queue: keys hash onto them; each goes one at a time.
@@ -208,6 +208,13 @@ impl Bus for NatsBus {
         "nats"
     }
 
+    fn health(&self) -> Result<(), String> {
+        match self.0.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            state => Err(format!("NATS connection {state}; reconnecting")),
+        }
+    }
+
     fn publish(&self, items: Vec<Publish>) -> BusFuture<'_, Vec<Published>> {
         self.publish_all(items).boxed()
     }
@@ -305,10 +312,9 @@ impl Bus for NatsBus {
         .boxed()
     }
 
-    fn retry<'a>(&'a self, d: &'a Delivery, at_ms: u64, _error: &'a str) -> BusFuture<'a, ()> {
+    fn retry<'a>(&'a self, d: &'a Delivery, delay: Duration, _error: &'a str) -> BusFuture<'a, ()> {
         async move {
             // The server sends it again after the delay, through the Trigger's feed.
-            let delay = Duration::from_millis(at_ms.saturating_sub(now_ms()));
             match &d.receipt {
                 Some(r) => r
                     .held(d)?

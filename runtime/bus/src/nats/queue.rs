@@ -36,7 +36,7 @@ pub(super) struct QueueState {
 /// One consumer's long-lived pull and the buffer it fills.
 struct Feed {
     rx: Mutex<mpsc::Receiver<(jetstream::Message, Instant)>>,
-    task: JoinHandle<()>,
+    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl QueueState {
@@ -45,7 +45,14 @@ impl QueueState {
     async fn release(&self) {
         let mut held = Vec::new();
         for f in &self.feeds {
-            f.task.abort();
+            // Gone before the NAKs: dropping the feed's open pull request unsubscribes its
+            // inbox, and the server skips a request nobody listens to, so what is handed back
+            // cannot land in it (and sit unseen until `AckWait`).
+            let task = lock(&f.task).take();
+            if let Some(task) = task {
+                task.abort();
+                let _ = task.await;
+            }
             let mut rx = lock(&f.rx);
             rx.close();
             while let Ok((m, _)) = rx.try_recv() {
@@ -61,7 +68,9 @@ impl QueueState {
 impl Drop for QueueState {
     fn drop(&mut self) {
         for f in &self.feeds {
-            f.task.abort();
+            if let Some(task) = lock(&f.task).take() {
+                task.abort();
+            }
         }
     }
 }
@@ -243,7 +252,7 @@ impl NatsBus {
             let task = tokio::spawn(feed(c, batch, tx, Arc::downgrade(&self.0)));
             feeds.push(Feed {
                 rx: Mutex::new(rx),
-                task,
+                task: Mutex::new(Some(task)),
             });
         }
         let old = lock(&self.0.queues).insert(

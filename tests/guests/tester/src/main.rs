@@ -1,5 +1,6 @@
 //! A WASI command handler whose behaviour the event chooses, for the end-to-end tests:
-//! `data.fail: true` fails retryably, `data.fatal: true` fails fatally, `data.loop: true`
+//! `data.fail: true` fails retryably, `data.fatal: true` fails fatally, `data.spin: true`
+//! computes forever (until the Function's timeout stops it), `data.loop: true`
 //! replies with an event of its own type (so it re-triggers itself), anything else replies
 //! `com.example.done` carrying the input's id (and its `sluicereplay`, when replayed).
 
@@ -23,6 +24,12 @@ fn main() {
     if flag("fail") {
         eprintln!("warn: failing on purpose");
         std::process::exit(1);
+    }
+    if flag("spin") {
+        let mut n: u64 = 0;
+        loop {
+            n = std::hint::black_box(n.wrapping_add(1));
+        }
     }
     if flag("fatal") {
         eprintln!("error: cannot ever handle this");

@@ -87,7 +87,7 @@ async fn dedupe_keys_of_an_older_store_are_indexed_on_open() {
         let bus = open(dir.path());
         bus.publish(vec![publish("default", "a")]).await.unwrap();
         bus.flush().await.unwrap();
-        let w = bus.db.begin_write().unwrap();
+        let w = bus.store.get().unwrap().begin_write().unwrap();
         w.delete_table(DEDUPE_AGE).unwrap();
         w.commit().unwrap();
     }
@@ -102,7 +102,7 @@ fn ids(ids: &[&str]) -> Vec<String> {
 /// The event ids in the dedupe table (key order) and in its time index (time order).
 fn dedupe_ids(bus: &EmbeddedBus) -> (Vec<String>, Vec<String>) {
     let id = |key: &str| key.rsplit('\0').next().unwrap_or_default().to_owned();
-    let r = bus.db.begin_read().unwrap();
+    let r = bus.store.get().unwrap().begin_read().unwrap();
     let (keys, by_age) = (
         r.open_table(DEDUPE).unwrap(),
         r.open_table(DEDUPE_AGE).unwrap(),

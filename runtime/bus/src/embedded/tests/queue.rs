@@ -44,7 +44,9 @@ async fn route_lease_ack_retry_and_dead_letter() {
         }
     );
     bus.ack(&leased[0], Vec::new()).await.unwrap();
-    bus.retry(&leased[1], now_ms() + 300, "boom").await.unwrap();
+    bus.retry(&leased[1], crate::sched_ms() + 300, "boom")
+        .await
+        .unwrap();
     assert!(bus.lease("shop/t", 10).is_empty(), "retry is not due yet");
     assert_eq!(
         bus.depth("shop/t"),
@@ -260,7 +262,7 @@ async fn the_next_event_of_a_key_waits_until_the_outcome_is_queued() {
     for (step, outcome) in ["ack", "retry"].into_iter().enumerate() {
         let first = bus.lease("ns/t", 10);
         assert_eq!(first.len(), 1, "step {step}: one at a time per key");
-        let held = bus.db.begin_write().unwrap();
+        let held = bus.store.get().unwrap().begin_write().unwrap();
         // Filled twice: the writer takes a batch from the first fill and then blocks on the
         // transaction held here, so the second leaves the channel full.
         for _ in 0..2 {

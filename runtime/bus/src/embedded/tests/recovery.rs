@@ -214,7 +214,7 @@ async fn an_older_data_dir_moves_its_events_into_the_journal() {
     drop(bus);
     let bus = open(dir.path());
     assert_eq!(bus.read("default", 0, 10).unwrap().len(), 5);
-    let db = bus.db.clone();
+    let db = bus.store.get().unwrap();
     let r = db.begin_read().unwrap();
     assert!(
         matches!(
