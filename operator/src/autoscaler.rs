@@ -163,6 +163,7 @@ impl Autoscaler {
                 field_manager: Some(AUTOSCALER_FIELD_MANAGER.into()),
                 ..Default::default()
             };
+            self.ctx.fence.check()?;
             let applied = deployments
                 .patch_scale(
                     &child,
@@ -220,6 +221,7 @@ impl Autoscaler {
                 "kind": "Function",
                 "status": { "replicas": replicas, "pending": pending },
             });
+            self.ctx.fence.check()?;
             Api::<Function>::namespaced(self.ctx.client.clone(), &ns)
                 .patch_status(
                     &name,

@@ -61,6 +61,9 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
                 "kind": "Trigger",
                 "status": { "matched": counts.matched, "deadLettered": counts.dead_lettered },
             });
+            if ctx.fence.check().is_err() {
+                return;
+            }
             if let Err(e) = Api::<Trigger>::namespaced(ctx.client.clone(), &ns)
                 .patch_status(
                     &name,

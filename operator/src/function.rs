@@ -129,6 +129,7 @@ pub async fn apply_children(
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     let refs: Vec<&Trigger> = triggers.iter().map(AsRef::as_ref).collect();
     let manifests = children::worker_manifests(f, module, &refs)?;
+    ctx.fence.check()?;
     Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns)
         .patch(
             &name,
@@ -152,6 +153,7 @@ pub async fn apply_children(
             field_manager: Some(AUTOSCALER_FIELD_MANAGER.into()),
             ..Default::default()
         };
+        ctx.fence.check()?;
         match deployments.create(&pp, &first).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 409 => {}
@@ -159,7 +161,14 @@ pub async fn apply_children(
         }
     }
     deployments
-        .patch(&name, &pp, &Patch::Apply(deployment))
+        .patch(
+            &name,
+            &pp,
+            &Patch::Apply({
+                ctx.fence.check()?;
+                deployment
+            }),
+        )
         .await?;
     let services = Api::<Service>::namespaced(ctx.client.clone(), &ns);
     if triggers.iter().any(|t| t.spec.source.http.is_some()) {
@@ -209,6 +218,7 @@ async fn write_status(
             "kind": "Function",
             "status": Value::Object(status),
         });
+        ctx.fence.check()?;
         Api::<Function>::namespaced(ctx.client.clone(), &f.namespace().unwrap_or_default())
             .patch_status(
                 &name,

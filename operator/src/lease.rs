@@ -1,13 +1,25 @@
 //! Leader election on a coordination.k8s.io/v1 Lease, the way client-go does it: take the
 //! Lease when it is free or expired, renew it well within its duration, give it up on
 //! shutdown so a successor starts at once. Only the holder runs controllers and the autoscaler.
+//!
+//! Fencing: a leader paused past its Lease (a stalled node, a long GC, a cut network) must
+//! not write once a successor may have taken over. Two clocks make that hold without trusting
+//! the nodes' wall clocks to agree: a candidate counts a holder's Lease as expired only a full
+//! duration after it last *saw* the record change, on its own monotonic clock (client-go's
+//! observed time), never by the holder's `renewTime`; and the holder writes only through a
+//! [`Fence`] that closes `duration - renew` after its last successful renewal was *sent*. The
+//! renewal reached the API server after it was sent, and the successor saw it after that, so
+//! the fence closes at least `renew` before any successor can start.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
-    jiff::{SignedDuration, Timestamp},
+    jiff::Timestamp,
 };
 use kube::{Api, Client, api::PostParams};
 use tokio::sync::watch;
@@ -23,19 +35,57 @@ pub struct Elector {
     pub duration: Duration,
     /// How often the holder renews it.
     pub renew: Duration,
+    /// The Lease record as last seen (its resourceVersion) and when, on this replica's clock.
+    observed: Arc<Mutex<Option<(String, Instant)>>>,
+    fence: Fence,
 }
 
-/// Is a Lease held by `holder` (renewed at `renewed`, valid `secs`) still valid at `now`?
-pub fn held(
-    holder: Option<&str>,
-    renewed: Option<Timestamp>,
-    secs: Option<i32>,
-    now: Timestamp,
-) -> bool {
-    match (holder, renewed) {
-        (Some(h), Some(r)) if !h.is_empty() => {
-            let valid = SignedDuration::from_secs(i64::from(secs.unwrap_or(15)));
-            r + valid > now
+/// Whether a leader may still write: open until `limit` after its last successful renewal
+/// was sent. Always open without leader election.
+#[derive(Clone, Debug)]
+pub struct Fence(Option<Arc<FenceState>>);
+
+#[derive(Debug)]
+struct FenceState {
+    renewed: Mutex<Option<Instant>>,
+    limit: Duration,
+}
+
+impl Fence {
+    /// For a single replica running without leader election.
+    pub fn open() -> Self {
+        Self(None)
+    }
+
+    /// `Ok` while writes are safe; [`crate::Error::LostLease`] once a successor may lead.
+    pub fn check(&self) -> Result<()> {
+        self.check_at(Instant::now())
+    }
+
+    fn check_at(&self, now: Instant) -> Result<()> {
+        let Some(s) = &self.0 else { return Ok(()) };
+        let renewed = *s.renewed.lock().unwrap_or_else(|p| p.into_inner());
+        match renewed {
+            Some(at) if now.saturating_duration_since(at) < s.limit => Ok(()),
+            _ => Err(crate::Error::LostLease),
+        }
+    }
+
+    fn renewed(&self, sent: Instant) {
+        if let Some(s) = &self.0 {
+            *s.renewed.lock().unwrap_or_else(|p| p.into_inner()) = Some(sent);
+        }
+    }
+}
+
+/// Is a Lease held by `holder`, whose record this replica first saw as it is now at
+/// `observed`, still valid at `now` (both on this replica's monotonic clock)? The holder's
+/// `renewTime` is not trusted: its clock may not be this one's.
+pub fn held(holder: Option<&str>, secs: Option<i32>, observed: Instant, now: Instant) -> bool {
+    match holder {
+        Some(h) if !h.is_empty() => {
+            let valid = Duration::from_secs(u64::try_from(secs.unwrap_or(15)).unwrap_or(15));
+            now.saturating_duration_since(observed) < valid
         }
         _ => false,
     }
@@ -49,11 +99,39 @@ impl Elector {
             identity: identity.into(),
             duration: Duration::from_secs(15),
             renew: Duration::from_secs(3),
+            observed: Arc::default(),
+            fence: Fence::open(),
         }
+        .timed(Duration::from_secs(15), Duration::from_secs(3))
+    }
+
+    /// With a Lease `duration` renewed every `renew` (shorter in tests).
+    pub fn timed(mut self, duration: Duration, renew: Duration) -> Self {
+        self.duration = duration;
+        self.renew = renew;
+        self.fence = Fence(Some(Arc::new(FenceState {
+            renewed: Mutex::new(None),
+            limit: duration.saturating_sub(renew),
+        })));
+        self
+    }
+
+    /// The fence every write of this leader goes through.
+    pub fn fence(&self) -> Fence {
+        self.fence.clone()
     }
 
     /// One attempt to take or renew the Lease; `Ok(true)` when this replica holds it.
     pub async fn try_acquire(&self) -> Result<bool> {
+        let sent = Instant::now();
+        let acquired = self.try_acquire_once().await;
+        if matches!(acquired, Ok(true)) {
+            self.fence.renewed(sent);
+        }
+        acquired
+    }
+
+    async fn try_acquire_once(&self) -> Result<bool> {
         let now = Timestamp::now();
         let secs = i32::try_from(self.duration.as_secs()).unwrap_or(15);
         let Some(lease) = self.api.get_opt(&self.name).await? else {
@@ -80,12 +158,24 @@ impl Elector {
         let spec = lease.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.as_deref();
         let mine = holder == Some(self.identity.as_str());
+        let version = lease.metadata.resource_version.clone().unwrap_or_default();
+        let observed = {
+            let mut o = self.observed.lock().unwrap_or_else(|p| p.into_inner());
+            match &*o {
+                Some((v, at)) if *v == version => *at,
+                _ => {
+                    let at = Instant::now();
+                    *o = Some((version, at));
+                    at
+                }
+            }
+        };
         if !mine
             && held(
                 holder,
-                spec.renew_time.as_ref().map(|t| t.0),
                 spec.lease_duration_seconds,
-                now,
+                observed,
+                Instant::now(),
             )
         {
             return Ok(false);
@@ -186,13 +276,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_lease_is_held_until_its_duration_passes() {
-        let t0: Timestamp = "2025-01-01T00:00:00Z".parse().unwrap();
-        let at = |s: i64| t0 + SignedDuration::from_secs(s);
-        assert!(held(Some("a"), Some(t0), Some(15), at(14)));
-        assert!(!held(Some("a"), Some(t0), Some(15), at(15)));
-        assert!(!held(None, Some(t0), Some(15), at(1)));
-        assert!(!held(Some(""), Some(t0), Some(15), at(1)));
-        assert!(!held(Some("a"), None, Some(15), at(1)));
+    fn a_lease_is_held_until_its_duration_passes_since_it_was_seen() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert!(held(Some("a"), Some(15), t0, at(14)));
+        assert!(!held(Some("a"), Some(15), t0, at(15)));
+        assert!(!held(None, Some(15), t0, at(1)));
+        assert!(!held(Some(""), Some(15), t0, at(1)));
+        assert!(held(Some("a"), None, t0, at(14)), "15 s by default");
+    }
+
+    #[test]
+    fn the_fence_closes_a_renewal_period_before_the_lease_can_pass() {
+        let f = Fence(Some(Arc::new(FenceState {
+            renewed: Mutex::new(None),
+            limit: Duration::from_secs(12),
+        })));
+        let t0 = Instant::now();
+        assert!(f.check_at(t0).is_err(), "never renewed");
+        f.renewed(t0);
+        assert!(f.check_at(t0 + Duration::from_millis(11_999)).is_ok());
+        assert!(matches!(
+            f.check_at(t0 + Duration::from_secs(12)),
+            Err(crate::Error::LostLease)
+        ));
+        assert!(
+            Fence::open()
+                .check_at(t0 + Duration::from_secs(3600))
+                .is_ok()
+        );
     }
 }

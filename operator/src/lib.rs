@@ -62,6 +62,9 @@ pub struct Context {
     /// The published route table and the publishers' acknowledgements. `None`: no publishers
     /// are tracked and a valid Trigger is Ready at once (the unit tests' mocked API).
     pub routes: Option<Arc<routes::RouteBook>>,
+    /// Every write goes through it: closed once this replica may have lost the leader Lease
+    /// (`lease.rs`).
+    pub fence: lease::Fence,
 }
 
 /// rustls needs one process-wide crypto provider; kube, reqwest and async-nats all use ring.

@@ -323,6 +323,7 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
         in_table.sort();
         let refs: Vec<&Trigger> = ts.iter().map(AsRef::as_ref).collect();
         match children::routes(&refs) {
+            Ok(_) if ctx.fence.check().is_err() => {}
             Ok(text) if last.as_ref() != Some(&(text.clone(), in_table.clone())) => {
                 match book.publish(&text, &in_table).await {
                     Ok(revision) => {

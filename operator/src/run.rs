@@ -190,6 +190,11 @@ pub async fn run(config: Config) -> Result<(), Error> {
         queues: Some(queues),
         routes_changed,
         routes: Some(routes),
+        fence: if config.leader_election {
+            elector.fence()
+        } else {
+            crate::lease::Fence::open()
+        },
     });
 
     let functions_run = functions_ctl

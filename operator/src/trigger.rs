@@ -50,6 +50,8 @@ async fn dispatch(t: Arc<Trigger>, ctx: &Context) -> Result<Action> {
     let ns = t.namespace().unwrap_or_default();
     let object = format!("Trigger {ns}/{}", t.name_any());
     let api = Api::<Trigger>::namespaced(ctx.client.clone(), &ns);
+    // The finalizer helper adds and removes the finalizer itself.
+    ctx.fence.check()?;
     match finalizer(&api, FINALIZER, t, |event| async {
         match event {
             Finalizer::Apply(t) => apply(&t, ctx).await,
@@ -182,6 +184,7 @@ async fn apply(t: &Trigger, ctx: &Context) -> Result<Action> {
             "kind": "Trigger",
             "status": { "conditions": conditions, "observedGeneration": generation },
         });
+        ctx.fence.check()?;
         Api::<Trigger>::namespaced(ctx.client.clone(), &ns)
             .patch_status(
                 &t.name_any(),
@@ -203,6 +206,7 @@ async fn cleanup(t: &Trigger, ctx: &Context) -> Result<Action> {
     if let Some(queues) = &ctx.queues {
         // A queue that cannot be deleted now must not block the Trigger's deletion (and so its
         // namespace's) forever: say so in an Event and let it go.
+        ctx.fence.check()?;
         let outcome = match queues.delete(bus, &ns, &name).await {
             Ok(true) => Want::ok(
                 "QueueDeleted",

@@ -72,6 +72,7 @@ fn context(functions: Vec<Function>, triggers: Vec<Trigger>) -> (Arc<Context>, A
         metrics: Arc::new(Metrics::default()),
         modules: Resolver::new(&[], &["127.0.0.1".into()]),
         queues: None,
+        fence: sluice_operator::lease::Fence::open(),
         routes_changed: Arc::new(Notify::new()),
         routes: None,
     };
