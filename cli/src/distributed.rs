@@ -105,11 +105,10 @@ pub struct RouterArgs {
     pub nats: NatsArgs,
     #[command(flatten)]
     pub routes: RoutesArgs,
-    /// Serve /healthz, /readyz and /metrics here.
+    /// Serve /healthz, /readyz and /metrics here (nothing else: a router's port takes no
+    /// events and no admin calls, so it needs no token).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
-    #[command(flatten)]
-    pub auth: TokenArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -168,7 +167,6 @@ pub fn router(args: RouterArgs) -> anyhow::Result<i32> {
         args.nats.config()?,
         source,
         args.listen,
-        args.auth.token()?,
     ))?;
     Ok(0)
 }

@@ -466,23 +466,27 @@ fn components_run_the_contracted_commands() {
             "{name}: {mount}"
         );
     }
-    // The ingress token guards the routers' admin calls too.
-    for name in ["sluice-ingress", "sluice-router"] {
-        let a = args(&docs, name);
-        assert!(
-            has_pair(&a, "--token-file", "/etc/sluice/token/token"),
-            "{name}: {a:?}"
-        );
+    // The token guards the ingress; a router's port serves health and metrics only, so it
+    // has no token to hold.
+    let a = args(&docs, "sluice-ingress");
+    assert!(
+        has_pair(&a, "--token-file", "/etc/sluice/token/token"),
+        "{a:?}"
+    );
+    for (name, holds) in [("sluice-ingress", true), ("sluice-router", false)] {
         let pod = &find(&docs, "Deployment", name)["spec"]["template"]["spec"];
-        assert!(
-            pod["volumes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|v| v["name"] == "token" && v["secret"].is_object()),
-            "{name}: {pod}"
-        );
+        let has = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "token" && v["secret"].is_object());
+        assert_eq!(has, holds, "{name}: {pod}");
     }
+    assert!(
+        !args(&docs, "sluice-router")
+            .iter()
+            .any(|a| a.starts_with("--token"))
+    );
     // Workers mount their credentials by Secret name: nothing reads Secrets through the API.
     for d in docs
         .iter()

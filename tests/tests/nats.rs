@@ -364,10 +364,11 @@ fn retention_flags_set_the_bus_streams_limits() {
     );
 }
 
-/// A worker started with a token answers its write and admin calls only with it; health
-/// stays open (the readiness wait passes without one).
+/// A worker's port serves its HTTP Triggers (behind the token when started with one) and
+/// health, never publishing or admin calls; health stays open (the readiness wait passes
+/// without a token).
 #[test]
-fn a_workers_port_takes_the_same_token_as_the_ingress() {
+fn a_workers_port_serves_its_http_triggers_behind_the_token_and_nothing_else() {
     let Tester { sys, .. } = &mut start();
     sys.worker
         .as_mut()
@@ -386,12 +387,28 @@ fn a_workers_port_takes_the_same_token_as_the_ingress() {
             .unwrap()
             .0
     };
-    assert_eq!(post(None), 401);
-    assert_eq!(post(Some("Bearer wrong")), 401);
-    assert_eq!(post(Some("Bearer w-s3cret")), 202);
+    // A worker's port is not a front door: no publishing and no admin calls, token or not.
+    assert_eq!(post(None), 404);
+    assert_eq!(post(Some("Bearer w-s3cret")), 404);
     let depth =
         sluice_tests::http(&addr, "GET", "/admin/triggers/e2e/work/depth", &[], b"").unwrap();
-    assert_eq!(depth.0, 401, "admin calls too");
+    assert_eq!(depth.0, 404, "no admin calls either");
+    // Its HTTP Triggers take the token.
+    let call = |auth: Option<&str>| {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+        sluice_tests::http(&addr, "POST", "/fn/e2e/nothing-here", &headers, b"{}")
+            .unwrap()
+            .0
+    };
+    assert_eq!(call(None), 401);
+    assert_eq!(call(Some("Bearer wrong")), 401);
+    assert_eq!(
+        call(Some("Bearer w-s3cret")),
+        404,
+        "past the token: no such Trigger"
+    );
+    // Events go in through the ingress.
+    publish_until_accepted(sys, &[work("t-1", json!({}))]);
     all_handled(sys, &["t-1".into()]);
 }
 

@@ -102,10 +102,47 @@ pub struct AppState {
     pub replays: Option<Arc<Replays>>,
 }
 
+/// What a process serves on its port. Only the front door (`sluice dev`, `sluice ingress`)
+/// takes events and admin calls; a worker serves its Function's HTTP Triggers and a router
+/// nothing but health and metrics, so a port that is not the front door (a worker's Service,
+/// a router's metrics Service) cannot publish to a bus, read one, or purge a dead-letter
+/// list, token or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Surface {
+    /// Publishing, tails, HTTP Triggers, admin calls (dead letters, depth, replays).
+    Full,
+    /// HTTP Triggers (`/fn/…`).
+    Worker,
+    /// `/healthz`, `/readyz`, `/metrics` only.
+    Health,
+}
+
 /// The whole HTTP surface; tests call `app(state).oneshot(request)` without a socket.
 pub fn app(state: AppState) -> Router {
+    app_for(state, Surface::Full)
+}
+
+/// The routes of `surface`, every one but health and metrics behind the token when one is set.
+pub fn app_for(state: AppState, surface: Surface) -> Router {
     let limit = state.cfg.max_body_bytes;
-    let guarded = Router::new()
+    let guarded = match surface {
+        Surface::Full => Some(front_door()),
+        Surface::Worker => Some(Router::new().route("/fn/{namespace}/{*path}", any(invoke_http))),
+        Surface::Health => None,
+    };
+    let mut router = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics));
+    if let Some(guarded) = guarded {
+        router =
+            router.merge(guarded.route_layer(middleware::from_fn_with_state(state.clone(), auth)));
+    }
+    router.layer(DefaultBodyLimit::max(limit)).with_state(state)
+}
+
+fn front_door() -> Router<AppState> {
+    Router::new()
         .route("/", post(publish_default))
         .route("/buses/{bus}/events", post(publish_bus).get(tail))
         .route("/fn/{namespace}/{*path}", any(invoke_http))
@@ -124,14 +161,6 @@ pub fn app(state: AppState) -> Router {
             "/admin/replays/{name}",
             get(replay_get).delete(replay_cancel),
         )
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .merge(guarded)
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(state)
 }
 
 async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
@@ -758,6 +787,84 @@ mod tests {
             assert_eq!(status, StatusCode::BAD_REQUEST);
             assert!(msg.starts_with(field), "{ns}/{name}: {msg}");
         }
+    }
+
+    /// Only the front door takes events and admin calls: a worker's port serves its HTTP
+    /// Triggers (behind the token when set), a router's health and metrics, whatever is sent.
+    #[tokio::test]
+    async fn each_process_serves_only_its_surface() {
+        use sluice_bus::embedded::{EmbeddedBus, EmbeddedConfig};
+        use tower::ServiceExt;
+        let dir = tempfile::tempdir().unwrap();
+        let bus: SharedBus = Arc::new(EmbeddedBus::open(EmbeddedConfig::new(dir.path())).unwrap());
+        let state = |token: Option<&str>| AppState {
+            bus: bus.clone(),
+            metrics: Metrics::new(),
+            http: Arc::new(NoHttpRoutes),
+            cfg: Arc::new(IngressConfig {
+                token: token.map(str::to_owned),
+                ..IngressConfig::default()
+            }),
+            ready: Arc::new(AtomicBool::new(true)),
+            replays: None,
+        };
+        let event = br#"{"specversion":"1.0","id":"1","source":"/s","type":"t"}"#;
+        let requests: [(&str, &str); 7] = [
+            ("POST", "/buses/default/events"),
+            ("POST", "/"),
+            ("GET", "/buses/default/events?after=0"),
+            ("DELETE", "/admin/triggers/shop/t/dlq"),
+            ("GET", "/admin/triggers/shop/t/depth"),
+            ("POST", "/fn/shop/hook"),
+            ("GET", "/readyz"),
+        ];
+        let status = |surface: Surface, token: Option<&'static str>, i: usize| {
+            let (method, uri) = requests[i];
+            let app = app_for(state(token), surface);
+            async move {
+                let mut req = Request::builder()
+                    .method(method)
+                    .uri(uri)
+                    .header("content-type", "application/cloudevents+json");
+                if let Some(t) = token {
+                    req = req.header("authorization", format!("Bearer {t}"));
+                }
+                let req = req.body(axum::body::Body::from(&event[..])).unwrap();
+                app.oneshot(req).await.unwrap().status().as_u16()
+            }
+        };
+        // (full, worker, health) without a token.
+        let want = [
+            (202, 404, 404),
+            (202, 404, 404),
+            (200, 404, 404),
+            (200, 404, 404),
+            (200, 404, 404),
+            (404, 404, 404), // no such HTTP Trigger: but served
+            (200, 200, 200),
+        ];
+        for (i, w) in want.iter().enumerate() {
+            let got = (
+                status(Surface::Full, None, i).await,
+                status(Surface::Worker, None, i).await,
+                status(Surface::Health, None, i).await,
+            );
+            assert_eq!(got, *w, "{:?}", requests[i]);
+        }
+        // A worker with a token: its HTTP Triggers need it; the rest is still not there.
+        let worker = app_for(state(Some("s3cret")), Surface::Worker);
+        let fn_call = |auth: Option<&str>| {
+            let mut req = Request::builder().method("POST").uri("/fn/shop/hook");
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
+            }
+            worker
+                .clone()
+                .oneshot(req.body(axum::body::Body::empty()).unwrap())
+        };
+        assert_eq!(fn_call(None).await.unwrap().status(), 401);
+        assert_eq!(fn_call(Some("Bearer s3cret")).await.unwrap().status(), 404);
+        assert_eq!(status(Surface::Worker, Some("s3cret"), 0).await, 404);
     }
 
     #[tokio::test]

@@ -220,7 +220,6 @@ pub async fn run_router(
     nats: NatsConfig,
     source: RouteSource,
     listen: Option<SocketAddr>,
-    token: Option<String>,
 ) -> Result<(), ProcessError> {
     let bus = NatsBus::connect(nats.clone()).await?;
     let shared: SharedBus = Arc::new(bus.clone());
@@ -232,10 +231,7 @@ pub async fn run_router(
             bus: shared.clone(),
             metrics: metrics.clone(),
             http: Arc::new(NoHttpRoutes),
-            cfg: Arc::new(IngressConfig {
-                token: token.clone(),
-                ..IngressConfig::default()
-            }),
+            cfg: Arc::new(IngressConfig::default()),
             ready: ready.clone(),
             replays: None,
         };
@@ -247,7 +243,7 @@ pub async fn run_router(
             listener.local_addr()?
         );
         tokio::spawn(async move {
-            let _ = axum::serve(listener, ingress::app(state)).await;
+            let _ = axum::serve(listener, ingress::app_for(state, ingress::Surface::Health)).await;
         });
     }
     let mut sources = RunningSources::new();
@@ -333,7 +329,7 @@ pub async fn run_worker_process(
         listener.local_addr()?
     );
     tokio::spawn(async move {
-        let _ = axum::serve(listener, ingress::app(state)).await;
+        let _ = axum::serve(listener, ingress::app_for(state, ingress::Surface::Worker)).await;
     });
 
     let (desired, desired_rx) = watch::channel(0u32);
