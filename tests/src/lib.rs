@@ -120,6 +120,13 @@ pub fn http(
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
+    if let Some(t) = BEARER.get()
+        && !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+    {
+        req.push_str(&format!("authorization: Bearer {t}\r\n"));
+    }
     req.push_str("\r\n");
     // A server may answer before it has read the whole body (413 for an oversized one) and
     // close: the write then fails with a broken pipe or reset, yet the answer is already on
@@ -238,6 +245,20 @@ pub fn tester_trigger(name: &str, event_type: &str, delivery: &[&str]) -> String
 
 /// The Python with the official CloudEvents SDK that `scripts/setup.sh` installs.
 pub const CLOUDEVENTS_PYTHON: &str = "/var/cache/sluice/toolchains/cloudevents-1.12.0/bin/python";
+
+/// The bearer token every request of this test process sends from now on (through [`http`],
+/// and as `SLUICE_TOKEN` to the `sluice` commands it runs), as a user exports SLUICE_TOKEN
+/// once: for a Sluice whose ingress requires one (the chart's default).
+pub fn use_bearer_token(token: &str) {
+    let _ = BEARER.set(token.to_owned());
+}
+
+static BEARER: OnceLock<String> = OnceLock::new();
+
+/// The token set by [`use_bearer_token`].
+pub fn bearer_token() -> Option<&'static str> {
+    BEARER.get().map(String::as_str)
+}
 
 /// What a fault test saw, in the counts the README's fault table quotes: events sent,
 /// accepted (2xx), handled (distinct, at least once), duplicated (extra deliveries) and lost

@@ -51,11 +51,12 @@ pub fn workspace_bin(name: &str) -> PathBuf {
 
 /// Runs `sluice ARGS…` from the workspace root and returns its output.
 pub fn sluice(args: &[&str]) -> Output {
-    Command::new(sluice_bin())
-        .current_dir(workspace())
-        .args(args)
-        .output()
-        .expect("sluice runs")
+    let mut cmd = Command::new(sluice_bin());
+    cmd.current_dir(workspace()).args(args);
+    if let Some(t) = crate::bearer_token() {
+        cmd.env("SLUICE_TOKEN", t);
+    }
+    cmd.output().expect("sluice runs")
 }
 
 /// Where a running Sluice answers its HTTP API (`sluice dev`, or `sluice ingress`).

@@ -378,9 +378,36 @@ fn components_run_the_contracted_commands() {
             "sluice_routes",
             "--listen",
             "0.0.0.0:8080",
+            "--token-file",
+            "/etc/sluice/token/token",
             "--retention",
             "24h:1Gi"
         ]
+    );
+    // Authentication is on by default, with a token the chart generates.
+    let secret = find(&docs, "Secret", "sluice-token");
+    let token = secret["data"]["token"].as_str().expect("a token");
+    assert_eq!(token.len(), 56, "40 characters, base64: {token}");
+    let pod = &find(&docs, "Deployment", "sluice-ingress")["spec"]["template"]["spec"];
+    assert!(
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "token" && v["secret"]["secretName"] == "sluice-token"),
+        "{pod}"
+    );
+    let mut open = default_values();
+    open.extend(["--set".into(), "ingress.auth.enabled=false".into()]);
+    let open = rendered(&open, "1.28.0");
+    assert!(
+        !open.iter().any(|d| d["kind"] == "Secret"),
+        "no token Secret"
+    );
+    assert!(
+        !args(&open, "sluice-ingress")
+            .iter()
+            .any(|a| a.starts_with("--token"))
     );
     // Retention per bus: both processes that set the streams' limits get every entry.
     let mut values = default_values();

@@ -215,6 +215,19 @@ fn the_readme_cluster_walkthrough_on_a_real_node() {
         "every component available"
     );
     assert_locked_down(&c, "sluice", "app.kubernetes.io/instance=sluice");
+    // The ingress requires the token the chart generated, as docs/cluster.md has users
+    // export SLUICE_TOKEN from Secret sluice-token: every request below sends it.
+    let token = c.ok(&[
+        "-n",
+        "sluice",
+        "get",
+        "secret",
+        "sluice-token",
+        "-o",
+        "go-template={{.data.token | base64decode}}",
+    ]);
+    assert_eq!(token.trim().len(), 40, "a generated token: {token:?}");
+    sluice_tests::use_bearer_token(token.trim());
 
     // --- the README's example Function, module from a ConfigMap -----------------------
     let invoice = workspace().join("functions/rust/invoice/invoice.wasm");
@@ -246,6 +259,21 @@ fn the_readme_cluster_walkthrough_on_a_real_node() {
     );
 
     let fwd = c.port_forward("sluice", "svc/sluice-ingress", free_port(), 80);
+    let refused = http(
+        &fwd.addr(),
+        "POST",
+        "/buses/default/events",
+        &[
+            ("authorization", "Bearer not-the-token"),
+            ("content-type", "application/cloudevents+json"),
+        ],
+        br#"{"specversion":"1.0","id":"x","source":"/x","type":"x"}"#,
+    )
+    .expect("POST");
+    assert_eq!(
+        refused.0, 401,
+        "the ingress takes no event without the token"
+    );
     let sent = Instant::now();
     let sent_at = chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now());
     let out = sluice(&[
@@ -289,8 +317,10 @@ fn the_readme_cluster_walkthrough_on_a_real_node() {
         ("NOTES.txt", &notes, "o-notes"),
     ] {
         let curl = curl_command(text).unwrap_or_else(|| panic!("{what}: no curl line"));
+        // As a user runs it: with SLUICE_TOKEN exported.
         let out = Command::new("sh")
             .args(["-c", &curl.replace("127.0.0.1:8080", &fwd.addr())])
+            .env("SLUICE_TOKEN", token.trim())
             .output()
             .unwrap();
         assert!(

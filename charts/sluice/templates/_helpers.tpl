@@ -59,6 +59,11 @@ app.kubernetes.io/part-of: sluice
 {{- end -}}
 {{- end -}}
 
+{{/* The Secret holding the ingress's bearer token: the one named, or the generated one. */}}
+{{- define "sluice.tokenSecret" -}}
+{{- default (printf "%s-token" (include "sluice.fullname" .)) .Values.ingress.auth.secretName -}}
+{{- end -}}
+
 {{- define "sluice.natsUrl" -}}
 {{- required "nats.url is required: the NATS JetStream server, e.g. --set nats.url=nats://nats.nats.svc.cluster.local:4222" .Values.nats.url -}}
 {{- end -}}
