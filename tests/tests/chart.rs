@@ -397,13 +397,37 @@ fn components_run_the_contracted_commands() {
             .any(|v| v["name"] == "token" && v["secret"]["secretName"] == "sluice-token"),
         "{pod}"
     );
+    // NetworkPolicies: the ingress's port from anywhere, the routers' and the operator's
+    // (health and metrics) from pods of the cluster only.
+    for (name, from) in [
+        ("sluice-ingress", Value::Null),
+        (
+            "sluice-router",
+            serde_json::json!([{"namespaceSelector": {}}]),
+        ),
+        (
+            "sluice-operator",
+            serde_json::json!([{"namespaceSelector": {}}]),
+        ),
+    ] {
+        let p = find(&docs, "NetworkPolicy", name);
+        assert_eq!(
+            p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"],
+            name.trim_start_matches("sluice-"),
+            "{p}"
+        );
+        assert_eq!(p["spec"]["ingress"][0]["ports"][0]["port"], 8080, "{p}");
+        assert_eq!(p["spec"]["ingress"][0]["from"], from, "{p}");
+    }
     let mut open = default_values();
     open.extend(["--set".into(), "ingress.auth.enabled=false".into()]);
+    open.extend(["--set".into(), "networkPolicy.enabled=false".into()]);
     let open = rendered(&open, "1.28.0");
     assert!(
         !open.iter().any(|d| d["kind"] == "Secret"),
         "no token Secret"
     );
+    assert!(!open.iter().any(|d| d["kind"] == "NetworkPolicy"));
     assert!(
         !args(&open, "sluice-ingress")
             .iter()

@@ -157,13 +157,7 @@ impl Writer {
             let mut w = self.store.get()?.begin_write().map_err(storage)?;
             w.set_durability(Durability::Immediate).map_err(storage)?;
             let mut t = Tables::open(&w)?;
-            t.set_meta(JOURNAL_COMMIT, self.journal.commit())?;
-            // Above every position the store holds: the commits took theirs before this.
-            let next_qseq = self
-                .shared
-                .next_qseq
-                .load(std::sync::atomic::Ordering::Relaxed);
-            t.set_meta(NEXT_QSEQ, next_qseq)?;
+            self.mark_checkpoint(&mut t)?;
             drop(t);
             w.commit().map_err(storage)
         })();
@@ -188,6 +182,17 @@ impl Writer {
         done
     }
 
+    /// Records in the store that it holds every journalled commit, and the queue counter
+    /// (above every position the store holds: the commits took theirs before this).
+    fn mark_checkpoint(&self, t: &mut Tables<'_>) -> Result<(), BusError> {
+        t.set_meta(JOURNAL_COMMIT, self.journal.commit())?;
+        let next_qseq = self
+            .shared
+            .next_qseq
+            .load(std::sync::atomic::Ordering::Relaxed);
+        t.set_meta(NEXT_QSEQ, next_qseq)
+    }
+
     /// Reopens a store that failed a write (its last durable state) and applies the journal's
     /// records after it, as a start would, then makes that durable. Tried at most once per
     /// [`HEAL_EVERY`] while it fails, which it does as long as the disk is full.
@@ -207,12 +212,7 @@ impl Writer {
                 replayed += 1;
                 tables::replay(&mut t, changes)
             })?;
-            t.set_meta(JOURNAL_COMMIT, self.journal.commit())?;
-            let next_qseq = self
-                .shared
-                .next_qseq
-                .load(std::sync::atomic::Ordering::Relaxed);
-            t.set_meta(NEXT_QSEQ, next_qseq)?;
+            self.mark_checkpoint(&mut t)?;
             drop(t);
             self.journal.sync()?;
             w.commit().map_err(storage)?;
