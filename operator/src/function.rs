@@ -160,15 +160,9 @@ pub async fn apply_children(
             Err(e) => return Err(e.into()),
         }
     }
+    ctx.fence.check()?;
     deployments
-        .patch(
-            &name,
-            &pp,
-            &Patch::Apply({
-                ctx.fence.check()?;
-                deployment
-            }),
-        )
+        .patch(&name, &pp, &Patch::Apply(deployment))
         .await?;
     let services = Api::<Service>::namespaced(ctx.client.clone(), &ns);
     if triggers.iter().any(|t| t.spec.source.http.is_some()) {

@@ -32,13 +32,17 @@ pub struct Elector {
     name: String,
     identity: String,
     /// How long a Lease stays valid without renewal.
-    pub duration: Duration,
+    duration: Duration,
     /// How often the holder renews it.
-    pub renew: Duration,
+    renew: Duration,
     /// The Lease record as last seen (its resourceVersion) and when, on this replica's clock.
     observed: Arc<Mutex<Option<(String, Instant)>>>,
+    /// Closes `duration - renew` after a renewal: set with them ([`Elector::timed`]).
     fence: Fence,
 }
+
+const DURATION: Duration = Duration::from_secs(15);
+const RENEW: Duration = Duration::from_secs(3);
 
 /// Whether a leader may still write: open until `limit` after its last successful renewal
 /// was sent. Always open without leader election.
@@ -55,6 +59,15 @@ impl Fence {
     /// For a single replica running without leader election.
     pub fn open() -> Self {
         Self(None)
+    }
+
+    /// A leader's, for a Lease of `duration` renewed every `renew`: closed until the first
+    /// renewal.
+    fn for_lease(duration: Duration, renew: Duration) -> Self {
+        Self(Some(Arc::new(FenceState {
+            renewed: Mutex::new(None),
+            limit: duration.saturating_sub(renew),
+        })))
     }
 
     /// `Ok` while writes are safe; [`crate::Error::LostLease`] once a successor may lead.
@@ -97,23 +110,21 @@ impl Elector {
             api: Api::namespaced(client, namespace),
             name: name.into(),
             identity: identity.into(),
-            duration: Duration::from_secs(15),
-            renew: Duration::from_secs(3),
+            duration: DURATION,
+            renew: RENEW,
             observed: Arc::default(),
-            fence: Fence::open(),
+            fence: Fence::for_lease(DURATION, RENEW),
         }
-        .timed(Duration::from_secs(15), Duration::from_secs(3))
     }
 
     /// With a Lease `duration` renewed every `renew` (shorter in tests).
-    pub fn timed(mut self, duration: Duration, renew: Duration) -> Self {
-        self.duration = duration;
-        self.renew = renew;
-        self.fence = Fence(Some(Arc::new(FenceState {
-            renewed: Mutex::new(None),
-            limit: duration.saturating_sub(renew),
-        })));
-        self
+    pub fn timed(self, duration: Duration, renew: Duration) -> Self {
+        Self {
+            duration,
+            renew,
+            fence: Fence::for_lease(duration, renew),
+            ..self
+        }
     }
 
     /// The fence every write of this leader goes through.
@@ -288,10 +299,7 @@ mod tests {
 
     #[test]
     fn the_fence_closes_a_renewal_period_before_the_lease_can_pass() {
-        let f = Fence(Some(Arc::new(FenceState {
-            renewed: Mutex::new(None),
-            limit: Duration::from_secs(12),
-        })));
+        let f = Fence::for_lease(DURATION, RENEW);
         let t0 = Instant::now();
         assert!(f.check_at(t0).is_err(), "never renewed");
         f.renewed(t0);

@@ -80,6 +80,21 @@ impl Endpoint {
     pub fn events(&self, bus: &str) -> Vec<serde_json::Value> {
         events_at(&self.addr, bus)
     }
+
+    /// POSTs `events` as one batch to the default bus; returns the status and the answer
+    /// (`null` when it is not JSON).
+    pub fn post_batch(&self, events: &[serde_json::Value]) -> (u16, serde_json::Value) {
+        let body = serde_json::to_vec(events).expect("events serialize");
+        let (status, _, answer) = self
+            .request(
+                "POST",
+                "/buses/default/events",
+                &[("content-type", "application/cloudevents-batch+json")],
+                &body,
+            )
+            .expect("the ingress answers");
+        (status, serde_json::from_slice(&answer).unwrap_or_default())
+    }
 }
 
 /// Waits until every address answers `/readyz` with 200, failing with `logs()` after 120 s.
@@ -186,6 +201,25 @@ fn announced_addr(proc: &mut Proc) -> String {
     })
 }
 
+/// `sluice worker`'s arguments: `function` of the manifests in `dir` on the NATS at `url`.
+fn worker_args(url: &str, function: &str, dir: &Path, listen: &str, cache: &Path) -> Vec<String> {
+    [
+        "worker",
+        "--nats",
+        url,
+        "--function",
+        function,
+        "--manifests",
+        &dir.display().to_string(),
+        "--listen",
+        listen,
+        "--cache-dir",
+        &cache.display().to_string(),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 /// Sluice serving a manifest directory on one of the two buses. Its [`Endpoint`] is where
 /// producers and the CLI talk to it (`sluice dev`, or the ingress).
 pub struct System {
@@ -256,17 +290,7 @@ impl System {
             "--listen".into(),
             addr.clone(),
         ]);
-        let mut worker = nats_args("worker");
-        worker.extend([
-            "--function".into(),
-            function.into(),
-            "--manifests".into(),
-            s(dir),
-            "--listen".into(),
-            addr.clone(),
-            "--cache-dir".into(),
-            s(&data.join("cache")),
-        ]);
+        let worker = worker_args(&url, function, dir, &addr, &data.join("cache"));
         let mut sys = System {
             backend: Backend::Nats,
             front: sluice(ingress, "ingress.log"),
@@ -305,19 +329,8 @@ impl System {
             ),
             None => (sluice_bin().to_owned(), Vec::new()),
         };
-        args.extend([
-            "worker".into(),
-            "--nats".into(),
-            nats.url(),
-            "--function".into(),
-            function.into(),
-            "--manifests".into(),
-            dir.display().to_string(),
-            "--listen".into(),
-            listen.into(),
-            "--cache-dir".into(),
-            data.join(format!("cache-{name}")).display().to_string(),
-        ]);
+        let cache = data.join(format!("cache-{name}"));
+        args.extend(worker_args(&nats.url(), function, dir, listen, &cache));
         let mut proc = Proc::spawn(&program, args, data.join(format!("{name}.log")));
         let addr = announced_addr(&mut proc);
         wait_ready([addr.as_str()], || proc.log_text());

@@ -71,20 +71,6 @@ fn work(id: &str, data: Value) -> Value {
     event("com.example.work", id, data)
 }
 
-/// POSTs a batch to the default bus; returns the status and the answer.
-fn post_batch(sys: &System, events: &[Value]) -> (u16, Value) {
-    let body = serde_json::to_vec(events).unwrap();
-    let (status, _, answer) = sys
-        .request(
-            "POST",
-            "/buses/default/events",
-            &[("content-type", "application/cloudevents-batch+json")],
-            &body,
-        )
-        .expect("ingress answers");
-    (status, serde_json::from_slice(&answer).unwrap_or_default())
-}
-
 fn done(sys: &System) -> HashMap<String, usize> {
     done_counts(&sys.events("default"))
 }
@@ -99,7 +85,7 @@ fn retries_then_dead_letters_with_reasons_and_redrive(backend: Backend) {
         work("fatal-1", json!({"fatal": true})),
     ];
     let published = Instant::now();
-    assert_eq!(post_batch(sys, &batch).0, 202);
+    assert_eq!(sys.post_batch(&batch).0, 202);
     let dead = wait_for(60, || {
         let d = sys.events("dead");
         (d.len() >= 3).then_some(d)
@@ -202,19 +188,19 @@ fn retries_then_dead_letters_with_reasons_and_redrive(backend: Backend) {
 fn producer_duplicates_are_dropped_within_the_window(backend: Backend) {
     let Tester { sys, .. } = &start(backend);
     let e = work("dup-1", json!({"n": 1}));
-    let (status, first) = post_batch(sys, std::slice::from_ref(&e));
+    let (status, first) = sys.post_batch(std::slice::from_ref(&e));
     assert_eq!(status, 202);
     assert_eq!(first["accepted"], 1, "{first}");
     // The same (source, id) again, alone and inside a batch with a new event.
-    let (_, again) = post_batch(sys, std::slice::from_ref(&e));
+    let (_, again) = sys.post_batch(std::slice::from_ref(&e));
     assert_eq!(again["accepted"], 0, "{again}");
     assert_eq!(again["events"][0]["duplicate"], true, "{again}");
-    let (_, mixed) = post_batch(sys, &[e.clone(), work("dup-2", json!({}))]);
+    let (_, mixed) = sys.post_batch(&[e.clone(), work("dup-2", json!({}))]);
     assert_eq!(mixed["accepted"], 1, "{mixed}");
     // Same id from another source is another event.
     let mut other = e.clone();
     other["source"] = json!("/elsewhere");
-    assert_eq!(post_batch(sys, &[other]).1["accepted"], 1);
+    assert_eq!(sys.post_batch(&[other]).1["accepted"], 1);
     let handled = wait_for(30, || {
         let d = done(sys);
         (d.contains_key("dup-2") && d.get("dup-1") == Some(&2)).then_some(d)
@@ -244,7 +230,7 @@ fn events_sharing_an_ordering_key_are_handled_in_bus_order(backend: Backend) {
         })
         .collect();
     for chunk in events.chunks(20) {
-        assert_eq!(post_batch(sys, chunk).0, 202);
+        assert_eq!(sys.post_batch(chunk).0, 202);
     }
     let replies = wait_for(60, || {
         let r: Vec<Value> = sys
@@ -270,7 +256,7 @@ fn events_sharing_an_ordering_key_are_handled_in_bus_order(backend: Backend) {
 fn a_self_triggering_handler_is_stopped_by_the_hop_limit(backend: Backend) {
     let Tester { sys, .. } = &start(backend);
     let ping = event("com.example.ping", "p-1", json!({"loop": true}));
-    assert_eq!(post_batch(sys, &[ping]).0, 202);
+    assert_eq!(sys.post_batch(&[ping]).0, 202);
     let dead = wait_for(60, || {
         let d = sys.events("dead");
         (!d.is_empty()).then_some(d)
@@ -299,7 +285,7 @@ fn a_worker_killed_mid_flight_loses_nothing(backend: Backend) {
         let batch: Vec<Value> = (next..(next + 100).min(TOTAL))
             .map(|i| work(&format!("w{i}"), json!({"n": i})))
             .collect();
-        let (status, answer) = post_batch(sys, &batch);
+        let (status, answer) = sys.post_batch(&batch);
         assert_eq!(status, 202, "batch at {next}: {answer}\n{}", sys.logs());
         accepted.extend(batch.iter().map(|e| e["id"].as_str().unwrap().to_owned()));
         next += batch.len();
@@ -468,7 +454,7 @@ fn a_replay_redelivers_exactly_its_time_range_marked_and_in_key_order(backend: B
             .collect()
     };
     let send_and_wait = |events: Vec<Value>| {
-        assert_eq!(post_batch(sys, &events).0, 202);
+        assert_eq!(sys.post_batch(&events).0, 202);
         let ids: Vec<String> = events
             .iter()
             .map(|e| e["id"].as_str().unwrap().to_owned())

@@ -25,19 +25,6 @@ fn event(ty: &str, id: &str, data: Value) -> Value {
     json!({"specversion": "1.0", "id": id, "source": "/faults", "type": ty, "data": data})
 }
 
-/// POSTs a batch to the default bus: (status, answer).
-fn post_batch(at: &Endpoint, events: &[Value]) -> (u16, String) {
-    let (status, _, body) = at
-        .request(
-            "POST",
-            "/buses/default/events",
-            &[("content-type", "application/cloudevents-batch+json")],
-            &serde_json::to_vec(events).unwrap(),
-        )
-        .expect("POST");
-    (status, String::from_utf8_lossy(&body).into_owned())
-}
-
 fn readyz(at: &Endpoint) -> (u16, String) {
     let (status, _, body) = at.request("GET", "/readyz", &[], b"").expect("GET /readyz");
     (status, String::from_utf8_lossy(&body).into_owned())
@@ -91,9 +78,9 @@ fn a_full_disk_refuses_publishes_then_recovers_by_itself_losing_nothing() {
     let refusal = loop {
         assert!(sent < 2_000, "publishing was never refused");
         let batch = batch_of(&mut sent);
-        match post_batch(&dev, &batch) {
+        match dev.post_batch(&batch) {
             (202, _) => accepted.extend(batch.iter().map(|e| e["id"].as_str().unwrap().into())),
-            (503, answer) => break answer,
+            (503, answer) => break answer["error"].as_str().unwrap_or_default().to_owned(),
             (status, answer) => panic!("{status}: {answer}"),
         }
     };
@@ -104,7 +91,7 @@ fn a_full_disk_refuses_publishes_then_recovers_by_itself_losing_nothing() {
     assert!(why.contains("disk full"), "{why}");
     // Deliveries go on into the reserve: everything accepted so far is handled.
     all_handled(&dev, &accepted, 60);
-    assert_eq!(post_batch(&dev, &batch_of(&mut sent)).0, 503);
+    assert_eq!(dev.post_batch(&batch_of(&mut sent)).0, 503);
 
     std::fs::remove_file(&filler).unwrap();
     let ready = wait_for(5, || (readyz(&dev).0 == 200).then_some(()));
@@ -115,7 +102,7 @@ fn a_full_disk_refuses_publishes_then_recovers_by_itself_losing_nothing() {
     );
     for _ in 0..10 {
         let batch = batch_of(&mut sent);
-        let (status, answer) = post_batch(&dev, &batch);
+        let (status, answer) = dev.post_batch(&batch);
         assert_eq!(status, 202, "{answer}");
         accepted.extend(batch.iter().map(|e| e["id"].as_str().unwrap().into()));
     }
@@ -150,14 +137,14 @@ fn a_stuck_handler_is_timed_out_retried_and_dead_lettered_while_others_flow(back
     let stuck: Vec<Value> = (0..3)
         .map(|i| event("com.example.stuck", &format!("s{i}"), json!({"spin": true})))
         .collect();
-    assert_eq!(post_batch(sys, &stuck).0, 202);
+    assert_eq!(sys.post_batch(&stuck).0, 202);
     let started = std::time::Instant::now();
     let mut accepted = HashSet::new();
     for b in 0..3 {
         let batch: Vec<Value> = (0..100)
             .map(|i| event("com.example.work", &format!("w{b}-{i}"), json!({"n": i})))
             .collect();
-        let (status, answer) = post_batch(sys, &batch);
+        let (status, answer) = sys.post_batch(&batch);
         assert_eq!(status, 202, "{answer}");
         accepted.extend(batch.iter().map(|e| e["id"].as_str().unwrap().to_owned()));
     }
@@ -320,7 +307,7 @@ fn a_worker_cut_off_from_nats_loses_nothing_and_the_others_keep_serving() {
                     event("com.example.work", &format!("w{sent}"), json!({"n": *sent}))
                 })
                 .collect();
-            let (status, answer) = post_batch(&sys, &batch);
+            let (status, answer) = sys.post_batch(&batch);
             assert_eq!(status, 202, "{answer}\n{}", sys.logs());
             accepted.extend(batch.iter().map(|e| e["id"].as_str().unwrap().to_owned()));
         }
@@ -410,7 +397,7 @@ fn a_wall_clock_step_back_does_not_hold_retries() {
     ];
     let dev = Dev::start_with_env(&dir, &tmp.path().join("data"), free_port(), &[], &env);
     let flaky = event("com.example.flaky", "f1", json!({"fail": true}));
-    assert_eq!(post_batch(&dev, &[flaky]).0, 202);
+    assert_eq!(dev.post_batch(&[flaky]).0, 202);
     // The first attempt fails at once; its retry is due in 2 s. Step back an hour.
     let first = wait_for(10, || dev.log_text().contains("attempt 1").then_some(()));
     assert!(first.is_some(), "no first attempt:\n{}", dev.log_text());
@@ -438,7 +425,7 @@ fn a_wall_clock_step_back_does_not_hold_retries() {
     let batch: Vec<Value> = (0..100)
         .map(|i| event("com.example.work", &format!("w{i}"), json!({"n": i})))
         .collect();
-    assert_eq!(post_batch(&dev, &batch).0, 202);
+    assert_eq!(dev.post_batch(&batch).0, 202);
     accepted.extend(batch.iter().map(|e| e["id"].as_str().unwrap().to_owned()));
     let handled = all_handled(&dev, &accepted, 30);
     let counts = FaultCounts::of(accepted.len(), &accepted, &handled);

@@ -422,17 +422,7 @@ fn a_partly_stored_batch_says_which_events_are_stored() {
     sys.crash_and_restart_front();
     let big = work("p-big", json!({"blob": "x".repeat(1_500_000)}));
     let batch = [work("p-1", json!({})), big, work("p-2", json!({}))];
-    let post = |events: &[Value]| {
-        let (status, _, body) = sys
-            .request(
-                "POST",
-                "/buses/default/events",
-                &[("content-type", "application/cloudevents-batch+json")],
-                &serde_json::to_vec(events).unwrap(),
-            )
-            .unwrap();
-        (status, serde_json::from_slice::<Value>(&body).unwrap())
-    };
+    let post = |events: &[Value]| sys.post_batch(events);
     let (status, answer) = post(&batch);
     assert_eq!(status, 503, "{answer}");
     assert!(

@@ -194,14 +194,15 @@ async fn give_up(
 
 /// A delivery's outcome did not reach the bus. A lost lease is expected now and then (a
 /// handler that outlived it): the delivery that has the event now decides. Anything else
-/// leaves the event to come back once its lease expires.
+/// leaves the event to be delivered again (on NATS once its lease expires; the embedded bus
+/// puts it back at once).
 fn outcome_failed(route: &TriggerRoute, d: &Delivery, e: &BusError, what: &str) {
     match e {
         BusError::LeaseLost { .. } => {
             tracing::warn!(trigger = %route.id, event_id = %d.event.id, error = %e, "{what}: lease lost; the current delivery decides")
         }
         _ => {
-            tracing::error!(trigger = %route.id, event_id = %d.event.id, error = %e, "{what} failed; the event comes back when its lease expires")
+            tracing::error!(trigger = %route.id, event_id = %d.event.id, error = %e, "{what} failed; the event will be delivered again")
         }
     }
 }

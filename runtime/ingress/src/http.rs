@@ -127,7 +127,7 @@ pub fn app_for(state: AppState, surface: Surface) -> Router {
     let limit = state.cfg.max_body_bytes;
     let guarded = match surface {
         Surface::Full => Some(front_door()),
-        Surface::Worker => Some(Router::new().route("/fn/{namespace}/{*path}", any(invoke_http))),
+        Surface::Worker => Some(http_triggers()),
         Surface::Health => None,
     };
     let mut router = Router::new()
@@ -141,11 +141,14 @@ pub fn app_for(state: AppState, surface: Surface) -> Router {
     router.layer(DefaultBodyLimit::max(limit)).with_state(state)
 }
 
+fn http_triggers() -> Router<AppState> {
+    Router::new().route("/fn/{namespace}/{*path}", any(invoke_http))
+}
+
 fn front_door() -> Router<AppState> {
-    Router::new()
+    http_triggers()
         .route("/", post(publish_default))
         .route("/buses/{bus}/events", post(publish_bus).get(tail))
-        .route("/fn/{namespace}/{*path}", any(invoke_http))
         .route(
             "/admin/triggers/{namespace}/{name}/dlq",
             get(dlq_list).delete(dlq_purge),

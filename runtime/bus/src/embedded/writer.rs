@@ -260,8 +260,12 @@ impl Writer {
                 }
             }
         }
+        // Nothing to tell `/readyz` while the disk stays roomy: the common case, every batch.
+        let changed = full.is_some() || self.full.is_some();
         self.full = full;
-        self.report_health();
+        if changed {
+            self.report_health();
+        }
         self.full.is_none()
     }
 
@@ -466,7 +470,7 @@ impl Writer {
     }
 
     pub(super) fn broke(&mut self, e: &BusError) {
-        tracing::error!(error = %e, "the bus store failed a commit its journal holds: reopening it");
+        tracing::error!(error = %e, "the bus store failed: reopening it");
         self.broken = Some(e.to_string());
         self.healed_at = None;
         self.report_health();

@@ -33,7 +33,7 @@ pub(super) struct QueueState {
     feeds: Vec<Feed>,
 }
 
-/// One consumer's long-lived pull and the buffer it fills.
+/// One consumer's feed: the task keeping its pull request open, and the buffer it fills.
 struct Feed {
     rx: Mutex<mpsc::Receiver<(jetstream::Message, Instant)>>,
     task: Mutex<Option<JoinHandle<()>>>,
