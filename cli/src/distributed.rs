@@ -109,6 +109,11 @@ pub struct RouterArgs {
     /// events and no admin calls, so it needs no token).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Where the bridges' `credentialsSecret`s are read: `manifests` (v1 Secrets among
+    /// --manifests), `kubernetes` (the API, with the pod's service account), `none`, or a
+    /// directory of mounted Secrets (DIR/NAME/KEY).
+    #[arg(long, default_value = "manifests", value_name = "SOURCE")]
+    pub secrets: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -137,6 +142,11 @@ pub struct WorkerArgs {
     pub cache_dir: Option<PathBuf>,
     #[command(flatten)]
     pub auth: TokenArgs,
+    /// Where the HTTP Triggers' `tokenSecret`s are read: `manifests` (v1 Secrets among
+    /// --manifests), or a directory of mounted Secrets (DIR/NAME/KEY), as the operator
+    /// mounts them.
+    #[arg(long, default_value = "manifests", value_name = "SOURCE")]
+    pub secrets: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -167,6 +177,7 @@ pub fn router(args: RouterArgs) -> anyhow::Result<i32> {
         args.nats.config()?,
         source,
         args.listen,
+        crate::secrets::parse(&args.secrets)?,
     ))?;
     Ok(0)
 }
@@ -187,13 +198,16 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<i32> {
         "sluice worker",
     )?;
     runtime()?.block_on(sluice_process::distributed::run_worker_process(
-        args.nats.config()?,
-        args.function,
-        args.manifests,
-        routes,
-        args.listen,
-        args.cache_dir,
-        args.auth.token()?,
+        sluice_process::distributed::WorkerOptions {
+            nats: args.nats.config()?,
+            function: args.function,
+            manifests: args.manifests,
+            routes,
+            listen: args.listen,
+            cache_dir: args.cache_dir,
+            token: args.auth.token()?,
+            secrets: crate::secrets::parse(&args.secrets)?,
+        },
     ))?;
     Ok(0)
 }

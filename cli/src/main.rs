@@ -14,6 +14,7 @@ mod operator;
 mod publish;
 mod replay;
 mod retention;
+mod secrets;
 mod tail;
 mod test_pattern;
 mod validate;

@@ -37,6 +37,9 @@ pub const MANIFESTS_KEY: &str = "manifests.yaml";
 /// Where the NATS credentials Secret is mounted in workers.
 pub const NATS_CREDS_DIR: &str = "/etc/sluice/nats";
 pub const NATS_CREDS_KEY: &str = "creds";
+/// Where the Secrets named by the Function's HTTP Triggers (`tokenSecret`) are mounted in
+/// workers, one directory per Secret (`sluice worker --secrets`).
+pub const SECRETS_DIR: &str = "/var/run/sluice/secrets";
 /// The worker's HTTP port (health, readiness, metrics, synchronous invocations).
 pub const WORKER_PORT: i32 = 8080;
 /// Prefix of the container variables carrying `valueFrom` env entries to the worker.
@@ -207,7 +210,22 @@ fn http_probe(path: &str, period: i32) -> Probe {
 
 /// The worker Deployment of a Function. `spec.replicas` is left out on purpose: the
 /// autoscaler owns it through the scale subresource, so applying this never resets it.
-pub fn worker_deployment(f: &Function, module: &ResolvedModule, settings: &Settings) -> Deployment {
+/// The Secrets a Function's workers mount: the `tokenSecret` of each HTTP Trigger targeting
+/// it, sorted and once each.
+pub fn token_secrets(triggers: &[&Trigger]) -> Vec<String> {
+    let set: std::collections::BTreeSet<String> = triggers
+        .iter()
+        .filter_map(|t| t.spec.source.http.as_ref()?.token_secret.clone())
+        .collect();
+    set.into_iter().collect()
+}
+
+pub fn worker_deployment(
+    f: &Function,
+    module: &ResolvedModule,
+    settings: &Settings,
+    token_secrets: &[String],
+) -> Deployment {
     let (name, ns) = name_ns(f);
     let labels = worker_labels(&name);
     let mut args: Vec<String> = [
@@ -224,6 +242,8 @@ pub fn worker_deployment(f: &Function, module: &ResolvedModule, settings: &Setti
         // once per Trigger it matches: they need the whole route table, not just their own.
         "--routes-bucket",
         &settings.routes_bucket,
+        "--secrets",
+        SECRETS_DIR,
     ]
     .map(String::from)
     .to_vec();
@@ -356,6 +376,29 @@ pub fn worker_deployment(f: &Function, module: &ResolvedModule, settings: &Setti
         ]);
     }
 
+    // Only the `token` key, read-only; optional, so a Secret not yet created answers that
+    // Trigger's callers 503 instead of keeping every pod of the Function from starting. The
+    // kubelet updates the files in place when the Secret changes, and the worker reads them
+    // at every request. No RBAC on Secrets is needed: the kubelet reads them.
+    for (i, secret) in token_secrets.iter().enumerate() {
+        let volume = format!("http-token-{i}");
+        volumes.push(Volume {
+            name: volume.clone(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.clone()),
+                items: Some(vec![KeyToPath {
+                    key: "token".into(),
+                    path: "token".into(),
+                    ..Default::default()
+                }]),
+                optional: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(mount(&volume, &format!("{SECRETS_DIR}/{secret}"), true));
+    }
+
     let worker = Container {
         name: "worker".into(),
         image: Some(settings.image.clone()),
@@ -421,6 +464,40 @@ pub fn worker_deployment(f: &Function, module: &ResolvedModule, settings: &Setti
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+/// The NetworkPolicy of a Function's workers: their one port from `policy.http` when an HTTP
+/// Trigger targets the Function (callers and scrapers alike: one port serves both), else from
+/// `policy.metrics`; nothing else may reach them. An empty peer list means from anywhere.
+pub fn worker_network_policy(
+    f: &Function,
+    policy: &crate::config::WorkerPolicy,
+    http: bool,
+) -> k8s_openapi::api::networking::v1::NetworkPolicy {
+    use k8s_openapi::api::networking::v1::{
+        NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPort, NetworkPolicySpec,
+    };
+    let (name, _) = name_ns(f);
+    let from = if http { &policy.http } else { &policy.metrics };
+    NetworkPolicy {
+        metadata: child_meta(f),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(worker_labels(&name)),
+                ..Default::default()
+            }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                ports: Some(vec![NetworkPolicyPort {
+                    port: Some(IntOrString::Int(WORKER_PORT)),
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                }]),
+                from: (!from.is_empty()).then(|| from.clone()),
+            }]),
+            ..Default::default()
+        }),
     }
 }
 

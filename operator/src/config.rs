@@ -67,6 +67,28 @@ pub struct Config {
     /// services or the cloud metadata address). Repeatable.
     #[arg(long = "module-allow-host", value_name = "HOST")]
     pub module_allow_hosts: Vec<String>,
+    /// A NetworkPolicy for each Function's workers, as JSON `{"http": [PEER…], "metrics":
+    /// [PEER…]}` (NetworkPolicyPeer objects; an empty list means from anywhere): who may reach
+    /// the port of workers serving HTTP Triggers, and of the others (health and metrics only).
+    /// Omitted: the operator makes none.
+    #[arg(long = "worker-network-policy", value_name = "JSON", value_parser = parse_worker_policy)]
+    pub worker_network_policy: Option<WorkerPolicy>,
+}
+
+/// Who may reach a Function's workers (`--worker-network-policy`).
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerPolicy {
+    /// Callers of HTTP Triggers (the workers' port serves them and metrics).
+    #[serde(default)]
+    pub http: Vec<k8s_openapi::api::networking::v1::NetworkPolicyPeer>,
+    /// Scrapers of the metrics of workers without HTTP Triggers.
+    #[serde(default)]
+    pub metrics: Vec<k8s_openapi::api::networking::v1::NetworkPolicyPeer>,
+}
+
+fn parse_worker_policy(s: &str) -> Result<WorkerPolicy, String> {
+    serde_json::from_str(s).map_err(|e| format!("not {{\"http\": [...], \"metrics\": [...]}}: {e}"))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -89,6 +111,8 @@ pub struct Settings {
     /// The route table workers follow (`--routes-bucket`): they publish replies and dead
     /// letters, and a publisher stores each event once per Trigger it matches.
     pub routes_bucket: String,
+    /// A NetworkPolicy per Function's workers (`--worker-network-policy`).
+    pub worker_network_policy: Option<WorkerPolicy>,
 }
 
 impl Settings {
@@ -102,6 +126,7 @@ impl Settings {
             oci_plain_http: c.oci_plain_http.clone(),
             module_allow_hosts: c.module_allow_hosts.clone(),
             routes_bucket: c.routes_bucket.clone(),
+            worker_network_policy: c.worker_network_policy.clone(),
         }
     }
 }
@@ -117,6 +142,7 @@ impl Default for Settings {
             oci_plain_http: Vec::new(),
             module_allow_hosts: Vec::new(),
             routes_bucket: sluice_api::jetstream::ROUTES_BUCKET.into(),
+            worker_network_policy: None,
         }
     }
 }

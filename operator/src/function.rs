@@ -7,6 +7,7 @@ use std::{sync::Arc, time::Duration};
 use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{ConfigMap, Service},
+    networking::v1::NetworkPolicy,
 };
 use kube::{
     Api, Resource, ResourceExt,
@@ -138,7 +139,8 @@ pub async fn apply_children(
         )
         .await?;
     let deployments = Api::<Deployment>::namespaced(ctx.client.clone(), &ns);
-    let deployment = children::worker_deployment(f, module, &ctx.settings);
+    let deployment =
+        children::worker_deployment(f, module, &ctx.settings, &children::token_secrets(&refs));
     if deployments.get_opt(&name).await?.is_none() {
         // Created once with the replicas the Function starts at, under the autoscaler's field
         // manager, which thereby owns `spec.replicas`; the apply below never names it, so it
@@ -164,8 +166,19 @@ pub async fn apply_children(
     deployments
         .patch(&name, &pp, &Patch::Apply(deployment))
         .await?;
+    let http = triggers.iter().any(|t| t.spec.source.http.is_some());
+    if let Some(policy) = &ctx.settings.worker_network_policy {
+        ctx.fence.check()?;
+        Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &ns)
+            .patch(
+                &name,
+                &pp,
+                &Patch::Apply(children::worker_network_policy(f, policy, http)),
+            )
+            .await?;
+    }
     let services = Api::<Service>::namespaced(ctx.client.clone(), &ns);
-    if triggers.iter().any(|t| t.spec.source.http.is_some()) {
+    if http {
         services
             .patch(&name, &pp, &Patch::Apply(children::worker_service(f)))
             .await?;

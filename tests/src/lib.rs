@@ -12,6 +12,7 @@
 //! Kubernetes), [`sluice`](mod@sluice) (the `sluice` binary and its processes); [`kubectl`]
 //! drives an API server as users do, and [`process`] is the child process they all run in.
 
+pub mod brokers;
 pub mod cluster;
 pub mod control_plane;
 pub mod disk;

@@ -363,6 +363,8 @@ fn components_run_the_contracted_commands() {
             "sluice_routes",
             "--listen",
             "0.0.0.0:8080",
+            "--secrets",
+            "kubernetes",
             "--retention",
             "24h:1Gi"
         ]
@@ -419,6 +421,17 @@ fn components_run_the_contracted_commands() {
         assert_eq!(p["spec"]["ingress"][0]["ports"][0]["port"], 8080, "{p}");
         assert_eq!(p["spec"]["ingress"][0]["from"], from, "{p}");
     }
+    // Workers' policies are the operator's to make, per Function: it is told the peers.
+    let operator = args(&docs, "sluice-operator");
+    let at = operator
+        .iter()
+        .position(|a| *a == "--worker-network-policy")
+        .unwrap_or_else(|| panic!("{operator:?}"));
+    let peers: Value = serde_json::from_str(operator[at + 1]).unwrap();
+    assert_eq!(
+        peers,
+        serde_json::json!({"http": [], "metrics": [{"namespaceSelector": {}}]})
+    );
     let mut open = default_values();
     open.extend(["--set".into(), "ingress.auth.enabled=false".into()]);
     open.extend(["--set".into(), "networkPolicy.enabled=false".into()]);
@@ -428,6 +441,7 @@ fn components_run_the_contracted_commands() {
         "no token Secret"
     );
     assert!(!open.iter().any(|d| d["kind"] == "NetworkPolicy"));
+    assert!(!args(&open, "sluice-operator").contains(&"--worker-network-policy"));
     assert!(
         !args(&open, "sluice-ingress")
             .iter()
@@ -449,7 +463,9 @@ fn components_run_the_contracted_commands() {
             "{name} args {a:?}"
         );
     }
-    // Routers follow the table in JetStream: no ConfigMap volume, no API token.
+    // Routers follow the table in JetStream (no ConfigMap volume), and use the API only to
+    // read the Secrets bridges name: `get` on Secrets, nothing else, in every namespace or
+    // in those listed.
     let router_pod = &find(&docs, "Deployment", "sluice-router")["spec"]["template"]["spec"];
     assert!(
         !router_pod["volumes"]
@@ -459,7 +475,55 @@ fn components_run_the_contracted_commands() {
             .any(|v| v["configMap"].is_object()),
         "{router_pod}"
     );
-    assert_eq!(router_pod["automountServiceAccountToken"], false);
+    assert_eq!(router_pod["automountServiceAccountToken"], true);
+    assert!(has_pair(
+        &args(&docs, "sluice-router"),
+        "--secrets",
+        "kubernetes"
+    ));
+    let role = find(&docs, "ClusterRole", "sluice-router-bridge-secrets");
+    assert_eq!(
+        permissions(&role["rules"]),
+        BTreeSet::from([("".into(), "secrets".into(), "*".into(), "get".into())])
+    );
+    let binding = find(&docs, "ClusterRoleBinding", "sluice-router-bridge-secrets");
+    assert_eq!(binding["subjects"][0]["name"], "sluice-router");
+    let narrowed = rendered(
+        &[
+            default_values(),
+            vec![
+                "--set".into(),
+                "router.bridgeSecrets.namespaces={shop,iot}".into(),
+            ],
+        ]
+        .concat(),
+        "1.28.0",
+    );
+    assert!(
+        !narrowed.iter().any(|d| d["kind"] == "ClusterRole"
+            && d["metadata"]["name"] == "sluice-router-bridge-secrets")
+    );
+    let roles: BTreeSet<String> = narrowed
+        .iter()
+        .filter(|d| d["kind"] == "Role" && d["metadata"]["name"] == "sluice-router-bridge-secrets")
+        .map(|d| d["metadata"]["namespace"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(roles, BTreeSet::from(["shop".into(), "iot".into()]));
+    let off = rendered(
+        &[
+            default_values(),
+            vec!["--set".into(), "router.bridgeSecrets.enabled=false".into()],
+        ]
+        .concat(),
+        "1.28.0",
+    );
+    let pod = &find(&off, "Deployment", "sluice-router")["spec"]["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert!(has_pair(&args(&off, "sluice-router"), "--secrets", "none"));
+    assert!(
+        !off.iter()
+            .any(|d| d["metadata"]["name"] == "sluice-router-bridge-secrets")
+    );
     for name in ["sluice-operator", "sluice-router", "sluice-ingress"] {
         let c = &find(&docs, "Deployment", name)["spec"]["template"]["spec"]["containers"][0];
         let env = c["env"].as_array().unwrap();
@@ -470,11 +534,9 @@ fn components_run_the_contracted_commands() {
         );
         assert_eq!(c["ports"][0]["containerPort"], 8080, "{name}");
     }
-    // Only the operator talks to the API server.
-    for name in ["sluice-router", "sluice-ingress"] {
-        let pod = &find(&docs, "Deployment", name)["spec"]["template"]["spec"];
-        assert_eq!(pod["automountServiceAccountToken"], false, "{name}");
-    }
+    // The ingress never talks to the API server.
+    let pod = &find(&docs, "Deployment", "sluice-ingress")["spec"]["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], false);
     let svc = find(&docs, "Service", "sluice-ingress");
     assert_eq!(svc["spec"]["ports"][0]["targetPort"], "http");
 
@@ -538,11 +600,12 @@ fn components_run_the_contracted_commands() {
             .iter()
             .any(|a| a.starts_with("--token"))
     );
-    // Workers mount their credentials by Secret name: nothing reads Secrets through the API.
-    for d in docs
-        .iter()
-        .filter(|d| d["kind"] == "Role" || d["kind"] == "ClusterRole")
-    {
+    // Workers mount their credentials by Secret name: nothing but the routers' bridges reads
+    // Secrets through the API.
+    for d in docs.iter().filter(|d| {
+        (d["kind"] == "Role" || d["kind"] == "ClusterRole")
+            && d["metadata"]["name"] != "sluice-router-bridge-secrets"
+    }) {
         assert!(
             !permissions(&d["rules"]).iter().any(|p| p.1 == "secrets"),
             "{d}"
@@ -616,8 +679,11 @@ fn operator_rbac_matches_operator_rbac_yaml() {
     let theirs = documents(&source);
     // The uninstall hook's rights are its own (a Job run by `helm uninstall`), checked below.
     let is_hook = |d: &Value| !d["metadata"]["annotations"]["helm.sh/hook"].is_null();
+    // The routers' `get` on Secrets (router-rbac.yaml) is theirs, checked in
+    // components_run_the_contracted_commands.
     let (hooks, ours): (Vec<Value>, Vec<Value>) = rendered(&default_values(), "1.28.0")
         .into_iter()
+        .filter(|d| d["metadata"]["name"] != "sluice-router-bridge-secrets")
         .partition(is_hook);
     let grants = |docs: &[Value], kinds: &[&str]| {
         let mut out = BTreeSet::new();

@@ -18,6 +18,7 @@ use std::{
 
 use serde_json::{Value, json};
 use sluice_tests::{
+    brokers::{Pki, TlsMosquitto},
     cluster::{Cluster, FileServer, NATS_URL, REGISTRY, figure},
     done_counts, events_at, free_port, http, sluice, tester_wasm, workspace,
 };
@@ -517,6 +518,134 @@ spec:
         done_counts(&events_at(&svc, "default"))
             .get("late-1")
             .copied()
+    });
+
+    // --- Secrets a Trigger names: an HTTP Trigger's token, a bridge's broker login -----
+    // The token is mounted into the Function's workers (no Secrets RBAC); the bridge's
+    // Secret is read by the routers through the API, only because it is labelled for bridges.
+    let hook_token = "hook-token-0123456789abcdef";
+    c.ok(&[
+        "-n",
+        "e2e",
+        "create",
+        "secret",
+        "generic",
+        "hook-token",
+        &format!("--from-literal=token={hook_token}"),
+    ]);
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = Pki::create(pki_dir.path());
+    let broker_password = "plant-pa55word";
+    let plant = TlsMosquitto::start_at(&pki, "10.244.0.1", "bridge", broker_password);
+    let secrets_yaml = format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata:
+  name: plant-broker
+  namespace: e2e
+  labels: {{sluice.dev/bridge-credentials: "true"}}
+stringData:
+  username: bridge
+  password: {broker_password}
+  ca.crt: {ca}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Function
+metadata: {{name: web, namespace: e2e}}
+spec:
+  module: {{url: "{url}", sha256: {tester_sha}}}
+  abi: command
+  scaling: {{minReplicas: 1, maxReplicas: 1}}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Trigger
+metadata: {{name: hook, namespace: e2e}}
+spec:
+  source: {{http: {{path: /hook, tokenSecret: hook-token}}}}
+  function: web
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Trigger
+metadata: {{name: from-plant, namespace: e2e}}
+spec:
+  source: {{mqtt: {{url: "mqtts://10.244.0.1:{port}", topic: "plant/+/temp", credentialsSecret: plant-broker}}}}
+  function: tester
+"#,
+        url = files.url("tester.wasm"),
+        ca = serde_json::to_string(&pki.read("ca.crt")).unwrap(),
+        port = plant.port,
+    );
+    let spath = served.path().join("secrets.yaml");
+    std::fs::write(&spath, &secrets_yaml).unwrap();
+    c.ok(&["apply", "-f", &spath.display().to_string()]);
+    c.wait_condition("e2e", "fn", "web", "Ready", "True", 90);
+    c.wait_condition("e2e", "trg", "from-plant", "Ready", "True", 60);
+    let web_ip = c.ok(&[
+        "-n",
+        "e2e",
+        "get",
+        "svc",
+        "sluice-fn-web",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    let web = format!("{web_ip}:80");
+    let call = |token: &str| {
+        http(
+            &web,
+            "POST",
+            "/fn/e2e/hook",
+            &[("authorization", &format!("Bearer {token}"))],
+            b"{}",
+        )
+        .map(|r| r.0)
+        .unwrap_or(0)
+    };
+    c.until(120, "the HTTP Trigger answering with its token", || {
+        (call(hook_token) == 200).then_some(())
+    });
+    assert_eq!(call("not-the-hook-token"), 401);
+    // The ingress's token opens the front door, not a Function's HTTP Trigger.
+    assert_eq!(call(token.trim()), 401);
+    // Each Function's workers have a NetworkPolicy: HTTP callers from anywhere where an HTTP
+    // Trigger is, scrapers from the cluster's pods elsewhere.
+    for (f, from) in [
+        ("web", Value::Null),
+        ("tester", json!([{"namespaceSelector": {}}])),
+    ] {
+        let p = c.json(&[
+            "-n",
+            "e2e",
+            "get",
+            "networkpolicy",
+            &format!("sluice-fn-{f}"),
+        ]);
+        assert_eq!(p["spec"]["ingress"][0]["from"], from, "{f}: {p}");
+        assert_eq!(
+            p["spec"]["podSelector"]["matchLabels"]["sluice.dev/function"], f,
+            "{p}"
+        );
+    }
+    // Until a router's bridge has subscribed, a message has no session to wait in: send one
+    // every two seconds until one is handled.
+    let mut sent_plant = 0;
+    c.until(120, "a message from the TLS broker handled", || {
+        sent_plant += 1;
+        let id = format!("plant-{sent_plant}");
+        let ce = json!({"specversion": "1.0", "id": id, "source": "/plant",
+            "type": "com.example.reading", "data": {}});
+        plant.publish(
+            &pki,
+            "bridge",
+            broker_password,
+            "plant/boiler/temp",
+            &ce.to_string(),
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        done_counts(&events_at(&svc, "default"))
+            .keys()
+            .find(|k| k.starts_with("plant-"))
+            .cloned()
     });
 
     // --- a poison event: dead-lettered after exactly maxAttempts; redrive -------------

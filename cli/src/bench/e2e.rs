@@ -95,6 +95,7 @@ fn trigger(ns: &str, name: &str, function: &str, ty: &str) -> anyhow::Result<Tri
         namespace: ns.into(),
         spec,
         pattern,
+        secrets: Arc::new(sluice_ingress::secrets::ManifestSecrets::default()),
     })
 }
 

@@ -10,6 +10,7 @@ pub mod buckets;
 pub mod condition;
 #[cfg(feature = "crd")]
 pub mod crd;
+pub mod credentials;
 pub mod duration;
 pub mod function;
 pub mod jetstream;

@@ -8,13 +8,16 @@ use kube::Resource as _;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::{FieldError, Function, Trigger, crd, schema, validate};
+use crate::{FieldError, Function, Trigger, crd, credentials::SecretValues, schema, validate};
 
 /// A resource Sluice understands.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Resource {
     Function(Box<Function>),
     Trigger(Box<Trigger>),
+    /// A core `v1` Secret beside the Functions: where `sluice dev` finds what a Trigger's
+    /// `tokenSecret` or `credentialsSecret` names, as a cluster finds it in the namespace.
+    Secret(ObjectRef, SecretValues),
 }
 
 impl Resource {
@@ -22,6 +25,7 @@ impl Resource {
         match self {
             Resource::Function(f) => ObjectRef::of("Function", f.meta()),
             Resource::Trigger(t) => ObjectRef::of("Trigger", t.meta()),
+            Resource::Secret(r, _) => r.clone(),
         }
     }
 }
@@ -141,6 +145,9 @@ pub fn check(value: Value) -> (ObjectRef, Outcome) {
         .get("kind")
         .and_then(Value::as_str)
         .unwrap_or_default();
+    if api_version == "v1" && kind == "Secret" {
+        return secret(value, object);
+    }
     let Some(version) = api_version
         .strip_prefix(crd::GROUP)
         .and_then(|v| v.strip_prefix('/'))
@@ -202,6 +209,7 @@ pub fn check(value: Value) -> (ObjectRef, Outcome) {
             let problems = match &resource {
                 Resource::Function(f) => f.validate(),
                 Resource::Trigger(t) => t.validate(),
+                Resource::Secret(..) => Vec::new(),
             };
             // One problem per field: where the schema spoke, its message stands.
             for p in problems {
@@ -222,6 +230,43 @@ pub fn check(value: Value) -> (ObjectRef, Outcome) {
         }
     }
     (object, Outcome::Invalid(errors))
+}
+
+/// A v1 Secret: `data` (base64) and `stringData` merged as the API server does, `stringData`
+/// winning.
+fn secret(value: Value, object: ObjectRef) -> (ObjectRef, Outcome) {
+    let s = match decode::<k8s_openapi::api::core::v1::Secret>(value) {
+        Ok(s) => s,
+        Err(e) => return (object, Outcome::Invalid(vec![e])),
+    };
+    let mut errors = Vec::new();
+    match s.metadata.name.as_deref() {
+        None => errors.push(FieldError::new(
+            "metadata.name",
+            "required field is missing",
+        )),
+        Some(n) => validate::check_dns_subdomain("metadata.name", n, &mut errors),
+    }
+    if !errors.is_empty() {
+        return (object, Outcome::Invalid(errors));
+    }
+    let mut data: std::collections::BTreeMap<String, Vec<u8>> = s
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    for (k, v) in s.string_data.unwrap_or_default() {
+        data.insert(k, v.into_bytes());
+    }
+    let values = SecretValues {
+        labels: s.metadata.labels.unwrap_or_default(),
+        data,
+    };
+    (
+        object.clone(),
+        Outcome::Valid(Resource::Secret(object, values)),
+    )
 }
 
 fn decode<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, FieldError> {

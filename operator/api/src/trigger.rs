@@ -101,6 +101,12 @@ pub struct HttpSource {
     /// Allowed methods; empty means POST only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<HttpMethod>,
+    /// Secret in the Trigger's namespace whose key `token` callers must send as
+    /// `Authorization: Bearer <token>`. Omitted: the path is open to whoever reaches the
+    /// Function's workers (the chart's NetworkPolicy and `functions.httpAuth` decide who can).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub token_secret: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
@@ -124,8 +130,11 @@ pub struct MqttSource {
     #[serde(default = "default_qos")]
     #[schemars(range(min = 0, max = 2))]
     pub qos: u8,
-    /// Secret with `username` and `password` keys.
+    /// Secret in the Trigger's namespace, labelled `sluice.dev/bridge-credentials: "true"`,
+    /// with any of the keys `username`, `password`, `ca.crt` (trust this CA for `mqtts://`),
+    /// `tls.crt` and `tls.key` (a client certificate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub credentials_secret: Option<String>,
 }
 
@@ -145,6 +154,13 @@ pub struct NatsSource {
     /// Queue group, so several bridges share the subject's messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
+    /// Secret in the Trigger's namespace, labelled `sluice.dev/bridge-credentials: "true"`,
+    /// with one way to log in (`creds`, a NATS credentials file; `nkey`, a user seed; `token`;
+    /// or `username` and `password`) and any of `ca.crt` (trust this CA for `tls://`),
+    /// `tls.crt` and `tls.key` (a client certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret: Option<String>,
 }
 
 /// How matching events reach the Function.

@@ -76,6 +76,23 @@ pub fn dns_label(path: &str, name: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
+static DNS_SUBDOMAIN: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+        .expect("static regex")
+});
+
+/// The name of another object (a Secret): a DNS-1123 subdomain, so it is also a safe file name.
+pub fn check_dns_subdomain(path: &str, name: &str, out: &mut Vec<FieldError>) {
+    if name.len() > 253 || !DNS_SUBDOMAIN.is_match(name) {
+        out.push(FieldError::new(
+            path,
+            format!(
+                "{name:?} must be a DNS-1123 subdomain: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters"
+            ),
+        ));
+    }
+}
+
 fn check_duration(
     path: &str,
     d: Duration,
@@ -355,6 +372,15 @@ fn validate_source(s: &TriggerSource, path: &str, out: &mut Vec<FieldError>) {
             &format!("{path}.http.path"),
             "must not contain . or .. segments",
         ));
+    }
+    if let Some(secret) = s.http.as_ref().and_then(|h| h.token_secret.as_ref()) {
+        check_dns_subdomain(&format!("{path}.http.tokenSecret"), secret, out);
+    }
+    if let Some(secret) = s.mqtt.as_ref().and_then(|m| m.credentials_secret.as_ref()) {
+        check_dns_subdomain(&format!("{path}.mqtt.credentialsSecret"), secret, out);
+    }
+    if let Some(secret) = s.nats.as_ref().and_then(|n| n.credentials_secret.as_ref()) {
+        check_dns_subdomain(&format!("{path}.nats.credentialsSecret"), secret, out);
     }
     if let Some(mqtt) = &s.mqtt {
         let scheme_ok = ["mqtt://", "mqtts://", "tcp://", "ssl://"]

@@ -39,7 +39,7 @@ fn pod(d: &Deployment) -> &PodSpec {
 #[test]
 fn deployment_runs_the_worker_restricted_with_probes_and_no_replicas() {
     let f = function("  module: {configMap: {name: invoice-wasm}}\n");
-    let d = worker_deployment(&f, &cm_module(), &Settings::default());
+    let d = worker_deployment(&f, &cm_module(), &Settings::default(), &[]);
     assert_eq!(d.metadata.name.as_deref(), Some("sluice-fn-invoice"));
     assert_eq!(d.metadata.namespace.as_deref(), Some("shop"));
     let owner = &d.metadata.owner_references.as_ref().unwrap()[0];
@@ -82,7 +82,9 @@ fn deployment_runs_the_worker_restricted_with_probes_and_no_replicas() {
             "--listen",
             "0.0.0.0:8080",
             "--routes-bucket",
-            "sluice_routes"
+            "sluice_routes",
+            "--secrets",
+            "/var/run/sluice/secrets"
         ]
     );
     let env = c.env.as_ref().unwrap();
@@ -182,6 +184,7 @@ fn url_and_oci_modules_are_fetched_by_an_init_container() {
             image: "img:1".into(),
             ..Default::default()
         },
+        &[],
     );
     let init = &pod(&d).init_containers.as_ref().unwrap()[0];
     assert_eq!(init.image.as_deref(), Some("img:1"));
@@ -220,7 +223,7 @@ fn url_and_oci_modules_are_fetched_by_an_init_container() {
         module_allow_hosts: vec!["127.0.0.1".into()],
         ..Default::default()
     };
-    let d = worker_deployment(&f, &m, &s);
+    let d = worker_deployment(&f, &m, &s, &[]);
     let args = pod(&d).init_containers.as_ref().unwrap()[0]
         .args
         .clone()
@@ -248,7 +251,7 @@ fn secret_env_becomes_sluice_env_vars_and_nats_creds_are_mounted() {
         routes_bucket: "team_routes".into(),
         ..Default::default()
     };
-    let d = worker_deployment(&f, &cm_module(), &s);
+    let d = worker_deployment(&f, &cm_module(), &s, &[]);
     let c = &pod(&d).containers[0];
     let env = c.env.as_ref().unwrap();
     let names: Vec<_> = env.iter().map(|e| e.name.as_str()).collect();
@@ -279,10 +282,12 @@ fn secret_env_becomes_sluice_env_vars_and_nats_creds_are_mounted() {
     assert_eq!((mode.name.as_str(), mode.key.as_str()), ("cfg", "mode"));
     let args = c.args.as_ref().unwrap();
     assert_eq!(
-        &args[args.len() - 4..],
+        &args[args.len() - 6..],
         [
             "--routes-bucket",
             "team_routes",
+            "--secrets",
+            "/var/run/sluice/secrets",
             "--nats-creds",
             "/etc/sluice/nats/creds"
         ]
@@ -323,7 +328,7 @@ fn resources_follow_memory_times_concurrency_plus_base() {
         Quantity("384Mi".into())
     );
     assert!(!r.limits.as_ref().unwrap().contains_key("cpu"));
-    let d = worker_deployment(&f, &cm_module(), &Settings::default());
+    let d = worker_deployment(&f, &cm_module(), &Settings::default(), &[]);
     assert_eq!(pod(&d).termination_grace_period_seconds, Some(40));
 }
 
@@ -404,4 +409,98 @@ fn routes_hold_the_routed_triggers_sorted() {
             .all(|d| matches!(d.outcome, Outcome::Valid(_)))
     );
     assert!(routes(&[]).unwrap().starts_with("# Generated"));
+}
+
+#[test]
+fn workers_mount_only_the_token_of_each_http_trigger_secret() {
+    let f = function("  module: {configMap: {name: invoice-wasm}}\n");
+    let triggers = [
+        trigger(
+            "a",
+            "  function: invoice\n  source: {http: {path: /a, tokenSecret: web-token}}\n",
+        ),
+        trigger(
+            "b",
+            "  function: invoice\n  source: {http: {path: /b, tokenSecret: web-token}}\n",
+        ),
+        trigger(
+            "c",
+            "  function: invoice\n  source: {http: {path: /c, tokenSecret: admin.token}}\n",
+        ),
+        trigger("d", "  function: invoice\n  source: {http: {path: /d}}\n"),
+    ];
+    let refs: Vec<&Trigger> = triggers.iter().collect();
+    let secrets = token_secrets(&refs);
+    assert_eq!(secrets, ["admin.token", "web-token"], "sorted, once each");
+    let d = worker_deployment(&f, &cm_module(), &Settings::default(), &secrets);
+    let p = pod(&d);
+    let volumes: Vec<_> = p
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter_map(|v| Some((v.name.as_str(), v.secret.as_ref()?)))
+        .collect();
+    assert_eq!(volumes.len(), 2);
+    for (name, s) in &volumes {
+        assert!(name.starts_with("http-token-"), "{name}");
+        assert_eq!(s.optional, Some(true));
+        let items = s.items.as_ref().unwrap();
+        assert_eq!((items.len(), items[0].key.as_str()), (1, "token"));
+    }
+    let c = &p.containers[0];
+    let mounts: Vec<_> = c
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter(|m| m.name.starts_with("http-token-"))
+        .map(|m| (m.mount_path.as_str(), m.read_only))
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            ("/var/run/sluice/secrets/admin.token", Some(true)),
+            ("/var/run/sluice/secrets/web-token", Some(true))
+        ]
+    );
+    let args = c.args.as_ref().unwrap();
+    let at = args.iter().position(|a| a == "--secrets").unwrap();
+    assert_eq!(args[at + 1], SECRETS_DIR);
+}
+
+#[test]
+fn worker_network_policies_admit_callers_only_where_http_triggers_are() {
+    use crate::config::WorkerPolicy;
+    let f = function("  module: {configMap: {name: invoice-wasm}}\n");
+    let policy: WorkerPolicy = serde_json::from_value(json!({
+        "http": [],
+        "metrics": [{"namespaceSelector": {"matchLabels": {"monitoring": "true"}}}],
+    }))
+    .unwrap();
+    let rule = |http: bool| {
+        let p = serde_json::to_value(worker_network_policy(&f, &policy, http)).unwrap();
+        assert_eq!(p["metadata"]["name"], "sluice-fn-invoice");
+        assert_eq!(p["metadata"]["namespace"], "shop");
+        assert_eq!(p["metadata"]["ownerReferences"][0]["kind"], "Function");
+        assert_eq!(
+            p["spec"]["podSelector"]["matchLabels"],
+            serde_json::to_value(worker_labels("invoice")).unwrap()
+        );
+        assert_eq!(p["spec"]["policyTypes"], json!(["Ingress"]));
+        let rules = p["spec"]["ingress"].as_array().unwrap().clone();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(
+            rules[0]["ports"],
+            json!([{"port": 8080, "protocol": "TCP"}])
+        );
+        rules[0].clone()
+    };
+    // HTTP Triggers: their callers from anywhere (no `from`).
+    assert!(rule(true).get("from").is_none());
+    // Health and metrics only: the scrapers.
+    assert_eq!(
+        rule(false)["from"],
+        json!([{"namespaceSelector": {"matchLabels": {"monitoring": "true"}}}])
+    );
 }

@@ -7,12 +7,19 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
-use sluice_api::{TriggerSpec, trigger::MqttSource, trigger::NatsSource};
+use sluice_api::{
+    TriggerSpec,
+    credentials::{self, BridgeCredentials, Broker, Login},
+    trigger::MqttSource,
+    trigger::NatsSource,
+};
 use sluice_event::{CloudEvent, Extension};
 use sluice_pattern::Pattern;
 
 use sluice_bus::{BusError, DEFAULT_BUS, Enqueue, SharedBus, TriggerId, now_ms};
 use sluice_delivery::router::key_of;
+
+use crate::secrets::SharedSecrets;
 
 /// Why a bridge stopped or could not start. The caller logs it with the trigger and retries.
 #[derive(Debug, thiserror::Error)]
@@ -39,11 +46,16 @@ pub enum BridgeError {
 /// acknowledged, so the broker does not send it again and again).
 pub const MAX_BRIDGED_BYTES: usize = 256 * 1024;
 
-/// MQTT's own ceiling on a packet (the remaining length field, plus its header). The client
-/// accepts anything up to it so that an oversized message reaches the check above: refused
-/// by the client instead, it would end the connection, and the broker would resend it to the
-/// persistent session forever.
-const MQTT_MAX_PACKET: usize = 268_435_455 + 5;
+/// The largest MQTT packet a bridge accepts, announced to the broker (MQTT 5 Maximum Packet
+/// Size) so that it discards anything larger instead of sending it: the largest bridged
+/// message with the longest topic and room for properties. A message between the two limits
+/// still arrives, and is dropped and logged below.
+const MQTT_MAX_PACKET: u32 = MAX_BRIDGED_BYTES as u32 + 65_535 + 4096;
+
+/// How long the broker keeps a bridge's session (its subscription and the QoS 1 messages
+/// published meanwhile) after the bridge disconnects: long enough to cover a router's restart
+/// or an outage of a day, without every router pod that ever ran leaving a session behind.
+const MQTT_SESSION_EXPIRY_SECS: u32 = 24 * 3600;
 
 /// Whether a bridged message fits; logs the drop when it does not.
 fn fits(trigger: &str, subject: &str, bytes: usize) -> bool {
@@ -74,8 +86,11 @@ pub async fn run(
     pattern: Option<Pattern>,
     default_nats: Option<String>,
     bus: SharedBus,
+    secrets: SharedSecrets,
 ) {
     let bridge = Bridge {
+        namespace: trigger.split('/').next().unwrap_or_default().to_owned(),
+        secrets,
         trigger,
         home: spec
             .source
@@ -105,6 +120,9 @@ pub async fn run(
 
 struct Bridge {
     trigger: TriggerId,
+    /// The Trigger's namespace, where its `credentialsSecret` lives.
+    namespace: String,
+    secrets: SharedSecrets,
     /// Where the trigger's queue lives on NATS (a bridge has no source bus: the default one).
     home: String,
     pattern: Option<Pattern>,
@@ -113,6 +131,22 @@ struct Bridge {
 }
 
 impl Bridge {
+    /// The credentials of Secret `name` (read at every connect, so a rotated Secret is used
+    /// from the next reconnect on).
+    async fn credentials(
+        &self,
+        broker: Broker,
+        field: &'static str,
+        name: Option<&String>,
+    ) -> Result<BridgeCredentials, BridgeError> {
+        let Some(name) = name else {
+            return Ok(BridgeCredentials::NONE);
+        };
+        let bad = |message: String| BridgeError::Config { field, message };
+        let values = self.secrets.get(&self.namespace, name).await.map_err(bad)?;
+        credentials::bridge_credentials(broker, name, &values).map_err(bad)
+    }
+
     /// Turns one message into an enqueue, unless the trigger's pattern rejects it.
     fn to_enqueue(&self, event: CloudEvent) -> Option<Enqueue> {
         let json = event.to_json_value();
@@ -140,7 +174,15 @@ impl Bridge {
             .or(default_url)
             .unwrap_or("nats://127.0.0.1:4222");
         let err = broker(url);
-        let client = async_nats::connect(url).await.map_err(|e| err(&e))?;
+        let field = "spec.source.nats.credentialsSecret";
+        let creds = self
+            .credentials(Broker::Nats, field, src.credentials_secret.as_ref())
+            .await?;
+        let client = nats_options(&creds, url.starts_with("tls://"))
+            .map_err(|message| BridgeError::Config { field, message })?
+            .connect(url)
+            .await
+            .map_err(|e| err(&e))?;
         let mut sub = match &src.queue {
             Some(q) => client
                 .queue_subscribe(src.subject.clone(), q.clone())
@@ -177,28 +219,57 @@ impl Bridge {
     }
 
     async fn mqtt(&self, src: &MqttSource) -> Result<(), BridgeError> {
-        let (host, port) = parse_mqtt_url(&src.url)?;
+        use rumqttc::v5::{AsyncClient, Event, Incoming, MqttOptions, mqttbytes::QoS};
+        let (tls, host, port) = parse_mqtt_url(&src.url)?;
         let err = broker(&src.url);
-        // A client id stable per (trigger, broker, topic, host) with a persistent session:
-        // QoS 1 messages published while this bridge was away are delivered when it returns.
-        // Several routers share the topic through an MQTT shared subscription, so each
-        // message is bridged once.
+        let field = "spec.source.mqtt.credentialsSecret";
+        let creds = self
+            .credentials(Broker::Mqtt, field, src.credentials_secret.as_ref())
+            .await?;
+        // A client id stable per (trigger, broker, topic, host) with a session that outlives
+        // the connection: QoS 1 messages published while this bridge was away are delivered
+        // when it returns. Several routers share the topic through an MQTT shared
+        // subscription, so each message is bridged once.
         let id = mqtt_client_id(&self.trigger, &src.url, &src.topic);
         let filter = format!(
             "$share/sluice-{}/{}",
             self.trigger.replace('/', "-"),
             src.topic
         );
-        let mut opts = rumqttc::MqttOptions::new(id, host, port);
+        let mut opts = MqttOptions::new(id, host, port);
         opts.set_keep_alive(Duration::from_secs(15));
-        opts.set_clean_session(false);
+        opts.set_clean_start(false);
+        opts.set_session_expiry_interval(Some(MQTT_SESSION_EXPIRY_SECS));
         opts.set_manual_acks(true);
-        opts.set_max_packet_size(MQTT_MAX_PACKET, MQTT_MAX_PACKET);
-        let (client, mut events) = rumqttc::AsyncClient::new(opts, 64);
+        opts.set_max_packet_size(Some(MQTT_MAX_PACKET));
+        match &creds.login {
+            Login::None => {}
+            Login::UserPassword { username, password } => {
+                opts.set_credentials(username.clone(), password.clone().unwrap_or_default());
+            }
+            // The Secret's keys were checked against what an MQTT bridge reads.
+            Login::Token(_) | Login::NKey(_) | Login::Creds(_) => {}
+        }
+        if tls {
+            let config = crate::tls::client_config(&creds)
+                .map_err(|message| BridgeError::Config { field, message })?;
+            opts.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(Arc::new(config)),
+            ));
+        } else if creds.ca.is_some() || creds.client_cert.is_some() {
+            return Err(BridgeError::Config {
+                field: "spec.source.mqtt.url",
+                message: format!(
+                    "{:?} is plain MQTT but the credentials Secret holds certificates; use mqtts://",
+                    src.url
+                ),
+            });
+        }
+        let (client, mut events) = AsyncClient::new(opts, 64);
         let qos = match src.qos {
-            0 => rumqttc::QoS::AtMostOnce,
-            1 => rumqttc::QoS::AtLeastOnce,
-            _ => rumqttc::QoS::ExactlyOnce,
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            _ => QoS::ExactlyOnce,
         };
         client
             .subscribe(filter.clone(), qos)
@@ -207,8 +278,8 @@ impl Bridge {
         tracing::info!(trigger = %self.trigger, topic = %src.topic, "MQTT bridge subscribed");
         loop {
             match events.poll().await.map_err(|e| err(&e))? {
-                rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => {
-                    let topic = p.topic.clone();
+                Event::Incoming(Incoming::Publish(p)) => {
+                    let topic = String::from_utf8_lossy(&p.topic).into_owned();
                     if !fits(&self.trigger, &topic, p.payload.len()) {
                         client.ack(&p).await.map_err(|e| err(&e))?;
                         continue;
@@ -224,7 +295,7 @@ impl Bridge {
                     }
                     client.ack(&p).await.map_err(|e| err(&e))?;
                 }
-                rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)) => {
+                Event::Incoming(Incoming::ConnAck(ack)) if !ack.session_present => {
                     // A new session (the broker forgot us) needs the subscription again.
                     client
                         .subscribe(filter.clone(), qos)
@@ -234,6 +305,31 @@ impl Bridge {
                 _ => {}
             }
         }
+    }
+}
+
+/// The NATS connect options of a bridge: its login and, for `tls://` or a Secret with
+/// certificates, TLS checked against them.
+fn nats_options(
+    creds: &BridgeCredentials,
+    tls_url: bool,
+) -> Result<async_nats::ConnectOptions, String> {
+    let opts = match &creds.login {
+        Login::None => async_nats::ConnectOptions::new(),
+        Login::UserPassword { username, password } => async_nats::ConnectOptions::new()
+            .user_and_password(username.clone(), password.clone().unwrap_or_default()),
+        Login::Token(t) => async_nats::ConnectOptions::new().token(t.clone()),
+        Login::NKey(seed) => async_nats::ConnectOptions::new().nkey(seed.clone()),
+        Login::Creds(c) => {
+            async_nats::ConnectOptions::with_credentials(c).map_err(|e| format!("creds: {e}"))?
+        }
+    };
+    if tls_url || creds.ca.is_some() || creds.client_cert.is_some() {
+        Ok(opts
+            .require_tls(true)
+            .tls_client_config(crate::tls::client_config(creds)?))
+    } else {
+        Ok(opts)
     }
 }
 
@@ -283,28 +379,38 @@ pub fn mqtt_client_id(trigger: &str, url: &str, topic: &str) -> String {
         .collect()
 }
 
-/// `mqtt://host:port` → (host, port); port 1883 when omitted.
-pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), BridgeError> {
+/// `mqtt://host:port` → (TLS?, host, port); `mqtts://` (or `ssl://`) is TLS, and the port
+/// defaults to 1883, or 8883 with TLS.
+pub fn parse_mqtt_url(url: &str) -> Result<(bool, String, u16), BridgeError> {
     let bad = |message: String| BridgeError::Config {
         field: "spec.source.mqtt.url",
         message,
     };
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or_else(|| {
-            bad(format!(
-                "{url:?} is not mqtt://host:port (mqtts:// is not supported yet)"
-            ))
-        })?;
+    let (tls, rest) = [
+        ("mqtt://", false),
+        ("tcp://", false),
+        ("mqtts://", true),
+        ("ssl://", true),
+    ]
+    .iter()
+    .find_map(|(p, tls)| url.strip_prefix(p).map(|r| (*tls, r)))
+    .ok_or_else(|| {
+        bad(format!(
+            "{url:?} is not mqtt://host:port or mqtts://host:port"
+        ))
+    })?;
     let rest = rest.trim_end_matches('/');
-    match rest.rsplit_once(':') {
-        Some((h, p)) => Ok((
-            h.to_owned(),
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
             p.parse().map_err(|_| bad(format!("bad port in {url:?}")))?,
-        )),
-        None => Ok((rest.to_owned(), 1883)),
+        ),
+        None => (rest, if tls { 8883 } else { 1883 }),
+    };
+    if host.is_empty() {
+        return Err(bad(format!("{url:?} names no host")));
     }
+    Ok((tls, host.to_owned(), port))
 }
 
 #[cfg(test)]
@@ -339,13 +445,22 @@ mod tests {
     fn mqtt_urls() {
         assert_eq!(
             parse_mqtt_url("mqtt://127.0.0.1:1883").unwrap(),
-            ("127.0.0.1".into(), 1883)
+            (false, "127.0.0.1".into(), 1883)
         );
         assert_eq!(
             parse_mqtt_url("mqtt://broker").unwrap(),
-            ("broker".into(), 1883)
+            (false, "broker".into(), 1883)
+        );
+        assert_eq!(
+            parse_mqtt_url("mqtts://broker").unwrap(),
+            (true, "broker".into(), 8883)
+        );
+        assert_eq!(
+            parse_mqtt_url("ssl://broker:9883/").unwrap(),
+            (true, "broker".into(), 9883)
         );
         assert!(parse_mqtt_url("http://x").is_err());
         assert!(parse_mqtt_url("mqtt://x:notaport").is_err());
+        assert!(parse_mqtt_url("mqtts://:8883").is_err());
     }
 }

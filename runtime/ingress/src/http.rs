@@ -50,6 +50,17 @@ pub struct HttpRoute {
     pub methods: Vec<String>,
     pub invoker: SharedInvoker,
     pub reply_bus: String,
+    /// The Trigger's `tokenSecret`: callers must present its token.
+    pub token: Option<RouteToken>,
+}
+
+/// Where an HTTP Trigger's token is: read at every request, so a rotated Secret takes effect
+/// at once (a mounted Secret volume is updated in place by the kubelet).
+#[derive(Clone)]
+pub struct RouteToken {
+    pub namespace: String,
+    pub secret: String,
+    pub store: crate::secrets::SharedSecrets,
 }
 
 /// Where HTTP-source Triggers are looked up: `sluice dev`'s local system, or a `sluice
@@ -125,28 +136,28 @@ pub fn app(state: AppState) -> Router {
 /// The routes of `surface`, every one but health and metrics behind the token when one is set.
 pub fn app_for(state: AppState, surface: Surface) -> Router {
     let limit = state.cfg.max_body_bytes;
-    let guarded = match surface {
-        Surface::Full => Some(front_door()),
-        Surface::Worker => Some(http_triggers()),
-        Surface::Health => None,
-    };
     let mut router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));
-    if let Some(guarded) = guarded {
-        router =
-            router.merge(guarded.route_layer(middleware::from_fn_with_state(state.clone(), auth)));
+    if surface == Surface::Full {
+        router = router
+            .merge(front_door().route_layer(middleware::from_fn_with_state(state.clone(), auth)));
+    }
+    if surface != Surface::Health {
+        router = router.merge(http_triggers());
     }
     router.layer(DefaultBodyLimit::max(limit)).with_state(state)
 }
 
+/// HTTP Triggers check their callers themselves (`invoke_http`): a Trigger with a
+/// `tokenSecret` takes its own token besides the process's.
 fn http_triggers() -> Router<AppState> {
     Router::new().route("/fn/{namespace}/{*path}", any(invoke_http))
 }
 
 fn front_door() -> Router<AppState> {
-    http_triggers()
+    Router::new()
         .route("/", post(publish_default))
         .route("/buses/{bus}/events", post(publish_bus).get(tail))
         .route(
@@ -166,21 +177,65 @@ fn front_door() -> Router<AppState> {
         )
 }
 
+const NEED_TOKEN: &str = "a valid `Authorization: Bearer <token>` header is required";
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// Whether the request carries the process's token: None when the process has none.
+fn has_process_token(s: &AppState, headers: &HeaderMap) -> Option<bool> {
+    s.cfg
+        .token
+        .as_ref()
+        .map(|token| bearer(headers).is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())))
+}
+
 async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(token) = &s.cfg.token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
-            return problem(
-                StatusCode::UNAUTHORIZED,
-                "a valid `Authorization: Bearer <token>` header is required",
-            );
-        }
+    if has_process_token(&s, req.headers()) == Some(false) {
+        return problem(StatusCode::UNAUTHORIZED, NEED_TOKEN);
     }
     next.run(req).await
+}
+
+/// Who may call an HTTP Trigger: with a `tokenSecret`, whoever presents its token or the
+/// process's; without, whoever may call the process (its token when it has one).
+async fn admit_http(s: &AppState, route: &HttpRoute, headers: &HeaderMap) -> Result<(), Response> {
+    let process = has_process_token(s, headers);
+    if process == Some(true) {
+        return Ok(());
+    }
+    let Some(t) = &route.token else {
+        return match process {
+            Some(false) => Err(problem(StatusCode::UNAUTHORIZED, NEED_TOKEN)),
+            _ => Ok(()),
+        };
+    };
+    let want = match t
+        .store
+        .get(&t.namespace, &t.secret)
+        .await
+        .and_then(|v| sluice_api::credentials::http_token(&t.secret, &v))
+    {
+        Ok(want) => want,
+        Err(e) => {
+            // Closed, not open, while the token cannot be read; the reason goes to the log,
+            // not to an unauthenticated caller.
+            tracing::error!(trigger = %route.trigger, field = "spec.source.http.tokenSecret", error = %e, "HTTP Trigger refused: its token is unavailable");
+            return Err(problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("trigger {} cannot check tokens right now", route.trigger),
+            ));
+        }
+    };
+    if bearer(headers).is_some_and(|g| same_secret(g.as_bytes(), want.as_bytes())) {
+        Ok(())
+    } else {
+        Err(problem(StatusCode::UNAUTHORIZED, NEED_TOKEN))
+    }
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
@@ -482,11 +537,18 @@ async fn invoke_http(
 ) -> Response {
     let path = format!("/{path}");
     let Some(route) = s.http.http_route(&namespace, &path) else {
+        // Which paths exist is not told to a caller without the process's token.
+        if has_process_token(&s, &headers) == Some(false) {
+            return problem(StatusCode::UNAUTHORIZED, NEED_TOKEN);
+        }
         return problem(
             StatusCode::NOT_FOUND,
             format!("no HTTP trigger serves /fn/{namespace}{path}"),
         );
     };
+    if let Err(r) = admit_http(&s, &route, &headers).await {
+        return r;
+    }
     if !route.methods.iter().any(|m| m == method.as_str()) {
         return problem(
             StatusCode::METHOD_NOT_ALLOWED,

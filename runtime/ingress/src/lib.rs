@@ -9,5 +9,7 @@
 
 pub mod bridge;
 pub mod http;
+pub mod secrets;
+pub mod tls;
 
 pub use http::*;

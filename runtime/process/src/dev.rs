@@ -20,7 +20,10 @@ use sluice_bus::embedded::{EmbeddedBus, EmbeddedConfig};
 use sluice_delivery::{
     InvokeError, InvokeFuture, Invoker, SharedInvoker, metrics::Metrics, replay::Replays,
 };
-use sluice_ingress::{self as ingress, AppState, IngressConfig};
+use sluice_ingress::{
+    self as ingress, AppState, IngressConfig,
+    secrets::{ManifestSecrets, SharedSecrets},
+};
 
 use crate::{
     ProcessError,
@@ -81,23 +84,33 @@ pub struct Loader {
     triggers: BTreeMap<String, Trigger>,
     /// Module files read on the last pass, watched for changes too.
     modules: Vec<PathBuf>,
+    /// The Secret manifests of the last pass.
+    manifest_secrets: Arc<ManifestSecrets>,
+    /// Where the Triggers' Secrets are looked up: `manifest_secrets` unless set otherwise.
+    secrets: SharedSecrets,
+}
+
+/// Where a process's Triggers find the Secrets they name.
+#[derive(Clone)]
+pub enum SecretsFrom {
+    /// v1 Secret manifests among the process's manifests (`sluice dev`, and processes
+    /// started with `--manifests`).
+    Manifests,
+    /// Somewhere else: Secret volumes mounted into the pod, or the Kubernetes API.
+    Store(SharedSecrets),
 }
 
 impl Loader {
     pub fn new(dir: PathBuf, engine: sluice_host::Engine) -> Self {
         Self {
-            dir,
             engine: Some(engine),
-            only: None,
-            env_from_process: false,
-            functions: BTreeMap::new(),
-            triggers: BTreeMap::new(),
-            modules: Vec::new(),
+            ..Self::triggers_only(dir)
         }
     }
 
     /// A loader of Triggers only.
     pub fn triggers_only(dir: PathBuf) -> Self {
+        let manifest_secrets = Arc::new(ManifestSecrets::default());
         Self {
             dir,
             engine: None,
@@ -106,7 +119,18 @@ impl Loader {
             functions: BTreeMap::new(),
             triggers: BTreeMap::new(),
             modules: Vec::new(),
+            secrets: manifest_secrets.clone(),
+            manifest_secrets,
         }
+    }
+
+    /// Looks the Triggers' Secrets up in `from`.
+    pub fn secrets_from(mut self, from: SecretsFrom) -> Self {
+        self.secrets = match from {
+            SecretsFrom::Manifests => self.manifest_secrets.clone(),
+            SecretsFrom::Store(store) => store,
+        };
+        self
     }
 
     /// Loads just one Function, taking `valueFrom` env entries from the process environment.
@@ -132,6 +156,7 @@ impl Loader {
         let files = manifests::load(std::slice::from_ref(&self.dir));
         let mut seen_functions = BTreeMap::new();
         let mut seen_triggers = BTreeMap::new();
+        let mut seen_secrets = BTreeMap::new();
         let mut modules = Vec::new();
         for file in files {
             let base = file
@@ -172,6 +197,9 @@ impl Loader {
                     Outcome::Valid(Resource::Trigger(t)) => {
                         seen_triggers.insert(id_of(&doc.object), *t);
                     }
+                    Outcome::Valid(Resource::Secret(o, values)) => {
+                        seen_secrets.insert((o.namespace, o.name), values);
+                    }
                     Outcome::Invalid(errors) => {
                         for e in &errors {
                             tracing::error!("{}: {}: {e}", file.path.display(), doc.object);
@@ -188,6 +216,14 @@ impl Loader {
                                 .remove(&id)
                                 .map(|old| seen_triggers.insert(id, old))
                                 .is_some(),
+                            "Secret" => {
+                                let key = (doc.object.namespace.clone(), doc.object.name.clone());
+                                self.manifest_secrets
+                                    .lookup(&key.0, &key.1)
+                                    .ok()
+                                    .map(|old| seen_secrets.insert(key, old))
+                                    .is_some()
+                            }
                             _ => false,
                         };
                         if kept {
@@ -200,6 +236,7 @@ impl Loader {
         }
         self.functions = seen_functions;
         self.triggers = seen_triggers;
+        self.manifest_secrets.replace(seen_secrets);
         self.modules = modules;
         let functions = self
             .functions
@@ -219,6 +256,7 @@ impl Loader {
                 spec: t.spec.clone(),
                 // Validation already parsed it; a failure here cannot happen for a Valid object.
                 pattern: t.spec.pattern.as_ref().and_then(|p| Pattern::parse(p).ok()),
+                secrets: self.secrets.clone(),
             })
             .collect();
         (functions, triggers)

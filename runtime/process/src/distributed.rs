@@ -34,7 +34,7 @@ use sluice_ingress::{
 
 use crate::{
     ProcessError,
-    dev::{Loader, shutdown_signal},
+    dev::{Loader, SecretsFrom, shutdown_signal},
     local::{
         FunctionDef, RunningSources, TriggerDef, bus_routes, http_route, queue_config,
         sync_sources, trigger_route,
@@ -68,7 +68,12 @@ struct RouteFollower {
 }
 
 impl RouteFollower {
-    async fn start(bus: &NatsBus, source: &RouteSource, what: &str) -> Result<Self, ProcessError> {
+    async fn start(
+        bus: &NatsBus,
+        source: &RouteSource,
+        what: &str,
+        secrets: SecretsFrom,
+    ) -> Result<Self, ProcessError> {
         let (feed, mirror, dir) = match source {
             RouteSource::Dir(d) => (None, None, d.clone()),
             RouteSource::Bucket { bucket, identity } => {
@@ -95,7 +100,7 @@ impl RouteFollower {
         Ok(Self {
             feed,
             _mirror: mirror,
-            loader: Loader::triggers_only(dir),
+            loader: Loader::triggers_only(dir).secrets_from(secrets),
             last: None,
             acked: None,
             heartbeat: tokio::time::interval(sluice_api::jetstream::ROUTER_ACK_EVERY),
@@ -156,7 +161,8 @@ async fn follow_routes(
     what: &str,
     mut stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, ProcessError> {
-    let mut follower = RouteFollower::start(bus, source, what).await?;
+    // Followers of the ingress and workers only route: they run no bridges and read no Secret.
+    let mut follower = RouteFollower::start(bus, source, what, SecretsFrom::Manifests).await?;
     follower.refresh(bus).await;
     let bus = bus.clone();
     Ok(tokio::spawn(async move {
@@ -220,11 +226,12 @@ pub async fn run_router(
     nats: NatsConfig,
     source: RouteSource,
     listen: Option<SocketAddr>,
+    secrets: SecretsFrom,
 ) -> Result<(), ProcessError> {
     let bus = NatsBus::connect(nats.clone()).await?;
     let shared: SharedBus = Arc::new(bus.clone());
     let metrics = Metrics::new();
-    let mut follower = RouteFollower::start(&bus, &source, "sluice router").await?;
+    let mut follower = RouteFollower::start(&bus, &source, "sluice router", secrets).await?;
     let ready = Arc::new(AtomicBool::new(false));
     if let Some(addr) = listen {
         let state = AppState {
@@ -279,18 +286,36 @@ impl HttpRoutes for WorkerRoutes {
     }
 }
 
+/// What `sluice worker` runs.
+pub struct WorkerOptions {
+    pub nats: NatsConfig,
+    /// `namespace/name`.
+    pub function: String,
+    /// The Function's manifest and its Triggers.
+    pub manifests: PathBuf,
+    /// The table replies and dead letters are routed with.
+    pub routes: RouteSource,
+    pub listen: SocketAddr,
+    pub cache_dir: Option<PathBuf>,
+    pub token: Option<String>,
+    /// Where the HTTP Triggers' `tokenSecret`s are.
+    pub secrets: SecretsFrom,
+}
+
 /// `sluice worker`: one Function's handlers, fed from its Triggers' consumers. Replies and
 /// dead letters are routed with the table from `routes` (the whole cluster's Triggers, not
 /// only this Function's).
-pub async fn run_worker_process(
-    nats: NatsConfig,
-    function: String,
-    manifests: PathBuf,
-    routes: RouteSource,
-    listen: SocketAddr,
-    cache_dir: Option<PathBuf>,
-    token: Option<String>,
-) -> Result<(), ProcessError> {
+pub async fn run_worker_process(o: WorkerOptions) -> Result<(), ProcessError> {
+    let WorkerOptions {
+        nats,
+        function,
+        manifests,
+        routes,
+        listen,
+        cache_dir,
+        token,
+        secrets,
+    } = o;
     if function.split_once('/').is_none() {
         return Err(ProcessError::setting(
             "--function",
@@ -306,7 +331,9 @@ pub async fn run_worker_process(
         cache_dir,
         ..Default::default()
     })?;
-    let mut loader = Loader::new(manifests.clone(), engine).worker_of(&function);
+    let mut loader = Loader::new(manifests.clone(), engine)
+        .worker_of(&function)
+        .secrets_from(secrets);
     let routes = Arc::new(WorkerRoutes::default());
     let ready = Arc::new(AtomicBool::new(false));
     let state = AppState {

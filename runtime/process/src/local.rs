@@ -23,7 +23,7 @@ use sluice_delivery::{
     router::{self, BusRoutes, RouteTable, RouteTarget, SharedTable},
     worker::{FunctionRuntime, SharedFunction, TriggerRoute, run_worker},
 };
-use sluice_ingress::{HttpRoute, HttpRoutes};
+use sluice_ingress::{HttpRoute, HttpRoutes, RouteToken, secrets::SharedSecrets};
 
 /// Extra lease time beyond a function's timeout before an event is handed out again.
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
@@ -43,6 +43,8 @@ pub struct TriggerDef {
     pub namespace: String,
     pub spec: TriggerSpec,
     pub pattern: Option<Pattern>,
+    /// Where the Secrets it names (`tokenSecret`, `credentialsSecret`) are looked up.
+    pub secrets: SharedSecrets,
 }
 
 impl TriggerDef {
@@ -438,6 +440,7 @@ pub fn sync_sources(
                 t.pattern.clone(),
                 default_nats.clone(),
                 bus.clone(),
+                t.secrets.clone(),
             )),
         };
         if let Some((_, old)) = running.insert(t.id.clone(), (fingerprint, task)) {
@@ -503,6 +506,17 @@ pub fn http_route(t: &TriggerDef, invoker: SharedInvoker) -> HttpRoute {
         methods,
         invoker,
         reply_bus: DEFAULT_BUS.into(),
+        token: t
+            .spec
+            .source
+            .http
+            .as_ref()
+            .and_then(|h| h.token_secret.clone())
+            .map(|secret| RouteToken {
+                namespace: t.namespace.clone(),
+                secret,
+                store: t.secrets.clone(),
+            }),
     }
 }
 
