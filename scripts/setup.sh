@@ -12,8 +12,10 @@ for t in wasm32-wasip1 wasm32-wasip2; do
 done
 
 # Debian packages: libfaketime steps the wall clock under `sluice dev` in the fault suite;
-# iproute2 and iptables make the network namespace it cuts off from NATS.
-apt_packages=(libfaketime iproute2 iptables)
+# iproute2 and iptables make the network namespace it cuts off from NATS; openssl makes the
+# certificates of the TLS brokers the bridges log in to, mosquitto (with mosquitto_passwd)
+# and mosquitto-clients (mosquitto_pub) are those brokers and their devices.
+apt_packages=(libfaketime iproute2 iptables openssl mosquitto mosquitto-clients)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -79,12 +79,21 @@ fn broker(url: &str) -> impl Fn(&dyn std::fmt::Display) -> BridgeError + '_ {
     }
 }
 
+/// The NATS server Sluice itself uses: a `nats` source without a `url` bridges from it,
+/// logging in as Sluice does unless the Trigger names a Secret of its own.
+#[derive(Clone, Debug)]
+pub struct DefaultNats {
+    pub url: String,
+    /// Sluice's `.creds` file (`--nats-creds`).
+    pub credentials: Option<std::path::PathBuf>,
+}
+
 /// Runs the bridge of one trigger until aborted, reconnecting after failures.
 pub async fn run(
     trigger: TriggerId,
     spec: TriggerSpec,
     pattern: Option<Pattern>,
-    default_nats: Option<String>,
+    default_nats: Option<DefaultNats>,
     bus: SharedBus,
     secrets: SharedSecrets,
 ) {
@@ -106,7 +115,7 @@ pub async fn run(
         let result = if let Some(m) = &spec.source.mqtt {
             bridge.mqtt(m).await
         } else if let Some(n) = &spec.source.nats {
-            bridge.nats(n, default_nats.as_deref()).await
+            bridge.nats(n, default_nats.as_ref()).await
         } else {
             return;
         };
@@ -167,22 +176,30 @@ impl Bridge {
         })
     }
 
-    async fn nats(&self, src: &NatsSource, default_url: Option<&str>) -> Result<(), BridgeError> {
-        let url = src
-            .url
-            .as_deref()
-            .or(default_url)
-            .unwrap_or("nats://127.0.0.1:4222");
+    async fn nats(
+        &self,
+        src: &NatsSource,
+        default: Option<&DefaultNats>,
+    ) -> Result<(), BridgeError> {
+        let (url, own_creds) = match (&src.url, default) {
+            (Some(url), _) => (url.as_str(), None),
+            (None, Some(d)) => (d.url.as_str(), d.credentials.as_ref()),
+            (None, None) => ("nats://127.0.0.1:4222", None),
+        };
         let err = broker(url);
         let field = "spec.source.nats.credentialsSecret";
         let creds = self
             .credentials(Broker::Nats, field, src.credentials_secret.as_ref())
             .await?;
-        let client = nats_options(&creds, url.starts_with("tls://"))
-            .map_err(|message| BridgeError::Config { field, message })?
-            .connect(url)
-            .await
-            .map_err(|e| err(&e))?;
+        let mut opts = nats_options(&creds, url.starts_with("tls://"))
+            .map_err(|message| BridgeError::Config { field, message })?;
+        if let Some(path) = own_creds.filter(|_| src.credentials_secret.is_none()) {
+            opts = opts
+                .credentials_file(path)
+                .await
+                .map_err(|e| err(&format!("--nats-creds {}: {e}", path.display())))?;
+        }
+        let client = opts.connect(url).await.map_err(|e| err(&e))?;
         let mut sub = match &src.queue {
             Some(q) => client
                 .queue_subscribe(src.subject.clone(), q.clone())

@@ -257,7 +257,11 @@ pub async fn run_router(
     let mut term = std::pin::pin!(shutdown_signal());
     loop {
         if let Some(triggers) = follower.refresh(&bus).await {
-            sync_sources(&mut sources, &triggers, &shared, Some(nats.url.clone()));
+            let own = sluice_ingress::bridge::DefaultNats {
+                url: nats.url.clone(),
+                credentials: nats.credentials.clone(),
+            };
+            sync_sources(&mut sources, &triggers, &shared, Some(own));
             ready.store(true, Ordering::Release);
         }
         tokio::select! {

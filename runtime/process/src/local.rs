@@ -419,7 +419,7 @@ pub fn sync_sources(
     running: &mut RunningSources,
     triggers: &[TriggerDef],
     bus: &SharedBus,
-    default_nats: Option<String>,
+    default_nats: Option<sluice_ingress::bridge::DefaultNats>,
 ) {
     let mut keep = HashSet::new();
     for t in triggers {
