@@ -220,3 +220,57 @@ fn http_triggers_take_only_their_token(backend: Backend) {
         .unwrap_or_else(|| panic!("the rotated token was not taken\n{}", sys.logs()));
     assert_eq!(call("/hook", Some(TOKEN)), 401);
 }
+
+/// `sluice dev` takes a Function's `secretKeyRef` env from the Secret manifests beside it, as
+/// the operator takes it from the namespace; a changed Secret reloads the Function.
+#[test]
+fn dev_reads_function_env_from_secret_manifests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("manifests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let trigger = sluice_tests::tester_trigger("env", "com.example.env", &[]);
+    sluice_tests::tester_manifests(&dir, &trigger);
+    let function = std::fs::read_to_string(dir.join("function.yaml")).unwrap()
+        + "  env:\n    - name: GREETING\n      valueFrom: { secretKeyRef: { name: app-secrets, key: greeting } }\n";
+    std::fs::write(dir.join("function.yaml"), function).unwrap();
+    let write_secret = |greeting: &str| {
+        std::fs::write(
+            dir.join("secrets.yaml"),
+            secret("app-secrets", false, &[("greeting", greeting)]),
+        )
+        .unwrap()
+    };
+    write_secret("hello from a Secret");
+    let sys = sluice_tests::sluice::System::start(
+        Backend::Embedded,
+        &dir,
+        &tmp.path().join("data"),
+        "e2e/tester",
+    );
+    let greeting_of = |id: &str| {
+        let event = json!({"specversion": "1.0", "id": id, "source": "/e2e",
+            "type": "com.example.env", "data": {"env": "GREETING"}});
+        let (status, _) = sys.post_batch(&[event]);
+        assert_eq!(status, 202);
+        wait_for(20, || {
+            sys.events("default")
+                .into_iter()
+                .find(|e| e["type"] == "com.example.done" && e["data"]["of"] == id)
+        })
+        .unwrap_or_else(|| panic!("{id} not handled\n{}", sys.logs()))["data"]["env"]
+            .clone()
+    };
+    assert_eq!(greeting_of("g-1"), "hello from a Secret");
+    write_secret("hello again");
+    let mut n = 1;
+    let changed = wait_for(20, || {
+        n += 1;
+        let g = greeting_of(&format!("g-{n}"));
+        (g == "hello again").then_some(g)
+    });
+    assert!(
+        changed.is_some(),
+        "the changed Secret reached the Function\n{}",
+        sys.logs()
+    );
+}

@@ -66,6 +66,8 @@ impl Invoker for HostInvoker {
 struct LoadedFunction {
     spec: FunctionSpec,
     digest: String,
+    /// The environment it was loaded with (a Secret's value may change under the same spec).
+    env: Vec<(String, String)>,
     invoker: SharedInvoker,
 }
 
@@ -154,9 +156,29 @@ impl Loader {
             return (Vec::new(), Vec::new());
         }
         let files = manifests::load(std::slice::from_ref(&self.dir));
+        // Secrets first: a Function's env may name one, wherever its manifest is.
+        let mut seen_secrets = BTreeMap::new();
+        for doc in files
+            .iter()
+            .filter_map(|f| f.documents.as_ref().ok())
+            .flatten()
+        {
+            let key = (doc.object.namespace.clone(), doc.object.name.clone());
+            match &doc.outcome {
+                Outcome::Valid(Resource::Secret(_, values)) => {
+                    seen_secrets.insert(key, values.clone());
+                }
+                Outcome::Invalid(_) if doc.object.kind == "Secret" => {
+                    if let Ok(old) = self.manifest_secrets.lookup(&key.0, &key.1) {
+                        seen_secrets.insert(key, old);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.manifest_secrets.replace(seen_secrets);
         let mut seen_functions = BTreeMap::new();
         let mut seen_triggers = BTreeMap::new();
-        let mut seen_secrets = BTreeMap::new();
         let mut modules = Vec::new();
         for file in files {
             let base = file
@@ -197,9 +219,7 @@ impl Loader {
                     Outcome::Valid(Resource::Trigger(t)) => {
                         seen_triggers.insert(id_of(&doc.object), *t);
                     }
-                    Outcome::Valid(Resource::Secret(o, values)) => {
-                        seen_secrets.insert((o.namespace, o.name), values);
-                    }
+                    Outcome::Valid(Resource::Secret(..)) => {}
                     Outcome::Invalid(errors) => {
                         for e in &errors {
                             tracing::error!("{}: {}: {e}", file.path.display(), doc.object);
@@ -216,14 +236,11 @@ impl Loader {
                                 .remove(&id)
                                 .map(|old| seen_triggers.insert(id, old))
                                 .is_some(),
-                            "Secret" => {
-                                let key = (doc.object.namespace.clone(), doc.object.name.clone());
-                                self.manifest_secrets
-                                    .lookup(&key.0, &key.1)
-                                    .ok()
-                                    .map(|old| seen_secrets.insert(key, old))
-                                    .is_some()
-                            }
+                            // Kept by the first pass.
+                            "Secret" => self
+                                .manifest_secrets
+                                .lookup(&doc.object.namespace, &doc.object.name)
+                                .is_ok(),
                             _ => false,
                         };
                         if kept {
@@ -236,7 +253,6 @@ impl Loader {
         }
         self.functions = seen_functions;
         self.triggers = seen_triggers;
-        self.manifest_secrets.replace(seen_secrets);
         self.modules = modules;
         let functions = self
             .functions
@@ -260,6 +276,56 @@ impl Loader {
             })
             .collect();
         (functions, triggers)
+    }
+
+    /// A Function's environment: `value`s, and `valueFrom`s from the process environment (a
+    /// worker pod, where the operator put them) or else from the Secret manifests.
+    fn env_of(&self, id: &str, f: &Function) -> Result<Vec<(String, String)>, ProcessError> {
+        let ns = id.split_once('/').map_or("default", |(ns, _)| ns);
+        let mut env = Vec::new();
+        for (i, var) in f.spec.env.iter().enumerate() {
+            let field = format!("spec.env[{i}].valueFrom");
+            let value = match (&var.value, &var.value_from) {
+                (Some(v), _) => v.clone(),
+                (None, _) if self.env_from_process => {
+                    let from = format!("SLUICE_ENV_{}", var.name);
+                    std::env::var(&from).map_err(|_| {
+                        ProcessError::field(
+                            field,
+                            format!("{from} is not set in the worker's environment"),
+                        )
+                    })?
+                }
+                (None, Some(src)) if src.secret_key_ref.is_some() => {
+                    let r = src.secret_key_ref.as_ref().expect("checked above");
+                    let field = format!("{field}.secretKeyRef");
+                    let secret = self
+                        .manifest_secrets
+                        .lookup(ns, &r.name)
+                        .map_err(|e| ProcessError::field(field.clone(), e))?;
+                    let bytes = secret.data.get(&r.key).ok_or_else(|| {
+                        ProcessError::field(
+                            field.clone(),
+                            format!("Secret {ns}/{} has no key {:?}", r.name, r.key),
+                        )
+                    })?;
+                    String::from_utf8(bytes.clone()).map_err(|_| {
+                        ProcessError::field(
+                            field,
+                            format!("Secret {ns}/{} key {:?} is not UTF-8 text", r.name, r.key),
+                        )
+                    })?
+                }
+                _ => {
+                    return Err(ProcessError::field(
+                        field,
+                        "ConfigMap references are resolved by the operator; in sluice dev use value, or a Secret manifest with secretKeyRef",
+                    ));
+                }
+            };
+            env.push((var.name.clone(), value));
+        }
+        Ok(env)
     }
 
     async fn load_function(
@@ -293,40 +359,21 @@ impl Loader {
                 ),
             ));
         }
+        let env = self.env_of(id, f)?;
         if let Some(old) = self.functions.get(id)
             && old.spec == f.spec
             && old.digest == digest
+            && old.env == env
         {
             return Ok(LoadedFunction {
                 spec: old.spec.clone(),
                 digest,
+                env,
                 invoker: old.invoker.clone(),
             });
         }
-        let mut env = Vec::new();
-        for (i, var) in f.spec.env.iter().enumerate() {
-            match &var.value {
-                Some(v) => env.push((var.name.clone(), v.clone())),
-                None if self.env_from_process => {
-                    let from = format!("SLUICE_ENV_{}", var.name);
-                    let v = std::env::var(&from).map_err(|_| {
-                        ProcessError::field(
-                            format!("spec.env[{i}].valueFrom"),
-                            format!("{from} is not set in the worker's environment"),
-                        )
-                    })?;
-                    env.push((var.name.clone(), v));
-                }
-                None => {
-                    return Err(ProcessError::field(
-                        format!("spec.env[{i}].valueFrom"),
-                        "Secret and ConfigMap references are resolved by the operator; use value in sluice dev",
-                    ));
-                }
-            }
-        }
         let (ns, name) = id.split_once('/').unwrap_or(("default", id));
-        let cfg = sluice_host::HandlerConfig::from_spec(ns, name, &f.spec, env);
+        let cfg = sluice_host::HandlerConfig::from_spec(ns, name, &f.spec, env.clone());
         let Some(engine) = self.engine.clone() else {
             return Err(ProcessError::field(
                 "spec.function",
@@ -349,6 +396,7 @@ impl Loader {
         Ok(LoadedFunction {
             spec: f.spec.clone(),
             digest,
+            env,
             invoker: Arc::new(HostInvoker(handler)),
         })
     }

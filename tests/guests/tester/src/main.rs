@@ -2,7 +2,8 @@
 //! `data.fail: true` fails retryably, `data.fatal: true` fails fatally, `data.spin: true`
 //! computes forever (until the Function's timeout stops it), `data.loop: true`
 //! replies with an event of its own type (so it re-triggers itself), anything else replies
-//! `com.example.done` carrying the input's id (and its `sluicereplay`, when replayed).
+//! `com.example.done` carrying the input's id (and its `sluicereplay`, when replayed, and the
+//! value of the environment variable `data.env` names, when it names one).
 
 use std::io::{Read, Write};
 
@@ -39,7 +40,8 @@ fn main() {
         serde_json::json!({"type": event["type"], "datacontenttype": "application/json", "data": {"loop": true}})
     } else {
         serde_json::json!({"type": "com.example.done", "datacontenttype": "application/json",
-            "data": {"of": event["id"], "n": data["n"], "replay": event["sluicereplay"]}})
+            "data": {"of": event["id"], "n": data["n"], "replay": event["sluicereplay"],
+                "env": data["env"].as_str().and_then(|name| std::env::var(name).ok())}})
     };
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{reply}");
