@@ -180,21 +180,26 @@ impl TlsMosquitto {
     }
 }
 
-/// A nats-server on 127.0.0.1 that requires TLS with a client certificate, and a password.
+/// A nats-server on 127.0.0.1 that requires TLS with a client certificate, and a login: a
+/// password, or the NKey of one of `nkey_users` (public keys, `U…`).
 pub struct TlsNats {
     pub port: u16,
     pub proc: Proc,
 }
 
 impl TlsNats {
-    pub fn start(pki: &Pki, user: &str, password: &str) -> TlsNats {
+    pub fn start(pki: &Pki, user: &str, password: &str, nkey_users: &[String]) -> TlsNats {
         let port = free_port();
         let conf = pki.dir.join("nats.conf");
+        let nkeys: String = nkey_users
+            .iter()
+            .map(|k| format!(", {{ nkey: \"{k}\" }}"))
+            .collect();
         std::fs::write(
             &conf,
             format!(
                 "listen: \"127.0.0.1:{port}\"\ntls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  ca_file: \"{}\"\n  verify: true\n}}\n\
-                 authorization {{\n  users: [ {{ user: \"{user}\", password: \"{password}\" }} ]\n}}\n",
+                 authorization {{\n  users: [ {{ user: \"{user}\", password: \"{password}\" }}{nkeys} ]\n}}\n",
                 pki.path("server.crt"),
                 pki.path("server.key"),
                 pki.path("ca.crt"),

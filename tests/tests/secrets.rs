@@ -1,5 +1,6 @@
 //! Secrets a Trigger names, on both buses: bridges log in to brokers that demand a password
-//! over TLS (and, for NATS, a client certificate), using only Secrets labelled for bridges;
+//! or an NKey over TLS (and, for NATS, a client certificate), using only Secrets labelled for
+//! bridges;
 //! HTTP Triggers with a `tokenSecret` take only its token, read at every request. The
 //! Secrets are v1 Secret manifests beside the Triggers, as `kubectl apply` would take them.
 
@@ -53,7 +54,8 @@ fn bridges_log_in_with_their_secrets_over_tls(backend: Backend) {
     let pki_dir = tempfile::tempdir().unwrap();
     let pki = Pki::create(pki_dir.path());
     let mosquitto = TlsMosquitto::start(&pki, "bridge", MQTT_PASSWORD);
-    let nats = TlsNats::start(&pki, "bridge", NATS_PASSWORD);
+    let nkey = nkeys::KeyPair::new_user();
+    let nats = TlsNats::start(&pki, "bridge", NATS_PASSWORD, &[nkey.public_key()]);
     let manifests = [
         secret(
             "mqtt-login",
@@ -66,6 +68,16 @@ fn bridges_log_in_with_their_secrets_over_tls(backend: Backend) {
             &[
                 ("username", "bridge"),
                 ("password", NATS_PASSWORD),
+                ("ca.crt", &pki.read("ca.crt")),
+                ("tls.crt", &pki.read("client.crt")),
+                ("tls.key", &pki.read("client.key")),
+            ],
+        ),
+        secret(
+            "nats-nkey",
+            true,
+            &[
+                ("nkey", &nkey.seed().unwrap()),
                 ("ca.crt", &pki.read("ca.crt")),
                 ("tls.crt", &pki.read("client.crt")),
                 ("tls.key", &pki.read("client.key")),
@@ -88,6 +100,11 @@ fn bridges_log_in_with_their_secrets_over_tls(backend: Backend) {
             nats.port
         ),
         format!(
+            "apiVersion: sluice.dev/v1alpha1\nkind: Trigger\nmetadata: {{ name: from-nats-nkey, namespace: e2e }}\n\
+             spec:\n  source: {{ nats: {{ url: 'tls://127.0.0.1:{}', subject: 'meter.>', credentialsSecret: nats-nkey }} }}\n  function: tester\n",
+            nats.port
+        ),
+        format!(
             "apiVersion: sluice.dev/v1alpha1\nkind: Trigger\nmetadata: {{ name: unlabelled, namespace: e2e }}\n\
              spec:\n  source: {{ mqtt: {{ url: 'mqtts://127.0.0.1:{}', topic: 'other/#', credentialsSecret: unlabelled }} }}\n  function: tester\n",
             mosquitto.port
@@ -98,7 +115,8 @@ fn bridges_log_in_with_their_secrets_over_tls(backend: Backend) {
     // Messages published before a bridge's first subscription have no session to wait in.
     wait_for(30, || {
         let logs = sys.logs();
-        (logs.contains("MQTT bridge subscribed") && logs.contains("NATS bridge subscribed"))
+        (logs.contains("MQTT bridge subscribed")
+            && logs.matches("NATS bridge subscribed").count() >= 2)
             .then_some(())
     })
     .unwrap_or_else(|| panic!("bridges did not log in\n{}", sys.logs()));
@@ -140,13 +158,18 @@ fn bridges_log_in_with_their_secrets_over_tls(backend: Backend) {
             .await
             .expect("the bridge answers a request");
         assert_eq!(&reply.payload[..], b"accepted");
+        let reply = client
+            .request("meter.hall", ce("k-1").into())
+            .await
+            .expect("the NKey bridge answers a request");
+        assert_eq!(&reply.payload[..], b"accepted");
     });
     let done = wait_for(30, || {
         let d = done_counts(&sys.events("default"));
-        (d.contains_key("m-1") && d.contains_key("n-1")).then_some(d)
+        (d.contains_key("m-1") && d.contains_key("n-1") && d.contains_key("k-1")).then_some(d)
     })
     .unwrap_or_else(|| panic!("bridged messages not handled\n{}", sys.logs()));
-    assert_eq!(done.len(), 2, "{done:?}");
+    assert_eq!(done.len(), 3, "{done:?}");
 
     let logs = sys.logs();
     assert!(
