@@ -12,6 +12,24 @@
 //! Kubernetes), [`sluice`](mod@sluice) (the `sluice` binary and its processes); [`kubectl`]
 //! drives an API server as users do, and [`process`] is the child process they all run in.
 
+/// One test per backend for each case, a function of the backend: `mod CASE { fn embedded,
+/// fn nats }`.
+#[macro_export]
+macro_rules! both {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            #[test]
+            fn embedded() {
+                super::$case(sluice_tests::sluice::Backend::Embedded)
+            }
+            #[test]
+            fn nats() {
+                super::$case(sluice_tests::sluice::Backend::Nats)
+            }
+        }
+    )*};
+}
+
 pub mod brokers;
 pub mod cluster;
 pub mod control_plane;

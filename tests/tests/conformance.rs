@@ -34,22 +34,7 @@ fn triggers() -> String {
     .join("---\n")
 }
 
-macro_rules! both {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            #[test]
-            fn embedded() {
-                super::$case(sluice_tests::sluice::Backend::Embedded)
-            }
-            #[test]
-            fn nats() {
-                super::$case(sluice_tests::sluice::Backend::Nats)
-            }
-        }
-    )*};
-}
-
-both!(
+sluice_tests::both!(
     retries_then_dead_letters_with_reasons_and_redrive,
     producer_duplicates_are_dropped_within_the_window,
     events_sharing_an_ordering_key_are_handled_in_bus_order,

@@ -13,22 +13,7 @@ use sluice_tests::{
     wait_for,
 };
 
-macro_rules! both {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            #[test]
-            fn embedded() {
-                super::$case(sluice_tests::sluice::Backend::Embedded)
-            }
-            #[test]
-            fn nats() {
-                super::$case(sluice_tests::sluice::Backend::Nats)
-            }
-        }
-    )*};
-}
-
-both!(
+sluice_tests::both!(
     bridges_log_in_with_their_secrets_over_tls,
     http_triggers_take_only_their_token,
 );

@@ -460,22 +460,15 @@ mod tests {
 
     #[test]
     fn mqtt_urls() {
-        assert_eq!(
-            parse_mqtt_url("mqtt://127.0.0.1:1883").unwrap(),
-            (false, "127.0.0.1".into(), 1883)
-        );
-        assert_eq!(
-            parse_mqtt_url("mqtt://broker").unwrap(),
-            (false, "broker".into(), 1883)
-        );
-        assert_eq!(
-            parse_mqtt_url("mqtts://broker").unwrap(),
-            (true, "broker".into(), 8883)
-        );
-        assert_eq!(
-            parse_mqtt_url("ssl://broker:9883/").unwrap(),
-            (true, "broker".into(), 9883)
-        );
+        for (url, want) in [
+            ("mqtt://127.0.0.1:1883", (false, "127.0.0.1", 1883)),
+            ("mqtt://broker", (false, "broker", 1883)),
+            ("mqtts://broker", (true, "broker", 8883)),
+            ("ssl://broker:9883/", (true, "broker", 9883)),
+        ] {
+            let (tls, host, port) = parse_mqtt_url(url).unwrap();
+            assert_eq!((tls, host.as_str(), port), want, "{url}");
+        }
         assert!(parse_mqtt_url("http://x").is_err());
         assert!(parse_mqtt_url("mqtt://x:notaport").is_err());
         assert!(parse_mqtt_url("mqtts://:8883").is_err());
