@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use futures::TryStreamExt;
+use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams},
@@ -22,6 +23,9 @@ use crate::{
     queues::{JetStream, Queues, home_bus},
     trigger::FINALIZER,
 };
+
+/// The label of every worker pod (`children::worker_labels`).
+const WORKER_SELECTOR: &str = "app.kubernetes.io/name=sluice-worker";
 
 /// How `sluice uninstall` runs.
 #[derive(Clone, Debug)]
@@ -145,6 +149,25 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     println!("sluice uninstall: no Function or Trigger left");
+    // Workers publish, and a publisher that starts creates the route buckets it follows: a
+    // worker pod still starting (a Deployment rolled as its Triggers went) would make them
+    // again after they are deleted below. Their Deployments are gone; wait for the pods.
+    let pods = Api::<Pod>::all(client.clone());
+    let workers = ListParams::default().labels(WORKER_SELECTOR);
+    let deadline = Instant::now() + opts.finalize_wait;
+    loop {
+        let left = pods.list(&workers).await?.items.len();
+        if left == 0 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            eprintln!(
+                "sluice uninstall: {left} worker pod(s) still running; deleting JetStream objects anyway"
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     if let (Some(js), false) = (&js, opts.keep_streams) {
         let streams: Vec<String> = js
@@ -179,6 +202,13 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_worker_selector_is_the_workers_label() {
+        let labels = crate::children::worker_labels("f");
+        let (k, v) = WORKER_SELECTOR.split_once('=').unwrap();
+        assert_eq!(labels.get(k).map(String::as_str), Some(v));
+    }
 
     #[test]
     fn only_sluice_streams_are_deleted() {
