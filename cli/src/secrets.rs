@@ -47,20 +47,12 @@ impl KubeSecrets {
         let secret = api.get(name).await.map_err(|e| match &e {
             kube::Error::Api(s) if s.code == 404 => format!("no Secret {namespace}/{name}"),
             kube::Error::Api(s) if s.code == 403 => format!(
-                "this router may not read Secret {namespace}/{name} (chart value router.readSecrets): {}",
+                "this router may not read Secret {namespace}/{name} (chart value router.bridgeSecrets): {}",
                 s.message
             ),
             _ => format!("Secret {namespace}/{name}: {e}"),
         })?;
-        Ok(SecretValues {
-            labels: secret.metadata.labels.unwrap_or_default(),
-            data: secret
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.0))
-                .collect(),
-        })
+        Ok(SecretValues::from(secret))
     }
 }
 

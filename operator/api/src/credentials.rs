@@ -18,6 +18,27 @@ pub struct SecretValues {
     pub data: BTreeMap<String, Vec<u8>>,
 }
 
+#[cfg(feature = "crd")]
+impl From<k8s_openapi::api::core::v1::Secret> for SecretValues {
+    /// `data` and `stringData` merged as the API server does, `stringData` winning (the API
+    /// returns only `data`; a manifest may hold either).
+    fn from(s: k8s_openapi::api::core::v1::Secret) -> Self {
+        let mut data: BTreeMap<String, Vec<u8>> = s
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect();
+        for (k, v) in s.string_data.unwrap_or_default() {
+            data.insert(k, v.into_bytes());
+        }
+        SecretValues {
+            labels: s.metadata.labels.unwrap_or_default(),
+            data,
+        }
+    }
+}
+
 /// The broker a bridge logs in to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Broker {
@@ -82,6 +103,11 @@ impl BridgeCredentials {
         ca: None,
         client_cert: None,
     };
+
+    /// Whether the Secret holds certificates, which only a TLS connection can use.
+    pub fn has_certificates(&self) -> bool {
+        self.ca.is_some() || self.client_cert.is_some()
+    }
 }
 
 /// Reads a bridge's credentials out of Secret `name`; the error says what is wrong with the
@@ -318,6 +344,21 @@ mod tests {
                 .unwrap_err()
                 .contains("not UTF-8")
         );
+    }
+
+    #[cfg(feature = "crd")]
+    #[test]
+    fn a_secret_reads_data_and_string_data_as_the_api_server_merges_them() {
+        let s: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "s", "labels": {BRIDGE_LABEL: "true"}},
+            "data": {"username": "ZnJvbS1kYXRh", "password": "cA=="},
+            "stringData": {"username": "from-string-data"},
+        }))
+        .unwrap();
+        let v = SecretValues::from(s);
+        assert_eq!(v.labels[BRIDGE_LABEL], "true");
+        assert_eq!(v.data["username"], b"from-string-data");
+        assert_eq!(v.data["password"], b"p");
     }
 
     #[test]

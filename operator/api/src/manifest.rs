@@ -232,8 +232,7 @@ pub fn check(value: Value) -> (ObjectRef, Outcome) {
     (object, Outcome::Invalid(errors))
 }
 
-/// A v1 Secret: `data` (base64) and `stringData` merged as the API server does, `stringData`
-/// winning.
+/// A v1 Secret, its values as [`SecretValues`] reads them.
 fn secret(value: Value, object: ObjectRef) -> (ObjectRef, Outcome) {
     let s = match decode::<k8s_openapi::api::core::v1::Secret>(value) {
         Ok(s) => s,
@@ -250,22 +249,9 @@ fn secret(value: Value, object: ObjectRef) -> (ObjectRef, Outcome) {
     if !errors.is_empty() {
         return (object, Outcome::Invalid(errors));
     }
-    let mut data: std::collections::BTreeMap<String, Vec<u8>> = s
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect();
-    for (k, v) in s.string_data.unwrap_or_default() {
-        data.insert(k, v.into_bytes());
-    }
-    let values = SecretValues {
-        labels: s.metadata.labels.unwrap_or_default(),
-        data,
-    };
     (
         object.clone(),
-        Outcome::Valid(Resource::Secret(object, values)),
+        Outcome::Valid(Resource::Secret(object, SecretValues::from(s))),
     )
 }
 

@@ -273,7 +273,7 @@ impl Bridge {
             opts.set_transport(rumqttc::Transport::tls_with_config(
                 rumqttc::TlsConfiguration::Rustls(Arc::new(config)),
             ));
-        } else if creds.ca.is_some() || creds.client_cert.is_some() {
+        } else if creds.has_certificates() {
             return Err(BridgeError::Config {
                 field: "spec.source.mqtt.url",
                 message: format!(
@@ -341,7 +341,7 @@ fn nats_options(
             async_nats::ConnectOptions::with_credentials(c).map_err(|e| format!("creds: {e}"))?
         }
     };
-    if tls_url || creds.ca.is_some() || creds.client_cert.is_some() {
+    if tls_url || creds.has_certificates() {
         Ok(opts
             .require_tls(true)
             .tls_client_config(crate::tls::client_config(creds)?))

@@ -12,7 +12,9 @@ use std::{
 };
 
 use sha2::Digest as _;
-use sluice_api::{Function, FunctionSpec, ObjectRef, Outcome, Resource, Trigger};
+use sluice_api::{
+    Function, FunctionSpec, ObjectRef, Outcome, Resource, Trigger, function::EnvSource,
+};
 use sluice_pattern::Pattern;
 use tokio::sync::watch;
 
@@ -296,8 +298,13 @@ impl Loader {
                         )
                     })?
                 }
-                (None, Some(src)) if src.secret_key_ref.is_some() => {
-                    let r = src.secret_key_ref.as_ref().expect("checked above");
+                (
+                    None,
+                    Some(EnvSource {
+                        secret_key_ref: Some(r),
+                        ..
+                    }),
+                ) => {
                     let field = format!("{field}.secretKeyRef");
                     let secret = self
                         .manifest_secrets

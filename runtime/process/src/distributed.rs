@@ -254,14 +254,14 @@ pub async fn run_router(
         });
     }
     let mut sources = RunningSources::new();
+    let own = sluice_ingress::bridge::DefaultNats {
+        url: nats.url.clone(),
+        credentials: nats.credentials.clone(),
+    };
     let mut term = std::pin::pin!(shutdown_signal());
     loop {
         if let Some(triggers) = follower.refresh(&bus).await {
-            let own = sluice_ingress::bridge::DefaultNats {
-                url: nats.url.clone(),
-                credentials: nats.credentials.clone(),
-            };
-            sync_sources(&mut sources, &triggers, &shared, Some(own));
+            sync_sources(&mut sources, &triggers, &shared, Some(own.clone()));
             ready.store(true, Ordering::Release);
         }
         tokio::select! {
