@@ -49,12 +49,17 @@ fn exit_status(r: wasmtime::Result<()>) -> wasmtime::Result<i32> {
     }
 }
 
-/// What an exit status means.
-pub(crate) fn status_failure(code: i32) -> Option<Failure> {
+/// What an exit status means. The reason is the last `error:` line the command wrote to
+/// stderr, so a dead letter says why (`data.name: missing`), not only `exit status 65`.
+pub(crate) fn status_failure(code: i32, reason: Option<String>) -> Option<Failure> {
+    let why = match reason {
+        Some(reason) => format!("{reason} (exit status {code})"),
+        None => format!("exit status {code}"),
+    };
     match code {
         0 => None,
-        EXIT_FATAL => Some(Failure::Fatal(format!("exit status {code}"))),
-        _ => Some(Failure::Retryable(format!("exit status {code}"))),
+        EXIT_FATAL => Some(Failure::Fatal(why)),
+        _ => Some(Failure::Retryable(why)),
     }
 }
 
@@ -104,11 +109,18 @@ mod tests {
 
     #[test]
     fn exit_statuses() {
-        assert_eq!(status_failure(0), None);
-        assert!(matches!(status_failure(65), Some(Failure::Fatal(_))));
-        assert!(matches!(status_failure(1), Some(Failure::Retryable(_))));
+        assert_eq!(status_failure(0, None), None);
+        assert!(matches!(status_failure(65, None), Some(Failure::Fatal(_))));
+        assert!(matches!(
+            status_failure(1, None),
+            Some(Failure::Retryable(_))
+        ));
+        assert_eq!(
+            status_failure(65, Some("data.name: missing".into())),
+            Some(Failure::Fatal("data.name: missing (exit status 65)".into()))
+        );
         assert!(
-            matches!(status_failure(101), Some(Failure::Retryable(m)) if m == "exit status 101")
+            matches!(status_failure(101, None), Some(Failure::Retryable(m)) if m == "exit status 101")
         );
     }
 

@@ -410,7 +410,7 @@ impl Handler {
                 let run = command::run_p2(pre, &mut store);
                 with_timeout(h.timeout, run)
                     .await
-                    .map(|r| r.map(|status| self.command_outcome(status, &stdout)))
+                    .map(|r| r.map(|status| self.command_outcome(status, &stdout, &stderr)))
             }
             Kind::P1Command(pre) => {
                 let mut store = Store::new(&engine.wasmtime, P1State::new(io, limits));
@@ -419,7 +419,7 @@ impl Handler {
                 let run = command::run_p1(pre, &mut store);
                 with_timeout(h.timeout, run)
                     .await
-                    .map(|r| r.map(|status| self.command_outcome(status, &stdout)))
+                    .map(|r| r.map(|status| self.command_outcome(status, &stdout, &stderr)))
             }
         };
         // Flush unterminated log lines whatever happened.
@@ -449,9 +449,12 @@ impl Handler {
         &self,
         status: i32,
         stdout: &GuestOutput,
+        stderr: &GuestOutput,
     ) -> Result<Vec<CloudEvent>, Failure> {
         let captured = stdout.finish();
-        match command::status_failure(status) {
+        // An unterminated last line may hold the reason.
+        stderr.finish();
+        match command::status_failure(status, stderr.last_error()) {
             Some(failure) => Err(failure),
             None => command::parse_replies(&captured, &self.inner.source),
         }

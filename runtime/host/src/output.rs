@@ -57,7 +57,12 @@ pub(crate) struct GuestOutput {
     budget: Arc<Budget>,
     violations: Violations,
     log: LogContext,
+    /// The last `error:` line logged, the reason a command gives for its exit status.
+    last_error: Arc<Mutex<Option<String>>>,
 }
+
+/// Longest `error:` line kept as a failure's reason: it travels in the dead letter.
+const MAX_REASON: usize = 512;
 
 impl GuestOutput {
     pub(crate) fn new(
@@ -72,7 +77,30 @@ impl GuestOutput {
             budget,
             violations,
             log,
+            last_error: Arc::default(),
         }
+    }
+
+    fn line(&self, line: &[u8]) {
+        if let Some(mut msg) = self.log.guest_line(line) {
+            if msg.len() > MAX_REASON {
+                let cut = (0..=MAX_REASON)
+                    .rev()
+                    .find(|i| msg.is_char_boundary(*i))
+                    .unwrap_or(0);
+                msg.truncate(cut);
+                msg.push('…');
+            }
+            *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+        }
+    }
+
+    /// The last `error:` line the guest wrote here, if any.
+    pub(crate) fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn push(&self, bytes: &[u8]) -> StreamResult<()> {
@@ -95,7 +123,7 @@ impl GuestOutput {
             if let Some(last_nl) = buf.iter().rposition(|b| *b == b'\n') {
                 let rest = buf.split_off(last_nl + 1);
                 for line in buf.split(|b| *b == b'\n') {
-                    self.log.guest_line(line);
+                    self.line(line);
                 }
                 *buf = rest;
             }
@@ -111,7 +139,7 @@ impl GuestOutput {
             Sink::Capture => bytes,
             Sink::Log => {
                 if !bytes.is_empty() {
-                    self.log.guest_line(&bytes);
+                    self.line(&bytes);
                 }
                 Vec::new()
             }

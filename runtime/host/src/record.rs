@@ -22,14 +22,17 @@ impl LogContext {
     }
 
     /// One line of guest stderr (or a component's stdout), with an optional level prefix.
-    pub(crate) fn guest_line(&self, line: &[u8]) {
+    /// Logs one guest line; returns its message when it is an `error:` line, which a
+    /// command's fatal exit reports as its reason.
+    pub(crate) fn guest_line(&self, line: &[u8]) -> Option<String> {
         let line = String::from_utf8_lossy(line);
         let line = line.trim_end_matches('\r');
         if line.trim().is_empty() {
-            return;
+            return None;
         }
         let (level, msg) = split_level(line);
         self.guest_log(level, msg);
+        (level == tracing::Level::ERROR).then(|| msg.to_owned())
     }
 
     pub(crate) fn guest_log(&self, level: tracing::Level, msg: &str) {

@@ -128,7 +128,12 @@ async fn command_exit_statuses() {
         assert_eq!(r[1].subject.as_deref(), Some("s"));
 
         let f = h.handle(&event("exit65", "")).await.unwrap_err();
-        assert_eq!(f, Failure::Fatal("exit status 65".into()), "{label}");
+        // The command's last `error:` line is the reason.
+        assert_eq!(
+            f,
+            Failure::Fatal("malformed order (exit status 65)".into()),
+            "{label}"
+        );
         let f = h.handle(&event("exit3", "")).await.unwrap_err();
         assert_eq!(f, Failure::Retryable("exit status 3".into()), "{label}");
         let f = h.handle(&event("garbage", "")).await.unwrap_err();
