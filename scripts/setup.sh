@@ -14,8 +14,9 @@ done
 # Debian packages: libfaketime steps the wall clock under `sluice dev` in the fault suite;
 # iproute2 and iptables make the network namespace it cuts off from NATS; openssl makes the
 # certificates of the TLS brokers the bridges log in to, mosquitto (with mosquitto_passwd)
-# and mosquitto-clients (mosquitto_pub) are those brokers and their devices.
-apt_packages=(libfaketime iproute2 iptables openssl mosquitto mosquitto-clients)
+# and mosquitto-clients (mosquitto_pub) are those brokers and their devices; chromium is the
+# browser the console test drives (headless, through playwright-core from toolchains.sh).
+apt_packages=(libfaketime iproute2 iptables openssl mosquitto mosquitto-clients chromium)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

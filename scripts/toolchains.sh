@@ -94,12 +94,19 @@ JCO_SRC=$ROOT/functions/javascript/toolchain
 JCO_DIR=$TOOLCHAINS/jco-$(npm_version "$JCO_SRC" @bytecodealliance/jco)
 npm_prefix "$JCO_DIR" "$JCO_SRC"
 
+# playwright-core drives Debian's chromium in the console test (tests/console/); it downloads
+# no browser of its own.
+PW_SRC=$ROOT/tests/console
+PW_DIR=$TOOLCHAINS/playwright-core-$(npm_version "$PW_SRC" playwright-core)
+npm_prefix "$PW_DIR" "$PW_SRC"
+
 # env.sh: source it to get every tool on PATH (functions/Makefile does).
 cat >"$TOOLCHAINS/env.sh.new" <<EOF
 # Written by scripts/toolchains.sh: the pinned toolchains for functions/.
 export SLUICE_TOOLCHAINS=$TOOLCHAINS
 export ASC_MODULES=$ASC_DIR/node_modules
 export JCO_MODULES=$JCO_DIR/node_modules
+export PLAYWRIGHT_MODULES=$PW_DIR/node_modules
 export GOTOOLCHAIN=local
 export PATH=$ZIG_DIR/tools:$GO_DIR/tools:$CPY_DIR/tools:$ASC_DIR/node_modules/.bin:$JCO_DIR/node_modules/.bin:\$PATH
 EOF

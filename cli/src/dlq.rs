@@ -4,6 +4,7 @@ use anyhow::bail;
 use hyper::Method;
 
 use super::client;
+use crate::progress::Progress;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -42,6 +43,12 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     }
     let path = format!("/admin/triggers/{ns}/{name}/dlq{suffix}");
     let rt = client::runtime()?;
+    // A redrive of many dead letters takes a while; show it is under way.
+    let mut progress = matches!(args.action, Action::Redrive(_))
+        .then(|| Progress::new(&format!("dlq redrive {ns}/{name}"), None));
+    if let Some(p) = &mut progress {
+        p.update(0, "putting dead letters back on the queue");
+    }
     // `list` answers in pages: follow `next` to the end. The other actions answer once.
     let mut page = path.clone();
     loop {
@@ -69,6 +76,9 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                 }
             }
             Action::Redrive(_) => {
+                if let Some(p) = progress.take() {
+                    p.finish("done");
+                }
                 println!("redriven {}", v["redriven"]);
                 return Ok(0);
             }

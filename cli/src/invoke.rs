@@ -9,7 +9,9 @@ use anyhow::{Context, bail};
 use sluice_api::ByteSize;
 use sluice_api::function::Abi;
 use sluice_event::CloudEvent;
-use sluice_host::{Engine, EngineConfig, HandlerConfig};
+use sluice_host::{Engine, EngineConfig, Handler, HandlerConfig};
+
+use crate::project::Project;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -108,14 +110,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     } else {
         args.cache_dir.clone().or_else(default_cache_dir)
     };
-    let engine = Engine::new(EngineConfig {
-        cache_dir,
-        max_instances: 1,
-        // One pooled slot exactly as large as this handler's limit.
-        max_memory: args.memory.bytes().next_multiple_of(64 << 10).max(64 << 10),
-        ..EngineConfig::default()
-    })?;
-    let handler = engine.load(&wasm, cfg)?;
+    let handler = engine(args.memory.bytes(), cache_dir)?.load(&wasm, cfg)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -134,6 +129,26 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     }
 }
 
+/// An engine for one handler at a time, as a worker would run it.
+fn engine(memory: u64, cache_dir: Option<PathBuf>) -> anyhow::Result<Engine> {
+    Ok(Engine::new(EngineConfig {
+        cache_dir,
+        max_instances: 1,
+        // One pooled slot exactly as large as this handler's limit.
+        max_memory: memory.next_multiple_of(64 << 10).max(64 << 10),
+        ..EngineConfig::default()
+    })?)
+}
+
+/// A project's module loaded with its Function's limits and ABI (`sluice build`, `sluice
+/// test`), the compiled code cached as `sluice invoke` caches it.
+pub fn load(project: &Project, wasm: &[u8], env: Vec<(String, String)>) -> anyhow::Result<Handler> {
+    let f = &project.function;
+    let namespace = f.metadata.namespace.as_deref().unwrap_or("default");
+    let cfg = HandlerConfig::from_spec(namespace, project.name(), &f.spec, env);
+    Ok(engine(f.spec.limits.memory.bytes(), default_cache_dir())?.load(wasm, cfg)?)
+}
+
 fn default_cache_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("SLUICE_CACHE_DIR") {
         return Some(dir.into());
@@ -142,25 +157,30 @@ fn default_cache_dir() -> Option<PathBuf> {
     Some(Path::new(&home).join(".cache/sluice/wasm"))
 }
 
-/// `--event`: inline JSON, `@file`, or a file path. Leniently fills `specversion`, `id` and
-/// `source`, which a hand-written test event rarely cares about.
-fn read_event(arg: &str) -> anyhow::Result<CloudEvent> {
+/// `--event`: inline JSON, `@file`, or a file path.
+pub fn read_event(arg: &str) -> anyhow::Result<CloudEvent> {
     let text = if arg.trim_start().starts_with('{') {
         arg.to_owned()
     } else {
         let path = arg.strip_prefix('@').unwrap_or(arg);
         std::fs::read_to_string(path).with_context(|| format!("--event: reading {path}"))?
     };
+    parse_event(&text).map_err(|e| anyhow::anyhow!("--event: {e}"))
+}
+
+/// A hand-written test event: leniently fills `specversion`, `id` and `source`, which such an
+/// event rarely cares about.
+pub fn parse_event(text: &str) -> Result<CloudEvent, String> {
     let mut value: serde_json::Value =
-        serde_json::from_str(&text).context("--event: not valid JSON")?;
+        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
     let Some(obj) = value.as_object_mut() else {
-        bail!("--event: a CloudEvent must be a JSON object");
+        return Err("a CloudEvent must be a JSON object".into());
     };
     obj.entry("specversion").or_insert_with(|| "1.0".into());
     obj.entry("id").or_insert_with(|| "invoke-1".into());
     obj.entry("source")
         .or_insert_with(|| "sluice://invoke".into());
-    CloudEvent::from_json_value(value).map_err(|e| anyhow::anyhow!("--event: {e}"))
+    CloudEvent::from_json_value(value).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -11,12 +11,15 @@ mod distributed;
 mod dlq;
 mod invoke;
 mod operator;
+mod progress;
+mod project;
 mod publish;
 mod replay;
 mod retention;
 mod secrets;
 mod tail;
 mod test_pattern;
+mod trace;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -50,6 +53,8 @@ pub enum Command {
     /// Measure the event pattern matcher on JSON-lines corpora (one core).
     #[command(subcommand)]
     Bench(bench::Bench),
+    /// Build a handler project: check its toolchain, run build.sh, load the module.
+    Build(project::build::Args),
     /// Print the CustomResourceDefinitions generated from the resource types, or write them.
     Crds(crds::Args),
     /// Run Functions and Triggers from a directory on this machine, serving HTTP.
@@ -70,14 +75,21 @@ pub enum Command {
     /// Fetch a module and verify its digest (the worker pods' init container).
     #[command(subcommand)]
     Module(operator::Module),
+    /// Write a new handler project in one of nine languages (Function, Trigger, sample event,
+    /// build script, test cases).
+    New(project::new::Args),
     /// Send one event to a bus of a running Sluice.
     Publish(publish::Args),
     /// Re-deliver a time range of a bus's archive to its Triggers; list or cancel replays.
     Replay(replay::Args),
     /// Follow a bus of a running Sluice, one JSON line per event.
     Tail(tail::Args),
+    /// Show where one event went: routed to which Triggers, each attempt and its outcome.
+    Trace(trace::Args),
     /// Run one event through a Wasm handler and print its reply events as JSON lines.
     Invoke(invoke::Args),
+    /// Run a project's sample event and cases through its handler and compare the replies.
+    Test(project::test::Args),
     /// Test an event pattern against an event, like EventBridge's TestEventPattern.
     TestPattern(test_pattern::Args),
     /// Check Function and Trigger manifests as the API server and Sluice would.
@@ -88,6 +100,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Build(args) => project::build::run(args),
         Command::Crds(args) => crds::run(args),
         Command::Dev(args) => dev::run(args),
         Command::Dlq(args) => dlq::run(args),
@@ -97,10 +110,13 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Operator(args) => operator::run_operator(args),
         Command::Uninstall(args) => operator::run_uninstall(args),
         Command::Module(cmd) => operator::run_module(cmd),
+        Command::New(args) => project::new::run(args),
         Command::Publish(args) => publish::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Tail(args) => tail::run(args),
+        Command::Trace(args) => trace::run(args),
         Command::Invoke(args) => invoke::run(args),
+        Command::Test(args) => project::test::run(args),
         Command::TestPattern(args) => test_pattern::run(args),
         Command::Validate(args) => validate::run(args),
     }

@@ -7,6 +7,8 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Subcommand};
 use sluice_operator::module::{FetchSource, fetch};
 
+use crate::progress::Progress;
+
 pub use sluice_operator::Config as OperatorArgs;
 
 pub fn run_operator(config: OperatorArgs) -> anyhow::Result<i32> {
@@ -145,14 +147,22 @@ pub fn run_module(cmd: Module) -> anyhow::Result<i32> {
         .enable_all()
         .build()?;
     let deadline = Duration::from_secs(args.timeout_secs);
-    match runtime.block_on(fetch(
+    let mut progress = Progress::new("module fetch", None);
+    let what = match &source {
+        FetchSource::Url(u) => format!("downloading {u}"),
+        FetchSource::Oci(r) => format!("pulling {r}"),
+    };
+    progress.update(0, &what);
+    let fetched = runtime.block_on(fetch(
         &source,
         &args.sha256,
         &args.out,
         &args.oci_plain_http,
         &args.allow_hosts,
         deadline,
-    )) {
+    ));
+    progress.finish(if fetched.is_ok() { "done" } else { "failed" });
+    match fetched {
         Ok(bytes) => {
             eprintln!(
                 "wrote {} ({bytes} bytes, sha256 {})",

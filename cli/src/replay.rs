@@ -9,6 +9,7 @@ use hyper::Method;
 use serde_json::{Value, json};
 
 use super::client::{self, Server};
+use crate::progress::Progress;
 
 #[derive(clap::Args, Debug)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -144,18 +145,17 @@ async fn start(a: Start, server: Server) -> anyhow::Result<i32> {
         started["to"].as_str().unwrap_or("?"),
         if a.dry_run { " (dry run)" } else { "" }
     );
-    let mut last = String::new();
+    let mut progress = Progress::new(&format!("replay {name}"), Some(1000));
     loop {
         let v = call(&server, Method::GET, &path_of(&name), Vec::new()).await?;
         let line = summary(&v);
         if v["state"] != "Running" {
+            progress.finish(v["state"].as_str().unwrap_or("?"));
             println!("{line}");
             return Ok(if v["state"] == "Completed" { 0 } else { 1 });
         }
-        if line != last {
-            eprintln!("{line}");
-            last = line;
-        }
+        let permille = (v["progress"].as_f64().unwrap_or(0.0) * 1000.0) as u64;
+        progress.update(permille, &line);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

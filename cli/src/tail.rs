@@ -64,7 +64,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
 }
 
 /// Percent-encodes what a query value may not hold as is (`+` of a time zone, `:`).
-fn encode(v: &str) -> String {
+pub(crate) fn encode(v: &str) -> String {
     v.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {

@@ -1,4 +1,5 @@
-/* A small JSON reader and writer for the C example: enough of RFC 8259 to read a CloudEvent
+/* A small JSON reader and writer for the C example and the C and C++ handlers `sluice new`
+ * writes (which embeds this file and json.c): enough of RFC 8259 to read a CloudEvent
  * from stdin (objects, arrays, strings with escapes, numbers, literals) and to write string
  * values back out escaped. The whole input lives in memory; nodes point into one arena. */
 #ifndef SLUICE_JSON_H
@@ -6,6 +7,10 @@
 
 #include <stddef.h>
 #include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef enum { JSON_NULL, JSON_BOOL, JSON_NUMBER, JSON_STRING, JSON_ARRAY, JSON_OBJECT } json_type;
 
@@ -25,5 +30,9 @@ const json *json_get(const json *object, const char *key);
 /* Writes `s` as a JSON string literal, quotes included. */
 void json_write_string(FILE *out, const char *s);
 void json_free(json *value);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -45,6 +45,7 @@ pub fn is_sluice_stream(name: &str, routes_bucket: &str) -> bool {
     // `sluice_bus_<bus>`: bus names are DNS labels, so the prefix is all they share.
     name.starts_with(&names::bus_stream(""))
         || name == names::DEAD_LETTER_STREAM
+        || name == names::TRACE_STREAM
         || name == format!("KV_{routes_bucket}")
         || name == format!("KV_{}", names::routers_bucket(routes_bucket))
 }
@@ -217,6 +218,7 @@ mod tests {
             "sluice_bus_default",
             "sluice_bus_orders",
             "sluice_dead_letters",
+            "sluice_trace",
             "KV_sluice_routes",
             "KV_sluice_routes_routers",
         ] {

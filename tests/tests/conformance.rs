@@ -114,6 +114,45 @@ fn retries_then_dead_letters_with_reasons_and_redrive(backend: Backend) {
     let list = sluice(&["dlq", "list", "--trigger", "e2e/work", "--url", &url]);
     assert_eq!(list.status.code(), Some(0));
     assert_eq!(stdout(&list).lines().count(), 3, "{}", stdout(&list));
+
+    // `sluice trace`: the retried event's four steps, from what the bus recorded. Steps are
+    // recorded beside the delivery (on NATS without waiting for the server), so they may
+    // trail the dead letter by a moment.
+    let trace = wait_for(10, || {
+        let out = sluice(&["trace", "bad-1", "--url", &url]);
+        let text = stdout(&out);
+        (out.status.code() == Some(0) && text.contains("attempt 3")).then_some(text)
+    })
+    .unwrap_or_else(|| panic!("sluice trace bad-1 never showed 3 attempts\n{}", sys.logs()));
+    let lines: Vec<&str> = trace.lines().collect();
+    assert_eq!(lines.len(), 5, "a heading and four steps:\n{trace}");
+    assert!(
+        lines[0].starts_with("event bad-1 (com.example.work from /e2e)"),
+        "{trace}"
+    );
+    assert!(
+        lines[1].ends_with("accepted on bus default, routed to e2e/work"),
+        "{trace}"
+    );
+    for (line, n) in [(lines[2], 1), (lines[3], 2)] {
+        assert!(
+            line.contains(&format!("e2e/work: attempt {n} on ")),
+            "{trace}"
+        );
+        assert!(
+            line.contains("failed: retryable: exit status 1; retry in"),
+            "{trace}"
+        );
+    }
+    assert!(lines[4].contains("e2e/work: attempt 3 on "), "{trace}");
+    assert!(
+        lines[4]
+            .ends_with("failed: retryable: exit status 1; dead-lettered (exhausted) to bus dead"),
+        "{trace}"
+    );
+    let unknown = sluice(&["trace", "never-published", "--url", &url]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no recorded steps"));
     // Pages come from the bus (only the page is decoded), oldest first.
     let page = |query: &str| -> Value {
         let (status, _, body) = sys

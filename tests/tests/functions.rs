@@ -1,15 +1,11 @@
 //! The example handlers in `functions/<language>/` (and `functions/rust/<example>/`), tried
-//! the way a user tries one: `sluice invoke` on the built module with the folder's sample
-//! event. Replies are compared with `expected.jsonl` on `type`, `subject`, `datacontenttype`
-//! and `data` (`id`, `source` and `time` are the host's to fill). Each folder's `cases/` holds
-//! more events: `<case>.event.json` with either `<case>.expected.jsonl` (the replies) or
-//! `<case>.fatal` (the message a fatal failure must log), and optionally `<case>.env`
-//! (`NAME=VALUE` lines passed as `--env`). `make functions` builds the modules first; a
-//! missing module fails with the command to run.
+//! the way a user tries one: `sluice test` on the folder runs its sample event and every case
+//! in `cases/` through the built module with the Function's limits and compares the replies
+//! with `expected.jsonl` (cli/src/project/test.rs says how). `make functions` builds the
+//! modules first; a missing module fails with the command to run.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use serde_json::Value;
 use sluice_tests::{sluice, stdout, workspace};
 
 /// One example: its folder under `functions/`, the module its build writes, and its ABI.
@@ -72,20 +68,6 @@ const EXAMPLES: [Example; 10] = [
     },
 ];
 
-/// What one invocation must produce.
-enum Expect {
-    Replies(Vec<Value>),
-    /// `sluice invoke` exits 1 reporting a fatal failure, and the handler logged this text.
-    Fatal(String),
-}
-
-struct Case {
-    name: String,
-    event: PathBuf,
-    env: Vec<String>,
-    expect: Expect,
-}
-
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -95,103 +77,6 @@ fn rel(path: &Path) -> String {
         .unwrap_or(path)
         .to_string_lossy()
         .into_owned()
-}
-
-fn parse_jsonl(path: &Path) -> Vec<Value> {
-    read(path)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}: {l}", path.display())))
-        .collect()
-}
-
-/// The sample event plus every case in `cases/`, sorted by name.
-fn cases(dir: &Path) -> Vec<Case> {
-    let mut cases = vec![Case {
-        name: "event.json".into(),
-        event: dir.join("event.json"),
-        env: vec![],
-        expect: Expect::Replies(parse_jsonl(&dir.join("expected.jsonl"))),
-    }];
-    let Ok(entries) = std::fs::read_dir(dir.join("cases")) else {
-        return cases;
-    };
-    let mut events: Vec<PathBuf> = entries
-        .map(|e| e.expect("cases/ entry").path())
-        .filter(|p| p.to_string_lossy().ends_with(".event.json"))
-        .collect();
-    events.sort();
-    for event in events {
-        let file = event.file_name().unwrap().to_string_lossy().into_owned();
-        let name = file.trim_end_matches(".event.json").to_owned();
-        let sibling = |ext: &str| event.with_file_name(format!("{name}.{ext}"));
-        let expect = match (sibling("expected.jsonl"), sibling("fatal")) {
-            (replies, _) if replies.exists() => Expect::Replies(parse_jsonl(&replies)),
-            (_, fatal) if fatal.exists() => Expect::Fatal(read(&fatal).trim().to_owned()),
-            _ => panic!(
-                "{}: neither {name}.expected.jsonl nor {name}.fatal",
-                rel(&event)
-            ),
-        };
-        let env = match std::fs::read_to_string(sibling("env")) {
-            Ok(text) => text
-                .lines()
-                .filter(|l| !l.is_empty())
-                .map(String::from)
-                .collect(),
-            Err(_) => vec![],
-        };
-        cases.push(Case {
-            name,
-            event,
-            env,
-            expect,
-        });
-    }
-    cases
-}
-
-/// JSON equality where numbers compare by value: `38.50` printed by C equals `38.5`.
-fn same(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
-        }
-        _ => a == b,
-    }
-}
-
-/// The attributes a reply is judged on; the rest (id, source, time) is the host's.
-fn compared(reply: &Value) -> Value {
-    let mut out = serde_json::Map::new();
-    for key in ["type", "subject", "datacontenttype", "data"] {
-        if let Some(v) = reply.get(key) {
-            out.insert(key.into(), v.clone());
-        }
-    }
-    Value::Object(out)
-}
-
-/// The `key: value` pairs of a one-line YAML flow mapping such as
-/// `  limits: { memory: 16Mi, timeout: 1s }`, the style every example manifest uses.
-fn flow_map(yaml: &str, key: &str) -> Vec<(String, String)> {
-    let prefix = format!("{key}: {{");
-    let Some(line) = yaml.lines().find(|l| l.trim_start().starts_with(&prefix)) else {
-        return vec![];
-    };
-    let inner = line
-        .trim()
-        .trim_start_matches(&prefix)
-        .trim_end_matches('}');
-    inner
-        .split(',')
-        .filter_map(|pair| pair.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect()
 }
 
 fn check(folder: &str) {
@@ -235,88 +120,35 @@ fn check(folder: &str) {
         example.abi
     );
 
-    // The manifest's memory and output limits must be enough for every case; the wall-clock
-    // limit is not used, since a test machine under load says nothing about the handler.
-    let limits = flow_map(&function, "limits");
-    let memory = limits
-        .iter()
-        .find(|(k, _)| k == "memory")
-        .map(|(_, v)| v.clone());
-    let output = limits
-        .iter()
-        .find(|(k, _)| k == "output")
-        .map(|(_, v)| v.clone());
-
-    let cases = cases(&dir);
+    // Every case passes with the manifest's memory and output limits; the wall-clock limit is
+    // raised, since a test machine under load says nothing about the handler.
+    let cases = std::fs::read_dir(dir.join("cases"))
+        .map(|entries| {
+            entries
+                .filter(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".event.json"))
+                })
+                .count()
+        })
+        .unwrap_or(0);
     assert!(
-        cases.len() >= 2,
+        cases >= 1,
         "{folder}: only the sample event, no case in cases/"
     );
-    for case in cases {
-        let what = format!("{folder} {}", case.name);
-        let module = rel(&module);
-        let event = rel(&case.event);
-        let mut args = vec!["invoke", module.as_str(), "--event", event.as_str()];
-        args.extend(["--timeout", "30s"]);
-        if let Some(memory) = &memory {
-            args.extend(["--memory", memory.as_str()]);
-        }
-        if let Some(output) = &output {
-            args.extend(["--output", output.as_str()]);
-        }
-        for kv in &case.env {
-            args.extend(["--env", kv.as_str()]);
-        }
-        let out = sluice(&args);
-        let text = stdout(&out);
-        let log = String::from_utf8_lossy(&out.stderr);
-        match case.expect {
-            Expect::Replies(want) => {
-                assert_eq!(
-                    out.status.code(),
-                    Some(0),
-                    "{what}: sluice invoke failed\nstdout:\n{text}\nstderr:\n{log}"
-                );
-                let got: Vec<Value> = text
-                    .lines()
-                    .filter(|l| !l.trim().is_empty())
-                    .map(|l| {
-                        serde_json::from_str(l)
-                            .unwrap_or_else(|e| panic!("{what}: reply is not JSON: {e}: {l}"))
-                    })
-                    .collect();
-                let got: Vec<Value> = got.iter().map(compared).collect();
-                let want: Vec<Value> = want.iter().map(compared).collect();
-                let equal =
-                    got.len() == want.len() && got.iter().zip(&want).all(|(g, w)| same(g, w));
-                assert!(
-                    equal,
-                    "{what}: replies differ\n got: {}\nwant: {}\nstderr:\n{log}",
-                    serde_json::to_string_pretty(&got).unwrap(),
-                    serde_json::to_string_pretty(&want).unwrap()
-                );
-            }
-            Expect::Fatal(message) => {
-                assert_eq!(
-                    out.status.code(),
-                    Some(1),
-                    "{what}: expected a fatal failure\nstdout:\n{text}\nstderr:\n{log}"
-                );
-                assert!(
-                    text.trim().is_empty(),
-                    "{what}: a failed invocation printed replies:\n{text}"
-                );
-                assert!(
-                    log.contains("fatal"),
-                    "{what}: the failure is not reported as fatal:\n{log}"
-                );
-                assert!(
-                    log.contains(&message),
-                    "{what}: {message:?} not in the output:\n{log}"
-                );
-            }
-        }
-    }
+    let out = sluice(&["test", &rel(&dir), "--timeout", "30s"]);
+    let text = stdout(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "sluice test functions/{folder}:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let total = cases + 1;
+    assert!(
+        text.contains(&format!(": {total} of {total} passed")),
+        "{text}"
+    );
 }
 
 #[test]

@@ -165,9 +165,23 @@ fn a_publisher_killed_between_storing_and_answering_is_retried_without_duplicate
     let work_subjects = trigger_subjects("default", "e2e", "work");
     let mut ids = Vec::new();
     let mut partial = 0;
-    // Each round posts a large batch and kills the ingress a little later each time, so some
-    // rounds die after storing part of the batch but before answering; the producer then
-    // retries the same batch at the restarted ingress.
+    // How many messages the bus stream holds, read from the server as the test goes.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let stream_messages = {
+        let js = rt.block_on(async {
+            async_nats::jetstream::new(async_nats::connect(&url).await.unwrap())
+        });
+        move |rt: &tokio::runtime::Runtime| {
+            rt.block_on(async {
+                let mut s = js.get_stream(bus_stream("default")).await.ok()?;
+                s.info().await.ok().map(|i| i.state.messages)
+            })
+        }
+    };
+    // Each round posts a large batch and kills the ingress as soon as the stream holds the
+    // first events of it (a little later in later rounds), so the ingress dies after storing
+    // part of the batch but before answering, however loaded the machine is; the producer
+    // then retries the same batch at the restarted ingress.
     for round in 0..24u64 {
         if partial >= 2 {
             break;
@@ -177,6 +191,7 @@ fn a_publisher_killed_between_storing_and_answering_is_retried_without_duplicate
             .collect();
         let body = serde_json::to_vec(&batch).unwrap();
         let addr = sys.addr.clone();
+        let before = stream_messages(&rt).unwrap_or(0);
         let post = std::thread::spawn(move || {
             sluice_tests::http(
                 &addr,
@@ -186,7 +201,14 @@ fn a_publisher_killed_between_storing_and_answering_is_retried_without_duplicate
                 &body,
             )
         });
-        std::thread::sleep(Duration::from_millis(4 + 3 * round));
+        let started = std::time::Instant::now();
+        while !post.is_finished()
+            && stream_messages(&rt).unwrap_or(0) <= before
+            && started.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(round % 4));
         sys.crash_and_restart_front();
         let answered = matches!(post.join().unwrap(), Ok((202, _, _)));
         let stored = stored_ids(&url, &work_subjects);

@@ -25,6 +25,8 @@ use sluice_process::{
     local::{FunctionDef, Local, TriggerDef},
 };
 
+use crate::progress::Progress;
+
 #[derive(clap::Args, Debug)]
 pub struct E2eArgs {
     /// A handler that answers each `com.example.work` event with one `com.example.done` reply
@@ -142,6 +144,7 @@ async fn bench(args: E2eArgs) -> anyhow::Result<i32> {
         cfg: Arc::new(IngressConfig::default()),
         ready: Arc::new(AtomicBool::new(true)),
         replays: None,
+        catalog: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -155,6 +158,8 @@ async fn bench(args: E2eArgs) -> anyhow::Result<i32> {
     // 1. Throughput, twice: batches over a few connections (the figure the goal is about),
     //    and one event per request over many (what a fleet of small producers costs).
     let (batch, connections) = (args.batch.max(1), args.connections.max(1));
+    let mut progress = Progress::new("bench e2e", Some(5));
+    progress.update(0, &format!("throughput, batches of {batch}"));
     let throughput = saturate(
         addr,
         &seen,
@@ -165,6 +170,7 @@ async fn bench(args: E2eArgs) -> anyhow::Result<i32> {
         &mut handled,
     )
     .await?;
+    progress.update(1, "throughput, one event per request");
     let single_throughput = saturate(
         addr,
         &seen,
@@ -179,6 +185,7 @@ async fn bench(args: E2eArgs) -> anyhow::Result<i32> {
     // 2. Latency at half of each: the same request shape as its throughput run, open loop.
     //    The writer's phase times of each run tell a slow publish's cause apart.
     let rate = args.latency_rate.unwrap_or(throughput / 2.0).max(1.0);
+    progress.update(2, &format!("latency at {rate:.0} events/s, batches"));
     bus.take_writer_times();
     let batched = open_loop(&args, addr, &seen, "b", rate, batch, &mut handled).await?;
     let batched_writer = bus.take_writer_times();
@@ -186,11 +193,16 @@ async fn bench(args: E2eArgs) -> anyhow::Result<i32> {
         .latency_rate
         .unwrap_or(single_throughput / 2.0)
         .max(1.0);
+    progress.update(
+        3,
+        &format!("latency at {single_rate:.0} events/s, one per request"),
+    );
     let single = open_loop(&args, addr, &seen, "l", single_rate, 1, &mut handled).await?;
     let single_writer = bus.take_writer_times();
 
     // 3. Cold path: a new Function (module already compiled once, as after `sluice dev`
     //    saw it) is loaded, applied, and handles its first event.
+    progress.update(4, "cold path");
     let t = Instant::now();
     let cold_handler = load("cold").await??;
     let cold = FunctionDef {
@@ -221,6 +233,7 @@ async fn bench(args: E2eArgs) -> anyhow::Result<i32> {
     .await?;
     wait_until(&seen, |m| m.contains_key("cold-1"), Duration::from_secs(30)).await?;
     let cold_path = t.elapsed();
+    progress.finish("done");
 
     println!(
         "sluice bench e2e: {} ({} bytes)",

@@ -130,6 +130,22 @@ pub enum Abi {
     Command,
 }
 
+impl Abi {
+    /// As a manifest spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Abi::Component => "component",
+            Abi::Command => "command",
+        }
+    }
+}
+
+impl std::fmt::Display for Abi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One environment variable: a literal value or a reference to a Secret or ConfigMap key.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

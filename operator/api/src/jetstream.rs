@@ -62,6 +62,10 @@ pub fn dead_letter_subject(namespace: &str, trigger: &str) -> String {
     format!("sluice.dlq.{namespace}.{trigger}")
 }
 
+/// Stream of the steps of events' journeys (`sluice trace`, the console's recent deliveries):
+/// a limits stream kept for a day, one subject per event id (`sluice.trace.<hash of the id>`).
+pub const TRACE_STREAM: &str = "sluice_trace";
+
 /// Key-value bucket the operator writes the routers' table to (key [`ROUTES_KEY`]): routers
 /// watch it, so a Trigger reaches every router within a round trip of the operator's write,
 /// not after a kubelet's ConfigMap volume refresh (20–85 s), and routers need no API token.

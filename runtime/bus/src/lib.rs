@@ -19,6 +19,7 @@ pub mod fuzz {
 }
 pub mod nats;
 pub mod queue;
+pub mod trace;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -96,6 +97,13 @@ pub trait Bus: Send + Sync + 'static {
     fn redrive<'a>(&'a self, trigger: &'a str) -> BusFuture<'a, usize>;
     /// Deletes a trigger's dead letters.
     fn purge<'a>(&'a self, trigger: &'a str) -> BusFuture<'a, usize>;
+    /// Records steps of events' journeys ([`trace`]). Never waits for storage and never
+    /// fails: a step is an account of a delivery, not part of it.
+    fn trace(&self, steps: Vec<trace::Step>);
+    /// The recorded steps of the event with this id (any source), oldest first.
+    fn traced<'a>(&'a self, id: &'a str) -> BusFuture<'a, Vec<trace::Step>>;
+    /// The newest `limit` recorded steps, oldest first.
+    fn recent_steps(&self, limit: usize) -> BusFuture<'_, Vec<trace::Step>>;
 }
 
 pub type SharedBus = Arc<dyn Bus>;

@@ -12,6 +12,7 @@
 //! the Wasm host is not a dependency.
 
 pub mod metrics;
+pub mod otel;
 pub mod policy;
 pub mod replay;
 pub mod router;

@@ -14,6 +14,7 @@ use crate::{
     HOPS, InvokeError, SharedInvoker, hops,
     policy::{self, GiveUp, Step},
 };
+use sluice_bus::trace::{Outcome, Reply, Step as TraceStep, StepKind, worker_name};
 use sluice_bus::{Bus, BusError, DeadLetter, Delivery, Publish, SharedBus, TriggerId, now_ms};
 
 use crate::metrics::Metrics;
@@ -102,7 +103,8 @@ pub async fn run_worker(
 }
 
 /// One delivery start to finish. Bus errors are logged: the lease then expires and the event
-/// is delivered again, which at-least-once allows.
+/// is delivered again, which at-least-once allows. The attempt is recorded as a trace step
+/// once its outcome is on the bus.
 async fn deliver(
     f: &FunctionRuntime,
     route: &TriggerRoute,
@@ -112,7 +114,7 @@ async fn deliver(
 ) {
     let age = Duration::from_millis(now_ms().saturating_sub(d.accepted_ms));
     if policy::expired(age, &route.retry) {
-        give_up(
+        let given_up = give_up(
             route,
             bus,
             metrics,
@@ -121,29 +123,66 @@ async fn deliver(
             "event older than maxAge",
         )
         .await;
+        if given_up {
+            let kind = StepKind::Expired {
+                trigger: route.id.clone(),
+                to_bus: route.dead_letter_bus.clone(),
+            };
+            bus.trace(vec![TraceStep::of(&d.event, now_ms(), kind)]);
+        }
         return;
     }
+    let started_at = std::time::SystemTime::now();
+    let started_ms = now_ms();
     let started = std::time::Instant::now();
     let result = f.invoker.invoke(&d.event).await;
     let elapsed = started.elapsed();
     metrics.observe_duration(&f.id, elapsed);
-    match result {
+    let outcome = match result {
         Ok(replies) => {
             let acked = match hop_checked(f, route, bus, metrics, &d, replies).await {
-                Ok(replies) => bus.ack(&d, replies).await,
+                Ok(replies) => {
+                    let sent: Vec<Reply> = replies
+                        .iter()
+                        .map(|p| Reply {
+                            id: p.event.id.clone(),
+                            ty: p.event.ty.clone(),
+                        })
+                        .collect();
+                    bus.ack(&d, replies).await.map(|()| sent)
+                }
                 Err(e) => Err(e),
             };
-            if let Err(e) = acked {
-                outcome_failed(route, &d, &e, "publishing replies or ack");
-                return;
-            }
+            let replies = match acked {
+                Ok(replies) => replies,
+                Err(e) => {
+                    outcome_failed(route, &d, &e, "publishing replies or ack");
+                    return;
+                }
+            };
             metrics.delivered(&route.id);
             tracing::info!(target: "sluice::delivery", "{} {} → {} ok in {:.1?} (attempt {})", d.event.ty, d.event.id, f.id, elapsed, d.attempt);
+            Outcome::Ok { replies }
         }
-        Err(err) => failed(route, bus, metrics, &d, err, age).await,
-    }
+        Err(err) => match failed(route, bus, metrics, &d, err, age).await {
+            Some(outcome) => outcome,
+            None => return,
+        },
+    };
+    crate::otel::attempt(
+        &d.event, &route.id, d.attempt, started_at, elapsed, &outcome,
+    );
+    let kind = StepKind::Attempt {
+        trigger: route.id.clone(),
+        attempt: d.attempt,
+        worker: worker_name(),
+        duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        outcome,
+    };
+    bus.trace(vec![TraceStep::of(&d.event, started_ms, kind)]);
 }
 
+/// Retries or dead-letters a failed delivery; the attempt's outcome once the bus has it.
 async fn failed(
     route: &TriggerRoute,
     bus: &dyn Bus,
@@ -151,7 +190,7 @@ async fn failed(
     d: &Delivery,
     err: InvokeError,
     age: Duration,
-) {
+) -> Option<Outcome> {
     let jitter: f64 = rand::random();
     match policy::after_failure(d.attempt, err.retryable, &route.retry, age, jitter) {
         Step::Retry(delay) => {
@@ -159,12 +198,25 @@ async fn failed(
             tracing::warn!(target: "sluice::delivery", "{} {} → {} failed: {} (attempt {}/{}, retry in {:.1?})", d.event.ty, d.event.id, route.id, err, d.attempt, route.retry.max_attempts, delay);
             if let Err(e) = bus.retry(d, delay, &err.message).await {
                 outcome_failed(route, d, &e, "scheduling the retry");
+                return None;
             }
+            Some(Outcome::Retry {
+                reason: err.reason.clone(),
+                error: err.message.clone(),
+                retry_in_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            })
         }
-        Step::DeadLetter(why) => give_up(route, bus, metrics, d, why, &err.message).await,
+        Step::DeadLetter(why) => give_up(route, bus, metrics, d, why, &err.message)
+            .await
+            .then(|| Outcome::DeadLetter {
+                reason: why.as_str().into(),
+                error: err.message.clone(),
+                to_bus: route.dead_letter_bus.clone(),
+            }),
     }
 }
 
+/// Dead-letters a delivery; whether the bus took it.
 async fn give_up(
     route: &TriggerRoute,
     bus: &dyn Bus,
@@ -172,7 +224,7 @@ async fn give_up(
     d: &Delivery,
     why: GiveUp,
     last_error: &str,
-) {
+) -> bool {
     tracing::warn!(target: "sluice::delivery", "{} {} → {} dead-lettered: {} after {} attempt(s): {}", d.event.ty, d.event.id, route.id, why.as_str(), d.attempt, last_error);
     let dead = DeadLetter {
         trigger: route.id.clone(),
@@ -187,8 +239,14 @@ async fn give_up(
         .dead_letter(dead, route.dead_letter_bus.as_deref(), Some(d))
         .await
     {
-        Ok(()) => metrics.dead_lettered(&route.id),
-        Err(e) => outcome_failed(route, d, &e, "dead-lettering"),
+        Ok(()) => {
+            metrics.dead_lettered(&route.id);
+            true
+        }
+        Err(e) => {
+            outcome_failed(route, d, &e, "dead-lettering");
+            false
+        }
     }
 }
 

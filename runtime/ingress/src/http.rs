@@ -111,6 +111,8 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// Archive replays, where this process runs them (`sluice dev`, `sluice ingress`).
     pub replays: Option<Arc<Replays>>,
+    /// What the process runs, for the console.
+    pub catalog: Arc<crate::console::SharedCatalog>,
 }
 
 /// What a process serves on its port. Only the front door (`sluice dev`, `sluice ingress`)
@@ -142,7 +144,9 @@ pub fn app_for(state: AppState, surface: Surface) -> Router {
         .route("/metrics", get(metrics));
     if surface == Surface::Full {
         router = router
-            .merge(front_door().route_layer(middleware::from_fn_with_state(state.clone(), auth)));
+            .merge(front_door().route_layer(middleware::from_fn_with_state(state.clone(), auth)))
+            // The page holds no data; what it fetches is behind the token.
+            .route("/console", get(crate::console::page));
     }
     if surface != Surface::Health {
         router = router.merge(http_triggers());
@@ -159,6 +163,7 @@ fn http_triggers() -> Router<AppState> {
 fn front_door() -> Router<AppState> {
     Router::new()
         .route("/", post(publish_default))
+        .route("/console/api/overview", get(crate::console::overview))
         .route("/buses/{bus}/events", post(publish_bus).get(tail))
         .route(
             "/admin/triggers/{namespace}/{name}/dlq",
@@ -169,6 +174,8 @@ fn front_door() -> Router<AppState> {
             post(dlq_redrive),
         )
         .route("/admin/triggers/{namespace}/{name}/depth", get(depth))
+        .route("/admin/events/{id}/trace", get(event_trace))
+        .route("/admin/steps", get(recent_steps))
         .route("/admin/buses/{bus}/replays", post(replay_start))
         .route("/admin/replays", get(replay_list))
         .route(
@@ -187,7 +194,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Whether the request carries the process's token: None when the process has none.
-fn has_process_token(s: &AppState, headers: &HeaderMap) -> Option<bool> {
+pub(crate) fn has_process_token(s: &AppState, headers: &HeaderMap) -> Option<bool> {
     s.cfg
         .token
         .as_ref()
@@ -457,6 +464,8 @@ struct TailQuery {
     /// Long-poll up to this many milliseconds for new events.
     wait_ms: Option<u64>,
     limit: Option<usize>,
+    /// Only events matching this event pattern (JSON), as a Trigger would match them.
+    pattern: Option<String>,
 }
 
 /// `GET /buses/{bus}/events?after=N`: events after position N as JSON lines, long-polling
@@ -469,6 +478,10 @@ async fn tail(
     if let Err(e) = check_bus_name(&bus) {
         return e.into_response();
     }
+    let pattern = match q.pattern.as_deref().map(parse_pattern).transpose() {
+        Ok(p) => p,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, format!("pattern: {e}")),
+    };
     let since = match q.since.as_deref().map(parse_time).transpose() {
         Ok(t) => t,
         Err(e) => return problem(StatusCode::BAD_REQUEST, format!("since: {e}")),
@@ -498,7 +511,15 @@ async fn tail(
             let next = events.last().map_or(after, |e| e.0);
             let mut body = Vec::new();
             for (_, _, e) in &events {
-                body.extend_from_slice(&e.to_json());
+                let json = e.to_json();
+                if let Some(p) = &pattern {
+                    let value: serde_json::Value =
+                        serde_json::from_slice(&json).unwrap_or(serde_json::Value::Null);
+                    if !sluice_pattern::matches(p, &value) {
+                        continue;
+                    }
+                }
+                body.extend_from_slice(&json);
                 body.push(b'\n');
             }
             let mut r = (StatusCode::OK, body).into_response();
@@ -524,6 +545,13 @@ async fn tail(
             _ = stop => {}
         }
     }
+}
+
+/// A tail's `pattern`: JSON text of an event pattern, checked as a Trigger's is.
+fn parse_pattern(text: &str) -> Result<sluice_pattern::Pattern, String> {
+    let json: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    sluice_pattern::Pattern::parse(&json).map_err(|e| e.to_string())
 }
 
 /// Invokes an HTTP-source Trigger's Function synchronously; the first reply event is the
@@ -676,6 +704,28 @@ async fn depth(State(s): State<AppState>, Path((ns, name)): Path<(String, String
             "pending": d.pending(),
         }))
         .into_response(),
+        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// `sluice trace ID`: the recorded steps of the event with this id.
+async fn event_trace(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    match s.bus.traced(&id).await {
+        Ok(steps) => Json(json!({ "id": id, "steps": steps })).into_response(),
+        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct StepsQuery {
+    limit: Option<usize>,
+}
+
+/// The newest recorded steps (the console's recent deliveries), at most 1000.
+async fn recent_steps(State(s): State<AppState>, Query(q): Query<StepsQuery>) -> Response {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    match s.bus.recent_steps(limit).await {
+        Ok(steps) => Json(json!({ "steps": steps })).into_response(),
         Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
@@ -872,6 +922,7 @@ mod tests {
             }),
             ready: Arc::new(AtomicBool::new(true)),
             replays: None,
+            catalog: Default::default(),
         };
         let event = br#"{"specversion":"1.0","id":"1","source":"/s","type":"t"}"#;
         let requests: [(&str, &str); 7] = [
@@ -960,6 +1011,7 @@ mod tests {
             cfg: Arc::new(IngressConfig::default()),
             ready: Arc::new(AtomicBool::new(true)),
             replays: None,
+            catalog: Default::default(),
         };
         let page = |q: &str| {
             let req = Request::builder()

@@ -8,6 +8,7 @@
 //! [`HttpRoutes`], the bus through `SharedBus`, handlers through `sluice_delivery::Invoker`.
 
 pub mod bridge;
+pub mod console;
 pub mod http;
 pub mod secrets;
 pub mod tls;

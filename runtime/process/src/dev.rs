@@ -92,6 +92,8 @@ pub struct Loader {
     manifest_secrets: Arc<ManifestSecrets>,
     /// Where the Triggers' Secrets are looked up: `manifest_secrets` unless set otherwise.
     secrets: SharedSecrets,
+    /// What was wrong on the last pass, by `Kind namespace/name` (the console shows it).
+    problems: BTreeMap<String, String>,
 }
 
 /// Where a process's Triggers find the Secrets they name.
@@ -125,6 +127,7 @@ impl Loader {
             modules: Vec::new(),
             secrets: manifest_secrets.clone(),
             manifest_secrets,
+            problems: BTreeMap::new(),
         }
     }
 
@@ -182,6 +185,7 @@ impl Loader {
         let mut seen_functions = BTreeMap::new();
         let mut seen_triggers = BTreeMap::new();
         let mut modules = Vec::new();
+        let mut problems = BTreeMap::new();
         for file in files {
             let base = file
                 .path
@@ -211,6 +215,7 @@ impl Loader {
                             }
                             Err(e) => {
                                 tracing::error!("{}: {}: {e}", file.path.display(), doc.object);
+                                problems.insert(doc.object.to_string(), e.to_string());
                                 if let Some(old) = self.functions.remove(&id) {
                                     tracing::warn!("{}: keeping the last good version", doc.object);
                                     seen_functions.insert(id, old);
@@ -226,6 +231,8 @@ impl Loader {
                         for e in &errors {
                             tracing::error!("{}: {}: {e}", file.path.display(), doc.object);
                         }
+                        let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                        problems.insert(doc.object.to_string(), all.join("; "));
                         let id = id_of(&doc.object);
                         let kept = match doc.object.kind.as_str() {
                             "Function" => self
@@ -256,6 +263,7 @@ impl Loader {
         self.functions = seen_functions;
         self.triggers = seen_triggers;
         self.modules = modules;
+        self.problems = problems;
         let functions = self
             .functions
             .iter()
@@ -278,6 +286,11 @@ impl Loader {
             })
             .collect();
         (functions, triggers)
+    }
+
+    /// What was wrong on the last pass: `Kind namespace/name` → the errors.
+    pub fn problems(&self) -> &BTreeMap<String, String> {
+        &self.problems
     }
 
     /// A Function's environment: `value`s, and `valueFrom`s from the process environment (a
@@ -441,6 +454,7 @@ pub async fn run(opts: DevOptions) -> Result<(), ProcessError> {
     .map_err(|e| ProcessError::setting(format!("--data-dir {}", opts.data_dir.display()), e))?;
     let metrics = Metrics::new();
     let local = Local::new(bus, metrics);
+    sluice_delivery::otel::init_from_env();
     let engine = sluice_host::Engine::new(sluice_host::EngineConfig {
         cache_dir: Some(opts.data_dir.join("cache")),
         ..Default::default()
@@ -453,6 +467,12 @@ pub async fn run(opts: DevOptions) -> Result<(), ProcessError> {
         triggers.len(),
         opts.dir.display()
     );
+    let catalog = Arc::new(sluice_ingress::console::SharedCatalog::default());
+    catalog.set(crate::catalog::snapshot(
+        &functions,
+        &triggers,
+        loader.problems(),
+    ));
     local.apply(functions, triggers);
 
     let ready = Arc::new(AtomicBool::new(true));
@@ -466,6 +486,7 @@ pub async fn run(opts: DevOptions) -> Result<(), ProcessError> {
             let local = local.clone();
             Arc::new(move || local.routes())
         })),
+        catalog: catalog.clone(),
     };
     let listener = tokio::net::TcpListener::bind(opts.addr)
         .await
@@ -476,6 +497,7 @@ pub async fn run(opts: DevOptions) -> Result<(), ProcessError> {
     tokio::spawn(watch_files(
         loader,
         local.clone(),
+        catalog,
         opts.poll,
         stop_rx.clone(),
     ));
@@ -492,6 +514,7 @@ pub async fn run(opts: DevOptions) -> Result<(), ProcessError> {
         "   or: curl -i http://{addr}/ -H 'ce-specversion: 1.0' -H 'ce-id: 1' -H 'ce-source: /shop' -H 'ce-type: com.example.order.paid' -H 'content-type: application/json' -d '{order}'"
     );
     println!("  then: sluice tail default --after 0 --url http://{addr}");
+    println!("  console: http://{addr}/console");
     let mut stop_wait = stop_rx.clone();
     axum::serve(listener, ingress::app(state))
         .with_graceful_shutdown(async move {
@@ -503,12 +526,14 @@ pub async fn run(opts: DevOptions) -> Result<(), ProcessError> {
         .await?;
     tracing::info!("shutting down: finishing in-flight deliveries");
     local.shutdown().await;
+    sluice_delivery::otel::shutdown();
     Ok(())
 }
 
 async fn watch_files(
     mut loader: Loader,
     local: Arc<Local>,
+    catalog: Arc<sluice_ingress::console::SharedCatalog>,
     poll: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -524,6 +549,11 @@ async fn watch_files(
         }
         tracing::info!("manifests changed; reloading");
         let (functions, triggers) = loader.load().await;
+        catalog.set(crate::catalog::snapshot(
+            &functions,
+            &triggers,
+            loader.problems(),
+        ));
         local.apply(functions, triggers);
         // Modules named by new manifests are watched from now on.
         last = loader.fingerprint();

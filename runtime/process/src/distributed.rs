@@ -30,6 +30,7 @@ use sluice_delivery::{
 };
 use sluice_ingress::{
     self as ingress, AppState, HttpRoute, HttpRoutes, IngressConfig, NoHttpRoutes,
+    console::SharedCatalog,
 };
 
 use crate::{
@@ -159,11 +160,19 @@ async fn follow_routes(
     bus: &NatsBus,
     source: &RouteSource,
     what: &str,
+    catalog: Option<Arc<SharedCatalog>>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, ProcessError> {
     // Followers of the ingress and workers only route: they run no bridges and read no Secret.
     let mut follower = RouteFollower::start(bus, source, what, SecretsFrom::Manifests).await?;
-    follower.refresh(bus).await;
+    // The ingress knows the Triggers (the route table), not how the Functions fare: the
+    // console lists those from the cluster's own status (`kubectl get fn`).
+    let listed = move |triggers: Option<Vec<TriggerDef>>| {
+        if let (Some(c), Some(t)) = (&catalog, triggers) {
+            c.set(crate::catalog::snapshot(&[], &t, &Default::default()));
+        }
+    };
+    listed(follower.refresh(bus).await);
     let bus = bus.clone();
     Ok(tokio::spawn(async move {
         loop {
@@ -171,7 +180,7 @@ async fn follow_routes(
                 _ = follower.next() => {}
                 _ = stop.changed() => break,
             }
-            follower.refresh(&bus).await;
+            listed(follower.refresh(&bus).await);
         }
         follower.leave().await;
     }))
@@ -187,7 +196,15 @@ pub async fn run_ingress(
 ) -> Result<(), ProcessError> {
     let bus = NatsBus::connect(nats).await?;
     let (stop, stop_rx) = watch::channel(false);
-    let follower = follow_routes(&bus, &routes, "sluice ingress", stop_rx).await?;
+    let catalog = Arc::new(SharedCatalog::default());
+    let follower = follow_routes(
+        &bus,
+        &routes,
+        "sluice ingress",
+        Some(catalog.clone()),
+        stop_rx,
+    )
+    .await?;
     let shared: SharedBus = Arc::new(bus.clone());
     let table = bus.clone();
     let state = AppState {
@@ -197,6 +214,7 @@ pub async fn run_ingress(
         cfg: Arc::new(cfg),
         ready: Arc::new(AtomicBool::new(true)),
         replays: Some(Replays::new(shared, Arc::new(move || table.routes()))),
+        catalog,
     };
     let served = serve(listen, state, "sluice ingress").await;
     stop.send_replace(true);
@@ -241,6 +259,7 @@ pub async fn run_router(
             cfg: Arc::new(IngressConfig::default()),
             ready: ready.clone(),
             replays: None,
+            catalog: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -326,9 +345,10 @@ pub async fn run_worker_process(o: WorkerOptions) -> Result<(), ProcessError> {
             format!("expected NAMESPACE/NAME, got {function:?}"),
         ));
     }
+    sluice_delivery::otel::init_from_env();
     let bus = NatsBus::connect(nats).await?;
     let (stop_routes, stop_rx) = watch::channel(false);
-    let follower = follow_routes(&bus, &routes, "sluice worker", stop_rx).await?;
+    let follower = follow_routes(&bus, &routes, "sluice worker", None, stop_rx).await?;
     let shared_bus: SharedBus = Arc::new(bus.clone());
     let metrics = Metrics::new();
     let engine = sluice_host::Engine::new(sluice_host::EngineConfig {
@@ -350,6 +370,7 @@ pub async fn run_worker_process(o: WorkerOptions) -> Result<(), ProcessError> {
         }),
         ready: ready.clone(),
         replays: None,
+        catalog: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -430,6 +451,7 @@ pub async fn run_worker_process(o: WorkerOptions) -> Result<(), ProcessError> {
     stop_routes.send_replace(true);
     let _ = follower.await;
     bus.client().flush().await.ok();
+    sluice_delivery::otel::shutdown();
     Ok(())
 }
 

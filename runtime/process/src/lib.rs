@@ -7,6 +7,7 @@
 //! bridges and routes, re-applied on change. Must not know: the command line (flags, exit
 //! codes, printing) or the operator; that is `sluice-cli` above it.
 
+pub mod catalog;
 pub mod dev;
 pub mod distributed;
 mod error;

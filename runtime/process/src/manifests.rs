@@ -38,7 +38,7 @@ pub fn load(paths: &[PathBuf]) -> Vec<File> {
 }
 
 /// The manifest files at `path`: the file itself, or every `*.yaml`, `*.yml` and `*.json`
-/// below a directory (hidden entries skipped), sorted.
+/// below a directory (hidden entries, `node_modules` and `target` skipped), sorted.
 pub fn files(path: &Path) -> Result<Vec<PathBuf>, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
     if meta.is_file() {
@@ -52,11 +52,10 @@ pub fn files(path: &Path) -> Result<Vec<PathBuf>, String> {
         for entry in entries {
             let entry = entry.map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
             let p = entry.path();
-            let hidden = p
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with('.'));
-            if hidden {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            // Hidden entries, and the build trees of a handler project (npm's packages, cargo's
+            // output), which hold thousands of JSON files and no manifests.
+            if name.starts_with('.') || (matches!(name, "node_modules" | "target") && p.is_dir()) {
                 continue;
             }
             if p.is_dir() {
@@ -106,5 +105,39 @@ fn flag_duplicates(files: &mut [File]) {
                 first.insert(doc.object.clone(), here);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_skips_hidden_entries_and_build_trees() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for sub in [".git", "node_modules/pkg", "target/debug", "cases"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        for file in [
+            "function.yaml",
+            "event.json",
+            "cases/one.event.json",
+            ".git/config.yaml",
+            "node_modules/pkg/package.json",
+            "target/debug/out.json",
+            "notes.txt",
+        ] {
+            std::fs::write(d.join(file), "{}").unwrap();
+        }
+        let found: Vec<String> = files(d)
+            .unwrap()
+            .iter()
+            .map(|p| p.strip_prefix(d).unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            found,
+            ["cases/one.event.json", "event.json", "function.yaml"]
+        );
     }
 }

@@ -128,6 +128,9 @@ struct Shared {
     observer: std::sync::OnceLock<WriterObserver>,
     /// Why the bus cannot take publishes now (a full disk, a store being reopened).
     health: Mutex<Option<String>>,
+    /// The newest steps of events' journeys (`sluice trace`); in memory, so a restart of
+    /// `sluice dev` starts it afresh.
+    trace: crate::trace::Recent,
 }
 
 /// A phase of the writer thread's work, as [`WriterTimes`] splits it.
@@ -181,6 +184,9 @@ pub struct WriterTimes {
 
 /// A writer phase slower than this is logged: it held up every publish behind it.
 const SLOW_PHASE: Duration = Duration::from_millis(100);
+
+/// Steps the embedded bus's trace log keeps: at a few hundred bytes each, a few MB.
+const TRACE_STEPS: usize = 20_000;
 
 impl Shared {
     fn wake_queued(&self) {
@@ -339,6 +345,7 @@ impl EmbeddedBus {
             times: Mutex::default(),
             observer: std::sync::OnceLock::new(),
             health: Mutex::new(None),
+            trace: crate::trace::Recent::new(TRACE_STEPS),
         });
         let (tx, rx) = mpsc::sync_channel(4 * MAX_BATCH);
         let cfg = Arc::new(cfg);

@@ -8,7 +8,7 @@ use sluice_event::CloudEvent;
 use super::EmbeddedBus;
 use crate::{
     Bus, BusFuture, DeadLetter, DeadLetterPage, Delivery, Depth, Enqueue, Publish, Published,
-    TriggerId, sched_ms,
+    TriggerId, sched_ms, trace::Step,
 };
 
 impl Bus for EmbeddedBus {
@@ -45,7 +45,13 @@ impl Bus for EmbeddedBus {
     }
 
     fn enqueue(&self, items: Vec<Enqueue>) -> BusFuture<'_, ()> {
-        EmbeddedBus::enqueue(self, items).boxed()
+        let steps = crate::trace::enqueued(&items);
+        async move {
+            EmbeddedBus::enqueue(self, items).await?;
+            self.shared.trace.record(steps);
+            Ok(())
+        }
+        .boxed()
     }
 
     fn lease<'a>(&'a self, trigger: &'a str, max: usize) -> BusFuture<'a, Vec<Delivery>> {
@@ -104,5 +110,19 @@ impl Bus for EmbeddedBus {
 
     fn purge<'a>(&'a self, trigger: &'a str) -> BusFuture<'a, usize> {
         EmbeddedBus::purge(self, trigger).boxed()
+    }
+
+    fn trace(&self, steps: Vec<Step>) {
+        self.shared.trace.record(steps);
+    }
+
+    fn traced<'a>(&'a self, id: &'a str) -> BusFuture<'a, Vec<Step>> {
+        let got = self.shared.trace.of(id);
+        async move { Ok(got) }.boxed()
+    }
+
+    fn recent_steps(&self, limit: usize) -> BusFuture<'_, Vec<Step>> {
+        let got = self.shared.trace.latest(limit);
+        async move { Ok(got) }.boxed()
     }
 }

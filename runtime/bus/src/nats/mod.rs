@@ -25,6 +25,7 @@ mod depth;
 mod publish;
 mod queue;
 pub mod routes;
+mod trace;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -142,6 +143,7 @@ struct Inner {
     queued_version: AtomicU64,
     queued: Notify,
     dead_letters_ready: tokio::sync::OnceCell<()>,
+    trace_ready: tokio::sync::OnceCell<()>,
 }
 
 /// A handle on the JetStream bus; cheap to clone.
@@ -176,6 +178,7 @@ impl NatsBus {
             queued_version: AtomicU64::new(0),
             queued: Notify::new(),
             dead_letters_ready: tokio::sync::OnceCell::new(),
+            trace_ready: tokio::sync::OnceCell::new(),
         })))
     }
 
@@ -260,7 +263,13 @@ impl Bus for NatsBus {
     /// Schedules and bridges: the event's (source, id) and the trigger are the message id, so
     /// routers firing the same schedule enqueue it once.
     fn enqueue(&self, items: Vec<Enqueue>) -> BusFuture<'_, ()> {
-        self.enqueue_all(items, true).boxed()
+        let steps = crate::trace::enqueued(&items);
+        async move {
+            self.enqueue_all(items, true).await?;
+            self.trace_now(steps);
+            Ok(())
+        }
+        .boxed()
     }
 
     fn lease<'a>(&'a self, trigger: &'a str, max: usize) -> BusFuture<'a, Vec<Delivery>> {
@@ -355,6 +364,18 @@ impl Bus for NatsBus {
 
     fn purge<'a>(&'a self, trigger: &'a str) -> BusFuture<'a, usize> {
         self.purge_now(trigger).boxed()
+    }
+
+    fn trace(&self, steps: Vec<crate::trace::Step>) {
+        self.trace_now(steps);
+    }
+
+    fn traced<'a>(&'a self, id: &'a str) -> BusFuture<'a, Vec<crate::trace::Step>> {
+        self.traced_now(id).boxed()
+    }
+
+    fn recent_steps(&self, limit: usize) -> BusFuture<'_, Vec<crate::trace::Step>> {
+        self.recent_steps_now(limit).boxed()
     }
 }
 

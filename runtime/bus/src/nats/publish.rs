@@ -17,6 +17,7 @@ use sluice_api::jetstream as names;
 use sluice_event::CloudEvent;
 
 use super::{ACCEPTED, COPY, KEY, NatsBus, lock, nats_err, pull, split_id, stream_missing};
+use crate::trace::{Step, StepKind};
 use crate::{BusError, Publish, Published, Route, now_ms};
 
 impl NatsBus {
@@ -86,8 +87,9 @@ impl NatsBus {
         let routes = self.routes();
         let mut pending = Vec::with_capacity(items.len());
         let mut failed: Option<BusError> = None;
+        let mut steps = Vec::with_capacity(items.len());
         for item in &items {
-            match self.send_copies(routes.as_ref(), item).await {
+            match self.send_copies(routes.as_ref(), item, &mut steps).await {
                 Ok(acks) => pending.push(acks),
                 Err(e) => {
                     // Nothing after a failed event is sent: the answer stays a prefix.
@@ -114,6 +116,7 @@ impl NatsBus {
             }
             out.push(stored.then(|| first.map_or(Published::Duplicate, Published::Appended)));
         }
+        self.trace_now(steps);
         match failed {
             None => Ok(out.into_iter().flatten().collect()),
             Some(e) => {
@@ -127,18 +130,20 @@ impl NatsBus {
     }
 
     /// Sends one event's copies (one per matched Trigger, or one unrouted); returns their
-    /// pending publish acks.
+    /// pending publish acks, and adds the routing to `steps` once they are sent.
     async fn send_copies(
         &self,
         routes: &dyn crate::Routes,
         item: &Publish,
+        steps: &mut Vec<Step>,
     ) -> Result<Vec<jetstream::context::PublishAckFuture>, BusError> {
         self.ensure_bus_once(&item.bus).await?;
         let json = item.event.to_json();
         let hits = routes
             .route(&item.bus, &json)
             .map_err(|e| BusError::Storage(format!("routing event {:?}: {e}", item.event.id)))?;
-        let accepted = now_ms().to_string();
+        let accepted_ms = now_ms();
+        let accepted = accepted_ms.to_string();
         let base_id = item.dedupe.then(|| dedupe_id(&item.event));
         let payload = bytes::Bytes::from(json);
         let mut acks = Vec::with_capacity(hits.len().max(1));
@@ -157,6 +162,15 @@ impl NatsBus {
             let headers = copy_headers(&accepted, hit, i, base_id.as_deref());
             let subject = trigger_subject(&item.bus, hit)?;
             acks.push(self.send(subject, headers, payload.clone()).await?);
+        }
+        // As on the embedded bus, an event that matched nothing (most replies, dead letters
+        // on their bus) is archived, not traced.
+        if !hits.is_empty() {
+            let routed = StepKind::Routed {
+                bus: item.bus.clone(),
+                triggers: hits.into_iter().map(|h| h.trigger).collect(),
+            };
+            steps.push(Step::of(&item.event, accepted_ms, routed));
         }
         Ok(acks)
     }

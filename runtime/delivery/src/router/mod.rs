@@ -16,6 +16,7 @@ use serde_json::Value;
 use sluice_pattern::{Matcher, Pattern};
 use tokio::sync::watch;
 
+use sluice_bus::trace::{Step, StepKind};
 use sluice_bus::{Enqueue, Route, Routes, TriggerId, embedded::EmbeddedBus};
 
 use crate::metrics::Metrics;
@@ -206,6 +207,9 @@ pub async fn route_batch(
         .map(|t| t.clone())
         .unwrap_or_else(|p| p.into_inner().clone());
     let mut items = Vec::new();
+    // Only matched events are decoded, so only they get a routing step: an event that matched
+    // nothing is in the archive (`sluice tail --after`), not in the trace.
+    let mut steps = Vec::new();
     for (pos, accepted_ms, json) in &events {
         // Matched on the stored bytes: an event no pattern wants (a reply, typically) is
         // never decoded, and a matched one is decoded once and stored with the same bytes.
@@ -227,6 +231,14 @@ pub async fn route_batch(
                 continue;
             }
         };
+        steps.push(Step::of(
+            &event,
+            *accepted_ms,
+            StepKind::Routed {
+                bus: bus_name.to_owned(),
+                triggers: hits.iter().map(|(t, _)| (*t).clone()).collect(),
+            },
+        ));
         for (trigger, key) in hits {
             metrics.matched(trigger);
             let item = Enqueue {
@@ -243,6 +255,7 @@ pub async fn route_batch(
     // Workers may lease the matches now; the commit is confirmed in the background, so the
     // next batch is routed while this one is stored.
     let committed = bus.route_now(bus_name, last, items).await?;
+    sluice_bus::Bus::trace(bus, steps);
     let bus_name = bus_name.to_owned();
     tokio::spawn(async move {
         if let Ok(Err(e)) = committed.await {
