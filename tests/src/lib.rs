@@ -244,6 +244,48 @@ pub fn tester_manifests(dir: &Path, triggers: &str) {
     std::fs::write(dir.join("triggers.yaml"), triggers).expect("write manifest");
 }
 
+/// A temporary folder holding `manifests/` (the tester Function plus `triggers`) and the
+/// path for a `sluice dev` data directory beside it: (folder, manifests, data).
+pub fn tester_setup(triggers: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().expect("a temporary folder");
+    let dir = tmp.path().join("manifests");
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&dir).expect("manifests folder");
+    tester_manifests(&dir, triggers);
+    (tmp, dir, data)
+}
+
+/// The environment scripts/toolchains.sh's env.sh sets (PATH with every handler toolchain,
+/// ASC_MODULES, JCO_MODULES, PLAYWRIGHT_MODULES, GOTOOLCHAIN), read by sourcing it. Fails
+/// with the command to run when the toolchains are not installed.
+pub fn toolchain_env() -> std::collections::HashMap<String, String> {
+    let dir = std::env::var("SLUICE_TOOLCHAINS")
+        .unwrap_or_else(|_| "/var/cache/sluice/toolchains".into());
+    let env_sh = Path::new(&dir).join("env.sh");
+    assert!(
+        env_sh.exists(),
+        "{} is missing: run ./scripts/toolchains.sh (or make functions) first",
+        env_sh.display()
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(". {} && env -0", env_sh.display()))
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "sourcing {}: {}",
+        env_sh.display(),
+        output_text(&out)
+    );
+    out.stdout
+        .split(|b| *b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok()?.split_once('='))
+        .filter(|(k, _)| k == &"PATH" || k.ends_with("_MODULES") || k == &"GOTOOLCHAIN")
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
 /// A Trigger in namespace `e2e` sending the default bus's events of type `event_type` to the
 /// tester handler; `delivery` holds the lines of its `spec.delivery` (none: no such key).
 /// Triggers join with `---\n` into one manifest file.

@@ -601,8 +601,21 @@ spec:
         .map(|r| r.0)
         .unwrap_or(0)
     };
-    c.until(120, "the HTTP Trigger answering with its token", || {
-        (call(hook_token) == 200).then_some(())
+    // The last status seen says why, when it never answers 200 (0: no answer at all).
+    let last = std::cell::Cell::new(0);
+    sluice_tests::wait_for(120, || {
+        last.set(call(hook_token));
+        (last.get() == 200).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the HTTP Trigger answering with its token: not within 120s (last answer {}); web's logs:\n{}",
+            last.get(),
+            String::from_utf8_lossy(
+                &c.kubectl(&["-n", "e2e", "logs", "deploy/sluice-fn-web", "--tail", "40"])
+                    .stdout
+            )
+        )
     });
     // An answer, whatever it is (the Deployment may still be rolling to the pod template
     // with the token mounted: a connection to a leaving pod fails).

@@ -8,26 +8,18 @@
 use std::path::Path;
 use std::process::Command;
 
-use sluice_tests::{Dev, free_port, output_text, tester_manifests, tester_trigger, workspace};
+use sluice_tests::{
+    Dev, free_port, output_text, tester_setup, tester_trigger, toolchain_env, workspace,
+};
 
 /// `PLAYWRIGHT_MODULES` from scripts/toolchains.sh's env.sh.
 fn playwright_modules() -> String {
-    let dir = std::env::var("SLUICE_TOOLCHAINS")
-        .unwrap_or_else(|_| "/var/cache/sluice/toolchains".into());
-    let env_sh = Path::new(&dir).join("env.sh");
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            ". {} && printf %s \"${{PLAYWRIGHT_MODULES:-}}\"",
-            env_sh.display()
-        ))
-        .output()
-        .expect("bash runs");
-    let modules = String::from_utf8_lossy(&out.stdout).into_owned();
+    let modules = toolchain_env()
+        .remove("PLAYWRIGHT_MODULES")
+        .unwrap_or_default();
     assert!(
-        out.status.success() && Path::new(&modules).join("playwright-core").is_dir(),
-        "playwright-core is not installed ({}): run ./scripts/toolchains.sh",
-        env_sh.display()
+        Path::new(&modules).join("playwright-core").is_dir(),
+        "playwright-core is not installed: run ./scripts/toolchains.sh"
     );
     modules
 }
@@ -39,24 +31,13 @@ fn the_console_shows_events_and_redrives_a_dead_letter_in_chromium() {
         "/usr/bin/chromium is missing: run ./scripts/setup.sh (Debian package chromium)"
     );
     let modules = playwright_modules();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("manifests");
-    std::fs::create_dir(&dir).unwrap();
-    tester_manifests(
-        &dir,
-        &tester_trigger(
-            "console",
-            "com.example.console",
-            &["retry: { maxAttempts: 2, initialDelay: 100ms }"],
-        ),
-    );
+    let (_tmp, dir, data) = tester_setup(&tester_trigger(
+        "console",
+        "com.example.console",
+        &["retry: { maxAttempts: 2, initialDelay: 100ms }"],
+    ));
     let token = "console-test-token-0123456789";
-    let dev = Dev::start(
-        &dir,
-        &tmp.path().join("data"),
-        free_port(),
-        &["--token", token],
-    );
+    let dev = Dev::start(&dir, &data, free_port(), &["--token", token]);
     let shots = workspace().join("target/console");
     std::fs::create_dir_all(&shots).unwrap();
 

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use serde_json::{Value, json};
-use sluice_tests::{Dev, done_counts, free_port, tester_manifests, tester_trigger, wait_for};
+use sluice_tests::{Dev, done_counts, free_port, tester_trigger, wait_for};
 
 /// Work retried fast then dead-lettered; pings dead-lettered (the hop limit).
 fn triggers() -> String {
@@ -32,12 +32,7 @@ fn post_event(dev: &Dev, event: &Value) -> u16 {
 }
 
 fn setup() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("manifests");
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&dir).unwrap();
-    tester_manifests(&dir, &triggers());
-    (tmp, dir, data)
+    sluice_tests::tester_setup(&triggers())
 }
 
 /// ids of the events `com.example.done` replies were made for, with multiplicity.

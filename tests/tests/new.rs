@@ -12,36 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use sluice_tests::{Dev, free_port, output_text, sluice, sluice_bin, stdout, wait_for};
-
-/// PATH and the variables scripts/toolchains.sh's env.sh sets, read by sourcing it.
-fn toolchain_env() -> HashMap<String, String> {
-    let dir = std::env::var("SLUICE_TOOLCHAINS")
-        .unwrap_or_else(|_| "/var/cache/sluice/toolchains".into());
-    let env_sh = Path::new(&dir).join("env.sh");
-    assert!(
-        env_sh.exists(),
-        "{} is missing: run ./scripts/toolchains.sh (or make functions) first",
-        env_sh.display()
-    );
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(format!(". {} && env -0", env_sh.display()))
-        .output()
-        .expect("bash runs");
-    assert!(
-        out.status.success(),
-        "sourcing {}: {}",
-        env_sh.display(),
-        output_text(&out)
-    );
-    out.stdout
-        .split(|b| *b == 0)
-        .filter_map(|kv| std::str::from_utf8(kv).ok()?.split_once('='))
-        .filter(|(k, _)| matches!(*k, "PATH" | "ASC_MODULES" | "JCO_MODULES" | "GOTOOLCHAIN"))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-}
+use sluice_tests::{
+    Dev, free_port, output_text, sluice, sluice_bin, stdout, toolchain_env, wait_for,
+};
 
 /// Where the generated Rust projects build: beside the workspace's own build output, so a
 /// second run reuses the compiled dependencies.

@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
-use sluice_tests::{Dev, free_port, tester_manifests, tester_trigger, wait_for};
+use sluice_tests::{Dev, free_port, tester_setup, tester_trigger, wait_for};
 
 /// What the receiver got: (request line, body) per request.
 type Received = Arc<Mutex<Vec<(String, String)>>>;
@@ -56,24 +56,18 @@ fn receiver() -> (String, Received) {
 #[test]
 fn each_attempt_is_a_span_under_the_events_traceparent() {
     let (addr, got) = receiver();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("manifests");
-    std::fs::create_dir(&dir).unwrap();
-    tester_manifests(
-        &dir,
-        &tester_trigger(
-            "spans",
-            "com.example.spans",
-            &["retry: { maxAttempts: 2, initialDelay: 100ms }"],
-        ),
-    );
+    let (_tmp, dir, data) = tester_setup(&tester_trigger(
+        "spans",
+        "com.example.spans",
+        &["retry: { maxAttempts: 2, initialDelay: 100ms }"],
+    ));
     let endpoint = format!("http://{addr}");
     let env: [(&str, &std::ffi::OsStr); 3] = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_ref()),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json".as_ref()),
         ("OTEL_BSP_SCHEDULE_DELAY", "200".as_ref()),
     ];
-    let dev = Dev::start_with_env(&dir, &tmp.path().join("data"), free_port(), &[], &env);
+    let dev = Dev::start_with_env(&dir, &data, free_port(), &[], &env);
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent = "00f067aa0ba902b7";
     for (id, data) in [("span-ok", "{}"), ("span-bad", r#"{"fail":true}"#)] {

@@ -12,9 +12,12 @@ use super::{NatsBus, nats_err};
 use crate::BusError;
 use crate::trace::Step;
 
-/// How long steps are kept, and how much of them.
+/// How long steps are kept, and how many. A count, not a byte size: JetStream reserves a
+/// file stream's `max_bytes` against the server's store up front, and a trace log must never
+/// take the room a bus stream needs (a 2 GB store with one 1 GiB bus left no room for a
+/// second). At a few hundred bytes a step, 500,000 steps are about 200 MB.
 const TRACE_AGE: Duration = Duration::from_secs(24 * 3600);
-const TRACE_BYTES: i64 = 256 << 20;
+const TRACE_STEPS: i64 = 500_000;
 
 /// Subject of the steps of events with id `id`: a hash of it, since an id is any string and a
 /// subject token is not. Readers compare the id held in each step.
@@ -35,7 +38,7 @@ impl NatsBus {
                     subjects: vec!["sluice.trace.>".into()],
                     storage: StorageType::File,
                     max_age: TRACE_AGE,
-                    max_bytes: TRACE_BYTES,
+                    max_messages: TRACE_STEPS,
                     ..Default::default()
                 })
                 .await
