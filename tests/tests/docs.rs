@@ -41,10 +41,11 @@ const RUNNABLE: &[&str] = &[
     "replay",
     "tail",
     "dlq",
+    "trace",
     "crds",
 ];
 /// Of those, the ones that talk to a running Sluice.
-const NEEDS_DEV: &[&str] = &["publish", "tail", "dlq", "replay"];
+const NEEDS_DEV: &[&str] = &["publish", "tail", "dlq", "replay", "trace"];
 /// Programs allowed after a `|` in a command run here: filters of the output.
 const FILTERS: &[&str] = &["grep", "head", "tail", "sort", "wc"];
 
