@@ -273,7 +273,12 @@ impl System {
         std::fs::create_dir_all(data).expect("data dir");
         let addr = "127.0.0.1:0".to_owned();
         let s = |x: &Path| x.display().to_string();
-        let sluice = |args: Vec<String>, log: &str| Proc::spawn(sluice_bin(), args, data.join(log));
+        // Trace steps are off by default on NATS (they cost publish throughput); the suites
+        // check them, so these processes record them.
+        let env: [(&str, &std::ffi::OsStr); 1] = [("SLUICE_TRACE_STEPS", "1".as_ref())];
+        let sluice = |args: Vec<String>, log: &str| {
+            Proc::spawn_with_env(sluice_bin(), args, &env, data.join(log))
+        };
         let url = nats.url();
         let nats_args = |command: &str| vec![command.into(), "--nats".into(), url.clone()];
         let mut ingress = nats_args("ingress");

@@ -105,6 +105,11 @@ pub struct NatsConfig {
     pub enforce_retention: bool,
     /// How long dead-letter records are kept for `sluice dlq`.
     pub dead_letter_age: Duration,
+    /// Record the steps of events' journeys in the `sluice_trace` stream (`sluice trace`,
+    /// the console). Off unless `SLUICE_TRACE_STEPS=1`: each step is one more stored message,
+    /// and with them publish→handle throughput measured 30–39% of raw JetStream instead of
+    /// 51–63% (docs/benchmarks.md).
+    pub trace_steps: bool,
 }
 
 impl NatsConfig {
@@ -116,6 +121,8 @@ impl NatsConfig {
             retention: RetentionConfig::default(),
             enforce_retention: false,
             dead_letter_age: Duration::from_secs(14 * 24 * 3600),
+            trace_steps: std::env::var("SLUICE_TRACE_STEPS")
+                .is_ok_and(|v| matches!(v.as_str(), "1" | "true")),
         }
     }
 }

@@ -59,7 +59,7 @@ impl NatsBus {
     }
 
     pub(super) fn trace_now(&self, steps: Vec<Step>) {
-        if steps.is_empty() {
+        if steps.is_empty() || !self.0.cfg.trace_steps {
             return;
         }
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
