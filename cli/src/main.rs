@@ -16,6 +16,7 @@ mod project;
 mod publish;
 mod replay;
 mod retention;
+mod schema;
 mod secrets;
 mod tail;
 mod test_pattern;
@@ -80,6 +81,9 @@ pub enum Command {
     New(project::new::Args),
     /// Send one event to a bus of a running Sluice.
     Publish(publish::Args),
+    /// Check events against EventSchemas offline, or propose a schema from a bus's archive.
+    #[command(subcommand)]
+    Schema(schema::Command),
     /// Re-deliver a time range of a bus's archive to its Triggers; list or cancel replays.
     Replay(replay::Args),
     /// Follow a bus of a running Sluice, one JSON line per event.
@@ -92,7 +96,7 @@ pub enum Command {
     Test(project::test::Args),
     /// Test an event pattern against an event, like EventBridge's TestEventPattern.
     TestPattern(test_pattern::Args),
-    /// Check Function and Trigger manifests as the API server and Sluice would.
+    /// Check Function, Trigger and EventSchema manifests as the API server and Sluice would.
     Validate(validate::Args),
 }
 
@@ -112,6 +116,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Module(cmd) => operator::run_module(cmd),
         Command::New(args) => project::new::run(args),
         Command::Publish(args) => publish::run(args),
+        Command::Schema(cmd) => schema::run(cmd),
         Command::Replay(args) => replay::run(args),
         Command::Tail(args) => tail::run(args),
         Command::Trace(args) => trace::run(args),

@@ -98,7 +98,12 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         }
         Ok(0)
     } else {
-        eprintln!("refused ({}): {}", resp.status, resp.text().trim());
+        // The ingress says why as `{"error": …}`; anything else is shown as it came.
+        let answer: serde_json::Value = serde_json::from_slice(&resp.body).unwrap_or_default();
+        match answer["error"].as_str() {
+            Some(why) => eprintln!("refused ({}): {why}", resp.status),
+            None => eprintln!("refused ({}): {}", resp.status, resp.text().trim()),
+        }
         Ok(1)
     }
 }

@@ -1,5 +1,6 @@
 //! The Sluice operator: reconciles Functions into worker Deployments (plus a Service when an
-//! HTTP Trigger targets them), Triggers into the route table every publisher follows, and
+//! HTTP Trigger targets them), Triggers and EventSchemas into the route table every publisher
+//! follows, and
 //! scales workers by the depth of their Triggers' JetStream consumers. `run` wires it
 //! together; every decision is a pure function in `children`, `conditions` or
 //! `sluice_api::scaling`, unit-tested without a client.
@@ -15,6 +16,7 @@ pub mod conditions;
 pub mod config;
 pub mod counters;
 pub mod error;
+pub mod event_schema;
 pub mod function;
 pub mod http;
 pub mod lease;
@@ -51,6 +53,8 @@ pub struct Context {
     pub triggers: Store<Trigger>,
     /// Every Function in the cluster (the Function controller's cache).
     pub functions: Store<Function>,
+    /// Every EventSchema in the cluster (the EventSchema controller's cache).
+    pub schemas: Store<sluice_api::EventSchema>,
     pub recorder: Recorder,
     pub metrics: Arc<metrics::Metrics>,
     pub modules: module::Resolver,

@@ -24,7 +24,7 @@ use kube::{
     runtime::reflector::{ObjectRef, Store},
 };
 use sluice_api::{
-    Function, Trigger, buckets,
+    EventSchema, Function, Trigger, buckets,
     jetstream::{self as names, ROUTER_ACK_TTL, RouterAck},
 };
 use tokio::sync::watch;
@@ -50,7 +50,19 @@ pub fn routed(triggers: &Store<Trigger>, functions: &Store<Function>) -> Vec<Arc
 pub fn render(ctx: &Context) -> Result<String> {
     let ts = routed(&ctx.triggers, &ctx.functions);
     let refs: Vec<&Trigger> = ts.iter().map(AsRef::as_ref).collect();
-    children::routes(&refs)
+    let schemas = valid_schemas(&ctx.schemas);
+    let schema_refs: Vec<&EventSchema> = schemas.iter().map(AsRef::as_ref).collect();
+    children::routes(&refs, &schema_refs)
+}
+
+/// The EventSchemas publishers check events against: the valid ones. An invalid update leaves
+/// its EventSchema out until it is fixed (its `Ready` condition says why).
+pub fn valid_schemas(schemas: &Store<EventSchema>) -> Vec<Arc<EventSchema>> {
+    schemas
+        .state()
+        .into_iter()
+        .filter(|s| s.validate().is_empty())
+        .collect()
 }
 
 /// `namespace/name` of a Trigger.
@@ -322,7 +334,9 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
             .collect();
         in_table.sort();
         let refs: Vec<&Trigger> = ts.iter().map(AsRef::as_ref).collect();
-        match children::routes(&refs) {
+        let schemas = valid_schemas(&ctx.schemas);
+        let schema_refs: Vec<&EventSchema> = schemas.iter().map(AsRef::as_ref).collect();
+        match children::routes(&refs, &schema_refs) {
             Ok(_) if ctx.fence.check().is_err() => {}
             Ok(text) if last.as_ref() != Some(&(text.clone(), in_table.clone())) => {
                 match book.publish(&text, &in_table).await {

@@ -17,11 +17,11 @@ use kube::{
         watcher,
     },
 };
-use sluice_api::{Function, Trigger};
+use sluice_api::{EventSchema, Function, Trigger};
 use tokio::sync::{Notify, watch};
 
 use crate::{
-    Config, Context, Error, Settings, autoscaler, children, counters, function, http,
+    Config, Context, Error, Settings, autoscaler, children, counters, event_schema, function, http,
     lease::Elector,
     metrics::Metrics,
     module::Resolver,
@@ -156,6 +156,12 @@ pub async fn run(config: Config) -> Result<(), Error> {
     )
     .graceful_shutdown_on(until(shutdown.clone()));
     let functions = functions_ctl.store();
+    let schemas_ctl = Controller::new(
+        Api::<EventSchema>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .graceful_shutdown_on(until(shutdown.clone()));
+    let schemas = schemas_ctl.store();
     let trigger_index = triggers.clone();
     let triggers_ctl = Controller::new(triggers_api, watcher::Config::default())
         .watches(
@@ -178,6 +184,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         settings: Arc::new(Settings::from_config(&config)),
         triggers,
         functions,
+        schemas,
         recorder: Recorder::new(
             client.clone(),
             Reporter {
@@ -213,9 +220,22 @@ pub async fn run(config: Config) -> Result<(), Error> {
             }
             future::ready(())
         });
+    let schemas_run = schemas_ctl
+        .run(
+            event_schema::reconcile,
+            event_schema::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|r| {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "EventSchema controller");
+            }
+            future::ready(())
+        });
     tokio::join!(
         functions_run,
         triggers_run,
+        schemas_run,
         routes::run(ctx.clone(), shutdown.clone()),
         autoscaler::run(ctx.clone(), config.scale_interval, shutdown.clone()),
         counters::run(ctx.clone(), shutdown.clone()),

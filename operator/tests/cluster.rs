@@ -256,6 +256,7 @@ async fn operator_against_a_real_control_plane() -> Result<()> {
         "--timeout=30s",
         "crd/functions.sluice.dev",
         "crd/triggers.sluice.dev",
+        "crd/eventschemas.sluice.dev",
     ]);
     let client = client(&cp).await?;
     let ns = format!("it-{}", std::process::id());

@@ -69,6 +69,7 @@ fn context(functions: Vec<Function>, triggers: Vec<Trigger>) -> (Arc<Context>, A
         settings: Arc::new(Settings::default()),
         triggers: store(triggers),
         functions: store(functions),
+        schemas: store(Vec::new()),
         metrics: Arc::new(Metrics::default()),
         modules: Resolver::new(&[], &["127.0.0.1".into()]),
         queues: None,

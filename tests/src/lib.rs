@@ -236,8 +236,13 @@ pub fn done_counts(events: &[serde_json::Value]) -> std::collections::HashMap<St
 
 /// Writes a Function running the tester handler plus `triggers` (YAML) into `dir`.
 pub fn tester_manifests(dir: &Path, triggers: &str) {
+    tester_manifests_with(dir, "", triggers);
+}
+
+/// [`tester_manifests`] with more lines of the Function's spec (`  emits: [t]\n`).
+pub fn tester_manifests_with(dir: &Path, function_spec: &str, triggers: &str) {
     let f = format!(
-        "apiVersion: sluice.dev/v1alpha1\nkind: Function\nmetadata: {{name: tester, namespace: e2e}}\nspec:\n  module: {{path: {}}}\n  abi: command\n  concurrency: 32\n  limits: {{timeout: 5s}}\n  scaling: {{minReplicas: 0, maxReplicas: 2, targetPendingPerReplica: 500, cooldown: 30s}}\n",
+        "apiVersion: sluice.dev/v1alpha1\nkind: Function\nmetadata: {{name: tester, namespace: e2e}}\nspec:\n  module: {{path: {}}}\n  abi: command\n  concurrency: 32\n  limits: {{timeout: 5s}}\n  scaling: {{minReplicas: 0, maxReplicas: 2, targetPendingPerReplica: 500, cooldown: 30s}}\n{function_spec}",
         tester_wasm().display()
     );
     std::fs::write(dir.join("function.yaml"), f).expect("write manifest");

@@ -413,10 +413,15 @@ pub struct Tester {
 
 impl Tester {
     pub fn start(backend: Backend, triggers: &str) -> Tester {
+        Self::start_with_function(backend, "", triggers)
+    }
+
+    /// [`Tester::start`] with more lines of the tester Function's spec (`  emits: [t]\n`).
+    pub fn start_with_function(backend: Backend, function_spec: &str, triggers: &str) -> Tester {
         let tmp = tempfile::tempdir().expect("temp dir");
         let dir = tmp.path().join("manifests");
         std::fs::create_dir_all(&dir).expect("manifest dir");
-        crate::tester_manifests(&dir, triggers);
+        crate::tester_manifests_with(&dir, function_spec, triggers);
         let sys = System::start(backend, &dir, &tmp.path().join("data"), "e2e/tester");
         Tester { _tmp: tmp, sys }
     }

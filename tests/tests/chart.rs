@@ -836,6 +836,7 @@ fn helm_install_reconcile_and_uninstall_on_a_real_api_server() {
         "60s",
         "crd/functions.sluice.dev",
         "crd/triggers.sluice.dev",
+        "crd/eventschemas.sluice.dev",
     ]);
     let manifest = cp.helm(&["get", "manifest", "sluice", "--namespace", "sluice"]);
     assert!(manifest.status.success(), "{}", text(&manifest));
@@ -1080,6 +1081,12 @@ fn helm_install_reconcile_and_uninstall_on_a_real_api_server() {
         releases.trim().is_empty(),
         "Helm release records left: {releases}"
     );
-    cp.ok(&["get", "crd", "functions.sluice.dev", "triggers.sluice.dev"]);
+    cp.ok(&[
+        "get",
+        "crd",
+        "functions.sluice.dev",
+        "triggers.sluice.dev",
+        "eventschemas.sluice.dev",
+    ]);
     cp.ok(&["-n", "shop", "get", "fn", "invoice"]);
 }

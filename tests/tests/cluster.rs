@@ -275,6 +275,32 @@ fn the_readme_cluster_walkthrough_on_a_real_node() {
         refused.0, 401,
         "the ingress takes no event without the token"
     );
+    // --- an EventSchema reaches the ingress through the route table --------------------
+    c.ok(&["apply", "-f", "functions/examples/order-paid.yaml"]);
+    let (reason, msg) = c.wait_condition("shop", "evs", "order-paid", "Ready", "True", 60);
+    assert_eq!(reason, "Accepted", "{msg}");
+    let mut tries = 0;
+    let body = c.until(60, "the ingress refusing an order its EventSchema refuses", || {
+        // Until the ingress loads the table an invalid order is stored; it matches no Trigger
+        // (total under 100), and each try has its own id.
+        tries += 1;
+        let event = format!(
+            r#"{{"specversion":"1.0","id":"bad-{tries}","source":"/shop","type":"com.example.order.paid","data":{{"orderId":"b","country":"NL","total":-5,"items":[]}}}}"#
+        );
+        let (status, _, body) = http(
+            &fwd.addr(),
+            "POST",
+            "/buses/default/events",
+            &[("content-type", "application/cloudevents+json")],
+            event.as_bytes(),
+        )
+        .ok()?;
+        (status == 400).then(|| serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default())
+    });
+    assert_eq!(body["schema"], "shop/order-paid", "{body}");
+    assert_eq!(body["failures"][0]["path"], "$.data.total", "{body}");
+    assert_eq!(body["failures"][0]["rule"], "minimum", "{body}");
+
     let sent = Instant::now();
     let sent_at = chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now());
     let out = sluice(&[
@@ -999,6 +1025,7 @@ spec:
             "crd",
             "functions.sluice.dev",
             "triggers.sluice.dev",
+            "eventschemas.sluice.dev",
         ])
         .env("KUBECONFIG", &c.kubeconfig)
         .output()

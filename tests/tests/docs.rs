@@ -43,9 +43,10 @@ const RUNNABLE: &[&str] = &[
     "dlq",
     "trace",
     "crds",
+    "schema",
 ];
 /// Of those, the ones that talk to a running Sluice.
-const NEEDS_DEV: &[&str] = &["publish", "tail", "dlq", "replay", "trace"];
+const NEEDS_DEV: &[&str] = &["publish", "tail", "dlq", "replay", "trace", "schema"];
 /// Programs allowed after a `|` in a command run here: filters of the output.
 const FILTERS: &[&str] = &["grep", "head", "tail", "sort", "wc"];
 

@@ -16,6 +16,8 @@ fn invoice_example_validates(dir: &str) {
 #[test]
 fn examples_validate() {
     invoice_example_validates("functions/examples");
+    let text = stdout(&sluice(&["validate", "functions/examples"]));
+    assert!(text.contains("EventSchema shop/order-paid: ok"), "{text}");
 }
 
 /// The manifests the README applies to a cluster (and the chart tests install).

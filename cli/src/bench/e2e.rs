@@ -145,6 +145,7 @@ async fn bench(args: E2eArgs) -> anyhow::Result<i32> {
         ready: Arc::new(AtomicBool::new(true)),
         replays: None,
         catalog: Default::default(),
+        schemas: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

@@ -201,6 +201,8 @@ async fn sluice_path(bus: &NatsBus, run: &str, args: &NatsBenchArgs) -> anyhow::
             reply_bus: format!("{bus_name}-replies"),
         }],
         hop_limit: DEFAULT_HOP_LIMIT,
+        emits: Vec::new(),
+        schemas: Default::default(),
     })));
     let (desired, desired_rx) = watch::channel(1u32);
     tokio::spawn(run_worker(

@@ -82,7 +82,8 @@ impl Project {
                         functions.push((*f, file.path.clone()))
                     }
                     Outcome::Valid(Resource::Trigger(t)) => triggers.push(*t),
-                    Outcome::Valid(Resource::Secret(..)) | Outcome::Skipped { .. } => {}
+                    Outcome::Valid(Resource::Secret(..) | Resource::EventSchema(..))
+                    | Outcome::Skipped { .. } => {}
                     Outcome::Invalid(errors) => problems.extend(
                         errors
                             .iter()

@@ -9,14 +9,14 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use kube::CustomResourceExt;
 use serde_json::Value;
 
-use crate::{Function, Trigger};
+use crate::{EventSchema, Function, Trigger};
 
 pub const GROUP: &str = "sluice.dev";
 pub const VERSION: &str = "v1alpha1";
 
 /// Every CRD with the file name it is kept under in `crds/`.
 pub fn all() -> Vec<(String, CustomResourceDefinition)> {
-    [
+    let mut all = [
         (
             Function::crd(),
             "A serverless function: a Wasm module and the sandbox it runs in.",
@@ -24,6 +24,10 @@ pub fn all() -> Vec<(String, CustomResourceDefinition)> {
         (
             Trigger::crd(),
             "Routes events matching a pattern to a Function, with a delivery policy.",
+        ),
+        (
+            EventSchema::crd(),
+            "A versioned JSON Schema for the data of one event type, checked when events are published.",
         ),
     ]
     .into_iter()
@@ -49,7 +53,10 @@ pub fn all() -> Vec<(String, CustomResourceDefinition)> {
             crd,
         )
     })
-    .collect()
+    .collect::<Vec<_>>();
+    // By file name, the order `crds/` lists them in.
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all
 }
 
 fn strip_defaults(s: &mut JSONSchemaProps) {

@@ -65,6 +65,12 @@ pub struct FunctionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 1000))]
     pub replicas: Option<i32>,
+    /// The event types the handler replies with. A reply of another type fails the attempt
+    /// (fatal: the event is dead-lettered with the reason); every reply whose type has an
+    /// EventSchema is validated against it either way. Empty: any type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub emits: Vec<String>,
 }
 
 fn default_concurrency() -> u32 {

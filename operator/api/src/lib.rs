@@ -1,4 +1,4 @@
-//! Sluice's resource types, `Function` and `Trigger` (`sluice.dev/v1alpha1`): the single source
+//! Sluice's resource types, `Function`, `Trigger` and `EventSchema` (`sluice.dev/v1alpha1`): the single source
 //! of truth for the CRDs, for `sluice dev` manifests, and for validation. No Kubernetes client.
 //!
 //! Owns: the spec types, their validation, the JetStream names and route buckets shared by the
@@ -12,6 +12,7 @@ pub mod condition;
 pub mod crd;
 pub mod credentials;
 pub mod duration;
+pub mod event_schema;
 pub mod function;
 pub mod jetstream;
 #[cfg(feature = "crd")]
@@ -25,6 +26,9 @@ pub mod validate;
 
 pub use condition::{Condition, ConditionStatus};
 pub use duration::Duration;
+#[cfg(feature = "crd")]
+pub use event_schema::EventSchema;
+pub use event_schema::{EventSchemaSpec, EventSchemaStatus};
 #[cfg(feature = "crd")]
 pub use function::Function;
 pub use function::{FunctionSpec, FunctionStatus};

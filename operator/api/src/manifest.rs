@@ -8,13 +8,16 @@ use kube::Resource as _;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::{FieldError, Function, Trigger, crd, credentials::SecretValues, schema, validate};
+use crate::{
+    EventSchema, FieldError, Function, Trigger, crd, credentials::SecretValues, schema, validate,
+};
 
 /// A resource Sluice understands.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Resource {
     Function(Box<Function>),
     Trigger(Box<Trigger>),
+    EventSchema(Box<EventSchema>),
     /// A core `v1` Secret beside the Functions: where `sluice dev` finds what a Trigger's
     /// `tokenSecret` or `credentialsSecret` names, as a cluster finds it in the namespace.
     Secret(ObjectRef, SecretValues),
@@ -25,6 +28,7 @@ impl Resource {
         match self {
             Resource::Function(f) => ObjectRef::of("Function", f.meta()),
             Resource::Trigger(t) => ObjectRef::of("Trigger", t.meta()),
+            Resource::EventSchema(s) => ObjectRef::of("EventSchema", s.meta()),
             Resource::Secret(r, _) => r.clone(),
         }
     }
@@ -189,7 +193,7 @@ pub fn check(value: Value) -> (ObjectRef, Outcome) {
     let Some(schema) = crd::schema_of(kind) else {
         errors.push(FieldError::new(
             "kind",
-            format!("unknown kind {kind:?} (expected Function or Trigger)"),
+            format!("unknown kind {kind:?} (expected Function, Trigger or EventSchema)"),
         ));
         return (object, Outcome::Invalid(errors));
     };
@@ -202,6 +206,7 @@ pub fn check(value: Value) -> (ObjectRef, Outcome) {
     // rules below can report their problems in the same round.
     let typed = match kind {
         "Function" => decode::<Function>(value).map(|f| Resource::Function(Box::new(f))),
+        "EventSchema" => decode::<EventSchema>(value).map(|s| Resource::EventSchema(Box::new(s))),
         _ => decode::<Trigger>(value).map(|t| Resource::Trigger(Box::new(t))),
     };
     match typed {
@@ -209,6 +214,7 @@ pub fn check(value: Value) -> (ObjectRef, Outcome) {
             let problems = match &resource {
                 Resource::Function(f) => f.validate(),
                 Resource::Trigger(t) => t.validate(),
+                Resource::EventSchema(s) => s.validate(),
                 Resource::Secret(..) => Vec::new(),
             };
             // One problem per field: where the schema spoke, its message stands.

@@ -46,6 +46,53 @@ pub struct TriggerSpec {
     pub function: String,
     #[serde(default)]
     pub delivery: Delivery,
+    /// Only events stamped with an EventSchema version in this range (both ends included):
+    /// events of a type without a schema never match it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<VersionRange>,
+}
+
+/// Versions of an EventSchema, both ends included; an omitted end is open.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VersionRange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub min: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max: Option<u32>,
+}
+
+impl TriggerSpec {
+    /// The pattern events are matched with: `pattern` plus the `schemaVersion` range as a
+    /// numeric condition on the stamp [`sluice_schema::VERSION_ATTRIBUTE`] (which producers
+    /// cannot forge). Validation refuses a pattern that names the stamp itself.
+    pub fn effective_pattern(&self) -> Option<serde_json::Value> {
+        let Some(range) = self.schema_version else {
+            return self.pattern.clone();
+        };
+        let mut bounds = Vec::new();
+        if let Some(min) = range.min {
+            bounds.extend([json!(">="), json!(min)]);
+        }
+        if let Some(max) = range.max {
+            bounds.extend([json!("<="), json!(max)]);
+        }
+        if bounds.is_empty() {
+            // Any version: the event must have passed a schema.
+            bounds.extend([json!(">="), json!(0)]);
+        }
+        let mut p = match &self.pattern {
+            Some(serde_json::Value::Object(m)) => m.clone(),
+            _ => serde_json::Map::new(),
+        };
+        p.insert(
+            sluice_schema::VERSION_ATTRIBUTE.into(),
+            json!([{ "numeric": bounds }]),
+        );
+        Some(serde_json::Value::Object(p))
+    }
 }
 
 fn pattern_schema(_: &mut schemars::SchemaGenerator) -> Schema {

@@ -161,11 +161,40 @@ impl FunctionSpec {
             }
         }
         validate_scaling(&self.scaling, &format!("{path}.scaling"), out);
+        let mut types = HashSet::new();
+        for (i, ty) in self.emits.iter().enumerate() {
+            let p = format!("{path}.emits[{i}]");
+            check_attribute(&p, ty, out);
+            if !types.insert(ty) {
+                out.push(FieldError::new(&p, format!("{ty:?} is listed twice")));
+            }
+        }
+    }
+}
+
+/// A CloudEvents attribute value a manifest names (an event `type`, a `source`): what the
+/// ingress accepts from a producer, so a manifest never names an event that cannot exist.
+pub fn check_attribute(path: &str, value: &str, out: &mut Vec<FieldError>) {
+    if value.is_empty() {
+        out.push(FieldError::new(path, "must not be empty"));
+    } else if value.len() > sluice_event::MAX_ATTRIBUTE_BYTES {
+        out.push(FieldError::new(
+            path,
+            format!(
+                "must be at most {} bytes",
+                sluice_event::MAX_ATTRIBUTE_BYTES
+            ),
+        ));
+    } else if value.chars().any(char::is_control) {
+        out.push(FieldError::new(
+            path,
+            format!("{value:?} must not contain control characters"),
+        ));
     }
 }
 
 #[cfg(feature = "crd")]
-fn check_meta(name: Option<&str>, out: &mut Vec<FieldError>) {
+pub(crate) fn check_meta(name: Option<&str>, out: &mut Vec<FieldError>) {
     match name {
         None => out.push(FieldError::new(
             "metadata.name",
@@ -323,6 +352,27 @@ impl TriggerSpec {
         }
         check_dns_label(&format!("{path}.function"), &self.function, out);
         validate_delivery(&self.delivery, &format!("{path}.delivery"), out);
+        if let Some(r) = self.schema_version {
+            let at = format!("{path}.schemaVersion");
+            if let (Some(min), Some(max)) = (r.min, r.max)
+                && min > max
+            {
+                out.push(FieldError::new(
+                    &format!("{at}.min"),
+                    format!("{min} is above max {max}"),
+                ));
+            }
+            if self
+                .pattern
+                .as_ref()
+                .is_some_and(|p| p.get(sluice_schema::VERSION_ATTRIBUTE).is_some())
+            {
+                out.push(FieldError::new(
+                    &format!("{path}.pattern.{}", sluice_schema::VERSION_ATTRIBUTE),
+                    "set by spec.schemaVersion; name the versions there only",
+                ));
+            }
+        }
         if let (Some(dl), Some(bus)) = (&self.delivery.dead_letter, &self.source.bus)
             && dl.bus == *bus
             && !excludes_dead_letters(self.pattern.as_ref())

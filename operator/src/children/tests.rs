@@ -400,15 +400,19 @@ fn routes_hold_the_routed_triggers_sorted() {
     );
     let t2 = trigger("a", "  source: {bus: default}\n  function: invoice\n");
     let web = trigger("web", "  source: {http: {path: /x}}\n  function: invoice\n");
-    let text = routes(&[&t1, &web, &t2]).unwrap();
+    let schema: sluice_api::EventSchema = serde_yaml::from_str(
+        "apiVersion: sluice.dev/v1alpha1\nkind: EventSchema\nmetadata: {name: paid, namespace: shop}\nspec: {type: t, versions: [{version: 1, schema: {type: object}}]}\n",
+    )
+    .unwrap();
+    let text = routes(&[&t1, &web, &t2], &[&schema]).unwrap();
     let names: Vec<_> = parse(&text).iter().map(|d| d.object.name.clone()).collect();
-    assert_eq!(names, ["a", "z"]);
+    assert_eq!(names, ["a", "z", "paid"]);
     assert!(
         parse(&text)
             .iter()
             .all(|d| matches!(d.outcome, Outcome::Valid(_)))
     );
-    assert!(routes(&[]).unwrap().starts_with("# Generated"));
+    assert!(routes(&[], &[]).unwrap().starts_with("# Generated"));
 }
 
 #[test]

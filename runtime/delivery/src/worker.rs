@@ -37,6 +37,10 @@ pub struct FunctionRuntime {
     pub concurrency: usize,
     pub triggers: Vec<TriggerRoute>,
     pub hop_limit: i64,
+    /// The event types the Function declares it replies with (`spec.emits`); empty: any.
+    pub emits: Vec<String>,
+    /// The EventSchemas replies are checked against, as any publisher checks its events.
+    pub schemas: Arc<sluice_schema::Shared>,
 }
 
 pub type SharedFunction = Arc<RwLock<Arc<FunctionRuntime>>>;
@@ -135,7 +139,11 @@ async fn deliver(
     let started_at = std::time::SystemTime::now();
     let started_ms = now_ms();
     let started = std::time::Instant::now();
-    let result = f.invoker.invoke(&d.event).await;
+    let result = f
+        .invoker
+        .invoke(&d.event)
+        .await
+        .and_then(|replies| checked_replies(f, replies));
     let elapsed = started.elapsed();
     metrics.observe_duration(&f.id, elapsed);
     let outcome = match result {
@@ -265,6 +273,45 @@ fn outcome_failed(route: &TriggerRoute, d: &Delivery, e: &BusError, what: &str) 
     }
 }
 
+/// A handler's replies held to the Function's contract: each of a type `spec.emits` lists
+/// (when it lists any) and valid against its EventSchema, stamped with the version it passed.
+/// A broken contract is the handler's fault and no retry changes it: a fatal failure, so the
+/// event is dead-lettered with the reason instead of its replies misleading what follows.
+fn checked_replies(
+    f: &FunctionRuntime,
+    mut replies: Vec<CloudEvent>,
+) -> Result<Vec<CloudEvent>, InvokeError> {
+    if replies.is_empty() {
+        return Ok(replies);
+    }
+    let registry = f.schemas.get();
+    for (i, r) in replies.iter_mut().enumerate() {
+        // Only a check made here may stamp a reply (a handler copying its input's attributes
+        // must not carry the input's version onto another type).
+        r.extensions.remove(sluice_schema::VERSION_ATTRIBUTE);
+        if !f.emits.is_empty() && !f.emits.contains(&r.ty) {
+            return Err(InvokeError {
+                retryable: false,
+                reason: "invalid_reply".into(),
+                message: format!(
+                    "reply {i} has type {:?}, which Function {} does not list in spec.emits ({})",
+                    r.ty,
+                    f.id,
+                    f.emits.join(", ")
+                ),
+            });
+        }
+        if let Err(invalid) = registry.check(r) {
+            return Err(InvokeError {
+                retryable: false,
+                reason: "invalid_reply".into(),
+                message: format!("reply {i} ({}): {invalid}", r.ty),
+            });
+        }
+    }
+    Ok(replies)
+}
+
 /// A handler's replies to publish, with the hop count one above the input's; replies past the
 /// hop limit are dead-lettered as a loop instead, so a function cannot storm itself.
 async fn hop_checked(
@@ -305,4 +352,79 @@ async fn hop_checked(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    struct Never;
+
+    impl crate::Invoker for Never {
+        fn invoke<'a>(&'a self, _: &'a CloudEvent) -> crate::InvokeFuture<'a> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+    }
+
+    fn function(emits: &[&str]) -> FunctionRuntime {
+        let schemas = Arc::new(sluice_schema::Shared::default());
+        let problems = schemas.set(&[sluice_schema::SchemaDef {
+            name: "shop/done".into(),
+            ty: "done".into(),
+            source: None,
+            versions: vec![(4, json!({"type": "object", "required": ["n"]}))],
+        }]);
+        assert!(problems.is_empty());
+        FunctionRuntime {
+            id: "shop/f".into(),
+            invoker: Arc::new(Never),
+            concurrency: 1,
+            triggers: Vec::new(),
+            hop_limit: crate::DEFAULT_HOP_LIMIT,
+            emits: emits.iter().map(|s| (*s).to_owned()).collect(),
+            schemas,
+        }
+    }
+
+    fn reply(ty: &str, data: serde_json::Value) -> CloudEvent {
+        let mut e = CloudEvent::new("r", "/f", ty);
+        e.data = Some(data.to_string().into_bytes());
+        e
+    }
+
+    #[test]
+    fn replies_are_stamped_or_fail_fatally_naming_the_contract() {
+        let f = function(&["done", "other"]);
+        let mut forged = reply("other", json!({}));
+        forged.extensions.insert(
+            sluice_schema::VERSION_ATTRIBUTE.into(),
+            Extension::Integer(9),
+        );
+        let ok = checked_replies(&f, vec![reply("done", json!({"n": 1})), forged]).unwrap();
+        assert_eq!(
+            ok[0].extensions.get(sluice_schema::VERSION_ATTRIBUTE),
+            Some(&Extension::Integer(4))
+        );
+        assert_eq!(
+            ok[1].extensions.get(sluice_schema::VERSION_ATTRIBUTE),
+            None,
+            "a handler cannot stamp its own reply"
+        );
+        let err = checked_replies(&f, vec![reply("done", json!({}))]).unwrap_err();
+        assert!(!err.retryable);
+        assert_eq!(err.reason, "invalid_reply");
+        assert!(
+            err.message
+                .starts_with("reply 0 (done): EventSchema shop/done v4: $.data: "),
+            "{}",
+            err.message
+        );
+        let err = checked_replies(&f, vec![reply("elsewhere", json!({}))]).unwrap_err();
+        assert_eq!(
+            err.message,
+            "reply 0 has type \"elsewhere\", which Function shop/f does not list in spec.emits (done, other)"
+        );
+        assert!(checked_replies(&function(&[]), vec![reply("elsewhere", json!(1))]).is_ok());
+    }
 }

@@ -95,6 +95,7 @@ pub async fn run(
     pattern: Option<Pattern>,
     default_nats: Option<DefaultNats>,
     bus: SharedBus,
+    schemas: Arc<sluice_schema::Shared>,
     secrets: SharedSecrets,
 ) {
     let bridge = Bridge {
@@ -108,7 +109,9 @@ pub async fn run(
             .unwrap_or_else(|| DEFAULT_BUS.to_owned()),
         pattern,
         ordering_key: spec.delivery.ordering.as_ref().map(|o| o.key.clone()),
+        dead_letter_bus: spec.delivery.dead_letter.as_ref().map(|d| d.bus.clone()),
         bus,
+        schemas,
     };
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -136,7 +139,9 @@ struct Bridge {
     home: String,
     pattern: Option<Pattern>,
     ordering_key: Option<String>,
+    dead_letter_bus: Option<String>,
     bus: SharedBus,
+    schemas: Arc<sluice_schema::Shared>,
 }
 
 impl Bridge {
@@ -154,6 +159,32 @@ impl Bridge {
         let bad = |message: String| BridgeError::Config { field, message };
         let values = self.secrets.get(&self.namespace, name).await.map_err(bad)?;
         credentials::bridge_credentials(broker, name, &values).map_err(bad)
+    }
+
+    /// Hands one bridged message to the Trigger: checked against its EventSchema (a message
+    /// the schema refuses cannot be answered with a 400, so it is dead-lettered with the
+    /// reason, as a handler's fatal failure is), then matched and enqueued.
+    async fn take(&self, mut event: CloudEvent) -> Result<(), BridgeError> {
+        if let Err(invalid) = self.schemas.get().check(&mut event) {
+            tracing::warn!(trigger = %self.trigger, event_id = %event.id, "bridged message refused: {invalid}");
+            let dead = sluice_bus::DeadLetter {
+                trigger: self.trigger.clone(),
+                seq: 0,
+                reason: "schema".into(),
+                attempts: 0,
+                last_error: invalid.to_string(),
+                at_ms: now_ms(),
+                event,
+            };
+            self.bus
+                .dead_letter(dead, self.dead_letter_bus.as_deref(), None)
+                .await?;
+            return Ok(());
+        }
+        if let Some(item) = self.to_enqueue(event) {
+            self.bus.enqueue(vec![item]).await?;
+        }
+        Ok(())
     }
 
     /// Turns one message into an enqueue, unless the trigger's pattern rejects it.
@@ -224,9 +255,7 @@ impl Bridge {
                 msg.subject.as_str(),
                 &msg.payload,
             );
-            if let Some(item) = self.to_enqueue(event) {
-                self.bus.enqueue(vec![item]).await?;
-            }
+            self.take(event).await?;
             // Core NATS has no acknowledgement: a request-reply sender learns it was taken.
             if let Some(reply) = msg.reply {
                 let _ = client.publish(reply, "accepted".into()).await;
@@ -307,9 +336,7 @@ impl Bridge {
                         &topic,
                         &p.payload,
                     );
-                    if let Some(item) = self.to_enqueue(event) {
-                        self.bus.enqueue(vec![item]).await?;
-                    }
+                    self.take(event).await?;
                     client.ack(&p).await.map_err(|e| err(&e))?;
                 }
                 Event::Incoming(Incoming::ConnAck(ack)) if !ack.session_present => {

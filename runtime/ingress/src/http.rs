@@ -113,6 +113,8 @@ pub struct AppState {
     pub replays: Option<Arc<Replays>>,
     /// What the process runs, for the console.
     pub catalog: Arc<crate::console::SharedCatalog>,
+    /// The EventSchemas events are checked against before they are stored.
+    pub schemas: Arc<sluice_schema::Shared>,
 }
 
 /// What a process serves on its port. Only the front door (`sluice dev`, `sluice ingress`)
@@ -383,6 +385,9 @@ async fn publish(s: AppState, bus: String, headers: HeaderMap, body: Bytes) -> R
     for e in &mut events {
         ensure_traceparent(e, &headers);
     }
+    if let Err(r) = check_schemas(&s.schemas.get(), &mut events) {
+        return r.into_response();
+    }
     let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
     let items = events
         .into_iter()
@@ -433,6 +438,52 @@ async fn publish(s: AppState, bus: String, headers: HeaderMap, body: Bytes) -> R
         }
     };
     (status, Json(answer)).into_response()
+}
+
+/// Checks every event of a request against its EventSchema, stamping the version each passed.
+/// One invalid event refuses the whole request (nothing stored, as with any invalid event of
+/// a batch); the 400 names the event, the schema version and each failing path and rule.
+pub fn check_schemas(
+    registry: &sluice_schema::Registry,
+    events: &mut [CloudEvent],
+) -> Result<(), SchemaRefusal> {
+    if registry.is_empty() {
+        return Ok(());
+    }
+    for (index, e) in events.iter_mut().enumerate() {
+        if let Err(invalid) = registry.check(e) {
+            let id = e.id.chars().take(64).collect();
+            return Err(SchemaRefusal { index, id, invalid });
+        }
+    }
+    Ok(())
+}
+
+/// The event of a request its EventSchema refuses; answered 400.
+#[derive(Debug)]
+pub struct SchemaRefusal {
+    pub index: usize,
+    pub id: String,
+    pub invalid: sluice_schema::Invalid,
+}
+
+impl IntoResponse for SchemaRefusal {
+    fn into_response(self) -> Response {
+        let failures: Vec<_> = self
+            .invalid
+            .failures
+            .iter()
+            .map(|f| json!({"path": f.path, "rule": f.rule, "message": f.message}))
+            .collect();
+        let body = json!({
+            "error": format!("event {} ({}): {}", self.index, self.id, self.invalid),
+            "index": self.index,
+            "schema": self.invalid.schema,
+            "version": self.invalid.version,
+            "failures": failures,
+        });
+        (StatusCode::BAD_REQUEST, Json(body)).into_response()
+    }
 }
 
 /// A path parameter that must be a DNS label, as the manifest's names are: they become NATS
@@ -923,6 +974,7 @@ mod tests {
             ready: Arc::new(AtomicBool::new(true)),
             replays: None,
             catalog: Default::default(),
+            schemas: Default::default(),
         };
         let event = br#"{"specversion":"1.0","id":"1","source":"/s","type":"t"}"#;
         let requests: [(&str, &str); 7] = [
@@ -1012,6 +1064,7 @@ mod tests {
             ready: Arc::new(AtomicBool::new(true)),
             replays: None,
             catalog: Default::default(),
+            schemas: Default::default(),
         };
         let page = |q: &str| {
             let req = Request::builder()

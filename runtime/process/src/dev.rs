@@ -13,7 +13,7 @@ use std::{
 
 use sha2::Digest as _;
 use sluice_api::{
-    Function, FunctionSpec, ObjectRef, Outcome, Resource, Trigger, function::EnvSource,
+    EventSchema, Function, FunctionSpec, ObjectRef, Outcome, Resource, Trigger, function::EnvSource,
 };
 use sluice_pattern::Pattern;
 use tokio::sync::watch;
@@ -64,6 +64,43 @@ impl Invoker for HostInvoker {
     }
 }
 
+/// Puts the loaded EventSchemas in force for every publisher of `local` (before the
+/// Triggers that may select on their versions).
+fn apply_schemas(local: &Local, loader: &Loader) {
+    for p in local.schemas.set(&loader.schemas()) {
+        tracing::error!("{p}");
+    }
+}
+
+/// Keeps the first EventSchema (in `namespace/name` order) of each event type and source; a
+/// second one for the same events would make validation depend on which one is consulted.
+fn one_schema_per_type(
+    schemas: BTreeMap<String, EventSchema>,
+    problems: &mut BTreeMap<String, String>,
+) -> BTreeMap<String, EventSchema> {
+    let mut owner: BTreeMap<(String, Option<String>), String> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for (id, s) in schemas {
+        let key = (s.spec.ty.clone(), s.spec.source.clone());
+        if let Some(first) = owner.get(&key) {
+            let msg = format!(
+                "spec.type: events of type {:?}{} are already described by EventSchema {first}",
+                key.0,
+                key.1
+                    .as_deref()
+                    .map(|s| format!(" from source {s:?}"))
+                    .unwrap_or_default()
+            );
+            tracing::error!("EventSchema {id}: {msg}");
+            problems.insert(format!("EventSchema {id}"), msg);
+            continue;
+        }
+        owner.insert(key, id.clone());
+        out.insert(id, s);
+    }
+    out
+}
+
 /// A loaded Function: kept while its spec and module bytes stay the same.
 struct LoadedFunction {
     spec: FunctionSpec,
@@ -86,6 +123,7 @@ pub struct Loader {
     env_from_process: bool,
     functions: BTreeMap<String, LoadedFunction>,
     triggers: BTreeMap<String, Trigger>,
+    schemas: BTreeMap<String, EventSchema>,
     /// Module files read on the last pass, watched for changes too.
     modules: Vec<PathBuf>,
     /// The Secret manifests of the last pass.
@@ -124,6 +162,7 @@ impl Loader {
             env_from_process: false,
             functions: BTreeMap::new(),
             triggers: BTreeMap::new(),
+            schemas: BTreeMap::new(),
             modules: Vec::new(),
             secrets: manifest_secrets.clone(),
             manifest_secrets,
@@ -184,6 +223,7 @@ impl Loader {
         self.manifest_secrets.replace(seen_secrets);
         let mut seen_functions = BTreeMap::new();
         let mut seen_triggers = BTreeMap::new();
+        let mut seen_schemas = BTreeMap::new();
         let mut modules = Vec::new();
         let mut problems = BTreeMap::new();
         for file in files {
@@ -226,6 +266,9 @@ impl Loader {
                     Outcome::Valid(Resource::Trigger(t)) => {
                         seen_triggers.insert(id_of(&doc.object), *t);
                     }
+                    Outcome::Valid(Resource::EventSchema(s)) => {
+                        seen_schemas.insert(id_of(&doc.object), *s);
+                    }
                     Outcome::Valid(Resource::Secret(..)) => {}
                     Outcome::Invalid(errors) => {
                         for e in &errors {
@@ -245,6 +288,13 @@ impl Loader {
                                 .remove(&id)
                                 .map(|old| seen_triggers.insert(id, old))
                                 .is_some(),
+                            // An incompatible new version must not switch validation off:
+                            // the versions accepted before stay in force.
+                            "EventSchema" => self
+                                .schemas
+                                .remove(&id)
+                                .map(|old| seen_schemas.insert(id, old))
+                                .is_some(),
                             // Kept by the first pass.
                             "Secret" => self
                                 .manifest_secrets
@@ -262,6 +312,7 @@ impl Loader {
         }
         self.functions = seen_functions;
         self.triggers = seen_triggers;
+        self.schemas = one_schema_per_type(seen_schemas, &mut problems);
         self.modules = modules;
         self.problems = problems;
         let functions = self
@@ -281,11 +332,25 @@ impl Loader {
                 namespace: id.split('/').next().unwrap_or_default().to_owned(),
                 spec: t.spec.clone(),
                 // Validation already parsed it; a failure here cannot happen for a Valid object.
-                pattern: t.spec.pattern.as_ref().and_then(|p| Pattern::parse(p).ok()),
+                pattern: t
+                    .spec
+                    .effective_pattern()
+                    .and_then(|p| Pattern::parse(&p).ok()),
                 secrets: self.secrets.clone(),
             })
             .collect();
         (functions, triggers)
+    }
+
+    /// The EventSchemas of the last pass, as the publishers check events with them.
+    pub fn schemas(&self) -> Vec<sluice_schema::SchemaDef> {
+        self.schemas
+            .iter()
+            .map(|(id, s)| {
+                let (ns, name) = id.split_once('/').unwrap_or(("default", id));
+                s.spec.to_def(ns, name)
+            })
+            .collect()
     }
 
     /// What was wrong on the last pass: `Kind namespace/name` → the errors.
@@ -473,6 +538,7 @@ pub async fn run(opts: DevOptions) -> Result<(), ProcessError> {
         &triggers,
         loader.problems(),
     ));
+    apply_schemas(&local, &loader);
     local.apply(functions, triggers);
 
     let ready = Arc::new(AtomicBool::new(true));
@@ -487,6 +553,7 @@ pub async fn run(opts: DevOptions) -> Result<(), ProcessError> {
             Arc::new(move || local.routes())
         })),
         catalog: catalog.clone(),
+        schemas: local.schemas.clone(),
     };
     let listener = tokio::net::TcpListener::bind(opts.addr)
         .await
@@ -554,26 +621,32 @@ async fn watch_files(
             &triggers,
             loader.problems(),
         ));
+        apply_schemas(&local, &loader);
         local.apply(functions, triggers);
         // Modules named by new manifests are watched from now on.
         last = loader.fingerprint();
     }
 }
 
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    // Registered now, not at the first poll: a SIGTERM that arrives before the caller first
+    // waits on the future (a worker still loading its module) must not kill the process with
+    // the default action, skipping the graceful shutdown.
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let ctrl_c = tokio::signal::ctrl_c();
+    async move {
+        #[cfg(unix)]
+        let term = async move {
+            match term {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    }
 }

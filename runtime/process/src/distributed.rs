@@ -66,6 +66,8 @@ struct RouteFollower {
     last: Option<Vec<(PathBuf, Option<std::time::SystemTime>, u64)>>,
     acked: Option<u64>,
     heartbeat: tokio::time::Interval,
+    /// Where the table's EventSchemas go for this process's publishers.
+    schemas: Arc<sluice_schema::Shared>,
 }
 
 impl RouteFollower {
@@ -74,6 +76,7 @@ impl RouteFollower {
         source: &RouteSource,
         what: &str,
         secrets: SecretsFrom,
+        schemas: Arc<sluice_schema::Shared>,
     ) -> Result<Self, ProcessError> {
         let (feed, mirror, dir) = match source {
             RouteSource::Dir(d) => (None, None, d.clone()),
@@ -105,6 +108,7 @@ impl RouteFollower {
             last: None,
             acked: None,
             heartbeat: tokio::time::interval(sluice_api::jetstream::ROUTER_ACK_EVERY),
+            schemas,
         })
     }
 
@@ -117,6 +121,9 @@ impl RouteFollower {
         let mut loaded = None;
         if self.last.as_ref() != Some(&now) {
             let (_, triggers) = self.loader.load().await;
+            for p in self.schemas.set(&self.loader.schemas()) {
+                tracing::error!("{p}");
+            }
             bus.set_routes(Arc::new(bus_routes(&triggers)));
             tracing::info!(
                 triggers = triggers.len(),
@@ -161,10 +168,12 @@ async fn follow_routes(
     source: &RouteSource,
     what: &str,
     catalog: Option<Arc<SharedCatalog>>,
+    schemas: Arc<sluice_schema::Shared>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, ProcessError> {
     // Followers of the ingress and workers only route: they run no bridges and read no Secret.
-    let mut follower = RouteFollower::start(bus, source, what, SecretsFrom::Manifests).await?;
+    let mut follower =
+        RouteFollower::start(bus, source, what, SecretsFrom::Manifests, schemas).await?;
     // The ingress knows the Triggers (the route table), not how the Functions fare: the
     // console lists those from the cluster's own status (`kubectl get fn`).
     let listed = move |triggers: Option<Vec<TriggerDef>>| {
@@ -197,11 +206,13 @@ pub async fn run_ingress(
     let bus = NatsBus::connect(nats).await?;
     let (stop, stop_rx) = watch::channel(false);
     let catalog = Arc::new(SharedCatalog::default());
+    let schemas = Arc::new(sluice_schema::Shared::default());
     let follower = follow_routes(
         &bus,
         &routes,
         "sluice ingress",
         Some(catalog.clone()),
+        schemas.clone(),
         stop_rx,
     )
     .await?;
@@ -215,6 +226,7 @@ pub async fn run_ingress(
         ready: Arc::new(AtomicBool::new(true)),
         replays: Some(Replays::new(shared, Arc::new(move || table.routes()))),
         catalog,
+        schemas,
     };
     let served = serve(listen, state, "sluice ingress").await;
     stop.send_replace(true);
@@ -249,7 +261,9 @@ pub async fn run_router(
     let bus = NatsBus::connect(nats.clone()).await?;
     let shared: SharedBus = Arc::new(bus.clone());
     let metrics = Metrics::new();
-    let mut follower = RouteFollower::start(&bus, &source, "sluice router", secrets).await?;
+    let schemas = Arc::new(sluice_schema::Shared::default());
+    let mut follower =
+        RouteFollower::start(&bus, &source, "sluice router", secrets, schemas.clone()).await?;
     let ready = Arc::new(AtomicBool::new(false));
     if let Some(addr) = listen {
         let state = AppState {
@@ -260,6 +274,7 @@ pub async fn run_router(
             ready: ready.clone(),
             replays: None,
             catalog: Default::default(),
+            schemas: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -280,7 +295,13 @@ pub async fn run_router(
     let mut term = std::pin::pin!(shutdown_signal());
     loop {
         if let Some(triggers) = follower.refresh(&bus).await {
-            sync_sources(&mut sources, &triggers, &shared, Some(own.clone()));
+            sync_sources(
+                &mut sources,
+                &triggers,
+                &shared,
+                &schemas,
+                Some(own.clone()),
+            );
             ready.store(true, Ordering::Release);
         }
         tokio::select! {
@@ -348,7 +369,16 @@ pub async fn run_worker_process(o: WorkerOptions) -> Result<(), ProcessError> {
     sluice_delivery::otel::init_from_env();
     let bus = NatsBus::connect(nats).await?;
     let (stop_routes, stop_rx) = watch::channel(false);
-    let follower = follow_routes(&bus, &routes, "sluice worker", None, stop_rx).await?;
+    let schemas = Arc::new(sluice_schema::Shared::default());
+    let follower = follow_routes(
+        &bus,
+        &routes,
+        "sluice worker",
+        None,
+        schemas.clone(),
+        stop_rx,
+    )
+    .await?;
     let shared_bus: SharedBus = Arc::new(bus.clone());
     let metrics = Metrics::new();
     let engine = sluice_host::Engine::new(sluice_host::EngineConfig {
@@ -371,6 +401,7 @@ pub async fn run_worker_process(o: WorkerOptions) -> Result<(), ProcessError> {
         ready: ready.clone(),
         replays: None,
         catalog: Default::default(),
+        schemas: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -396,7 +427,8 @@ pub async fn run_worker_process(o: WorkerOptions) -> Result<(), ProcessError> {
             let (functions, triggers) = loader.load().await;
             match functions.into_iter().find(|f| f.id == function) {
                 Some(f) => {
-                    let runtime = apply_worker(&bus, &f, &triggers, &routes, &mut configured).await;
+                    let runtime =
+                        apply_worker(&bus, &f, &triggers, &routes, &schemas, &mut configured).await;
                     match &shared {
                         Some(s) => *s.write().unwrap_or_else(|p| p.into_inner()) = runtime,
                         None => {
@@ -460,6 +492,7 @@ async fn apply_worker(
     f: &FunctionDef,
     triggers: &[TriggerDef],
     routes: &WorkerRoutes,
+    schemas: &Arc<sluice_schema::Shared>,
     configured: &mut HashSet<String>,
 ) -> Arc<FunctionRuntime> {
     let mine: Vec<&TriggerDef> = triggers
@@ -496,5 +529,7 @@ async fn apply_worker(
         concurrency: f.spec.concurrency.max(1) as usize,
         triggers: queue_routes,
         hop_limit: DEFAULT_HOP_LIMIT,
+        emits: f.spec.emits.clone(),
+        schemas: schemas.clone(),
     })
 }

@@ -117,6 +117,8 @@ pub struct Local {
     routes: std::sync::RwLock<Arc<dyn Routes>>,
     started: Instant,
     hop_limit: i64,
+    /// The EventSchemas every publisher of this process checks events against.
+    pub schemas: Arc<sluice_schema::Shared>,
 }
 
 impl Local {
@@ -133,6 +135,7 @@ impl Local {
             routes: std::sync::RwLock::new(Arc::new(sluice_bus::NoRoutes)),
             started: Instant::now(),
             hop_limit: DEFAULT_HOP_LIMIT,
+            schemas: Arc::default(),
         })
     }
 
@@ -191,6 +194,8 @@ impl Local {
                 concurrency: f.spec.concurrency.max(1) as usize,
                 triggers: routes,
                 hop_limit: self.hop_limit,
+                emits: f.spec.emits.clone(),
+                schemas: self.schemas.clone(),
             });
             match a.functions.get_mut(&f.id) {
                 Some(slot) => {
@@ -247,7 +252,13 @@ impl Local {
             }
         }
 
-        sync_sources(&mut a.sources, &triggers, &self.shared_bus, None);
+        sync_sources(
+            &mut a.sources,
+            &triggers,
+            &self.shared_bus,
+            &self.schemas,
+            None,
+        );
 
         // HTTP routes.
         a.http.clear();
@@ -419,6 +430,7 @@ pub fn sync_sources(
     running: &mut RunningSources,
     triggers: &[TriggerDef],
     bus: &SharedBus,
+    schemas: &Arc<sluice_schema::Shared>,
     default_nats: Option<sluice_ingress::bridge::DefaultNats>,
 ) {
     let mut keep = HashSet::new();
@@ -440,6 +452,7 @@ pub fn sync_sources(
                 t.pattern.clone(),
                 default_nats.clone(),
                 bus.clone(),
+                schemas.clone(),
                 t.secrets.clone(),
             )),
         };
