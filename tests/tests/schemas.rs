@@ -222,6 +222,14 @@ fn the_ingress_refuses_what_the_schema_refuses_and_stamps_what_passes(backend: B
     assert_eq!(answer["version"], 2, "still v2: {answer}");
     let (status, answer) = sys.post_batch(&[order("o-6", json!({"id": "o-6"}))]);
     assert_eq!(status, 202, "no currency needed: v3 was refused: {answer}");
+    // good-0 and bad-1 (refused as one batch), o-4 and o-5; the forged stamp is refused
+    // before any schema is consulted.
+    let (_, _, metrics) = sys.request("GET", "/metrics", &[], b"").unwrap();
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("sluice_events_refused_total{bus=\"default\"} 4"),
+        "{metrics}"
+    );
 }
 
 /// The manifests with a version 3 of the order schema after version 2 that requires a new

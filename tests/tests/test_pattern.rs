@@ -88,3 +88,69 @@ fn pattern_and_event_from_files() {
     ]);
     assert_eq!(missing.status.code(), Some(2));
 }
+
+#[test]
+fn a_transform_prints_what_the_handler_would_get() {
+    let out = sluice(&[
+        "test-pattern",
+        "--pattern",
+        r#"{"type":["com.example.order.paid"]}"#,
+        "--event",
+        EVENT,
+        "--transform",
+        "{inputPaths: {total: $.data.total, sku: '$.data.items[0].sku'}, template: '{\"sku\": <sku>, \"gross\": ${total * 1.21}, \"line\": \"${len($.data.items)} line(s) from <sku>\"}'}",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    let (first, rest) = text.split_once('\n').unwrap();
+    assert_eq!(first, "match");
+    let data: serde_json::Value = serde_json::from_str(rest).unwrap();
+    assert_eq!(
+        data,
+        serde_json::json!({"sku": "A", "gross": 145.2, "line": "1 line(s) from A"})
+    );
+}
+
+#[test]
+fn a_bad_transform_names_the_field_and_position_and_exits_2() {
+    let out = sluice(&[
+        "test-pattern",
+        "--event",
+        EVENT,
+        "--transform",
+        "{inputPaths: {host: $.source.host}, template: '{\"a\": ${upper(totl)}}'}",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "transform.inputPaths.host: \"$.source.host\" cannot exist: source is a single value"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("transform.template: line 1, column 15: unknown name \"totl\""),
+        "{err}"
+    );
+    assert!(stdout(&out).is_empty());
+
+    // Valid, but not for this event: a string times a number.
+    let out = sluice(&[
+        "test-pattern",
+        "--event",
+        EVENT,
+        "--transform",
+        "{template: '${$.source * 2}'}",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("transform.template line 1, column 12: * needs a number, got string"),
+        "{err}"
+    );
+}

@@ -97,6 +97,7 @@ fn trigger(ns: &str, name: &str, function: &str, ty: &str) -> anyhow::Result<Tri
         namespace: ns.into(),
         spec,
         pattern,
+        transform: None,
         secrets: Arc::new(sluice_ingress::secrets::ManifestSecrets::default()),
     })
 }

@@ -7,6 +7,7 @@ use std::{path::PathBuf, time::Instant};
 use anyhow::{Context, bail};
 use sluice_pattern::{Matcher, Pattern};
 
+pub mod contracts;
 pub mod e2e;
 pub mod nats;
 
@@ -18,6 +19,8 @@ pub enum Bench {
     E2e(e2e::E2eArgs),
     /// Distributed mode on NATS JetStream next to a raw JetStream baseline.
     Nats(nats::NatsBenchArgs),
+    /// EventSchema checks and Trigger transforms per event, next to parsing the event.
+    Contracts(contracts::ContractsArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -38,6 +41,7 @@ pub fn run(cmd: Bench) -> anyhow::Result<i32> {
         Bench::Match(args) => run_match(args),
         Bench::E2e(args) => e2e::run(args),
         Bench::Nats(args) => nats::run(args),
+        Bench::Contracts(args) => contracts::run(args),
     }
 }
 

@@ -199,6 +199,7 @@ async fn sluice_path(bus: &NatsBus, run: &str, args: &NatsBenchArgs) -> anyhow::
             retry: Default::default(),
             dead_letter_bus: None,
             reply_bus: format!("{bus_name}-replies"),
+            transform: None,
         }],
         hop_limit: DEFAULT_HOP_LIMIT,
         emits: Vec::new(),

@@ -50,6 +50,65 @@ pub struct TriggerSpec {
     /// events of a type without a schema never match it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_version: Option<VersionRange>,
+    /// What the handler gets as the event's `data` instead of the event's own: JSON built
+    /// from named values in the event (EventBridge's input transformer, with expressions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<InputTransform>,
+}
+
+/// A Trigger's input transform (docs/manifests.md#transform has the language).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InputTransform {
+    /// Names for values in the event, each a path from `$` (the event in its JSON form):
+    /// `order: $.data.order.id`, `from: $.source`. A path that finds nothing gives null.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(schema_with = "input_paths_schema")]
+    pub input_paths: std::collections::BTreeMap<String, String>,
+    /// JSON with placeholders: `<name>` is an input path's value, `${expression}` computes one
+    /// (`${round(total * 1.21, 2)}`); inside a string either is replaced by its text.
+    #[schemars(length(min = 1, max = 16384))]
+    pub template: String,
+}
+
+fn input_paths_schema(_: &mut schemars::SchemaGenerator) -> Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 100,
+        "additionalProperties": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 1024,
+            "pattern": "^\\$",
+        },
+    })
+}
+
+impl InputTransform {
+    /// The transform compiled, or every problem with it named by field under `path`.
+    pub fn compile(
+        &self,
+        path: &str,
+    ) -> Result<sluice_transform::Transform, Vec<crate::FieldError>> {
+        let paths = self
+            .input_paths
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()));
+        sluice_transform::Transform::compile(paths, &self.template).map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|e| match e.place {
+                    sluice_transform::Place::InputPath(name) => {
+                        crate::FieldError::new(&format!("{path}.inputPaths.{name}"), e.message)
+                    }
+                    sluice_transform::Place::Template { line, column } => crate::FieldError::new(
+                        &format!("{path}.template"),
+                        format!("line {line}, column {column}: {}", e.message),
+                    ),
+                })
+                .collect()
+        })
+    }
 }
 
 /// Versions of an EventSchema, both ends included; an omitted end is open.

@@ -373,6 +373,11 @@ impl TriggerSpec {
                 ));
             }
         }
+        if let Some(t) = &self.transform
+            && let Err(errors) = t.compile(&format!("{path}.transform"))
+        {
+            out.extend(errors);
+        }
         if let (Some(dl), Some(bus)) = (&self.delivery.dead_letter, &self.source.bus)
             && dl.bus == *bus
             && !excludes_dead_letters(self.pattern.as_ref())

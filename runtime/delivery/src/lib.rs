@@ -50,6 +50,32 @@ pub trait Invoker: Send + Sync {
 
 pub type SharedInvoker = Arc<dyn Invoker>;
 
+/// The event a Trigger's handler gets when the Trigger has a transform: the transform's output
+/// as `data` (JSON), attributes as they were but `dataschema`, which the new data no longer
+/// follows. A transform that fails on an event fails the same way on every attempt, so the
+/// failure is fatal (reason `transform`): the event is dead-lettered with the template position.
+pub fn transformed(
+    t: &sluice_transform::Transform,
+    event: &CloudEvent,
+    trigger: &str,
+) -> Result<CloudEvent, InvokeError> {
+    let out = t
+        .apply(
+            &event.to_json_value(),
+            sluice_transform::Context { trigger },
+        )
+        .map_err(|e| InvokeError {
+            retryable: false,
+            reason: "transform".into(),
+            message: format!("Trigger {trigger} spec.transform.{e}"),
+        })?;
+    let mut e = event.clone();
+    e.data = Some(serde_json::to_vec(&out).unwrap_or_default());
+    e.datacontenttype = Some("application/json".into());
+    e.dataschema = None;
+    Ok(e)
+}
+
 /// The hop-count extension on reply events.
 pub const HOPS: &str = "sluicehops";
 

@@ -49,6 +49,7 @@ struct Inner {
     registry: Registry,
     events_in: Family<BusLabel, Counter>,
     duplicates: Family<BusLabel, Counter>,
+    refused: Family<BusLabel, Counter>,
     matched: Family<TriggerLabel, Counter>,
     unmatched: Family<BusLabel, Counter>,
     delivered: Family<TriggerLabel, Counter>,
@@ -75,6 +76,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("sluice");
         let events_in = Family::default();
         let duplicates = Family::default();
+        let refused = Family::default();
         let matched = Family::default();
         let unmatched = Family::default();
         let delivered = Family::default();
@@ -90,6 +92,11 @@ impl Metrics {
             "events_duplicate",
             "Events dropped as duplicates of (source, id)",
             duplicates.clone(),
+        );
+        registry.register(
+            "events_refused",
+            "Events refused by an EventSchema before they were stored (HTTP 400; a batch with one invalid event is refused whole)",
+            refused.clone(),
         );
         registry.register(
             "events_matched",
@@ -141,6 +148,7 @@ impl Metrics {
             registry,
             events_in,
             duplicates,
+            refused,
             matched,
             unmatched,
             delivered,
@@ -162,6 +170,13 @@ impl Metrics {
     pub fn duplicates(&self, bus: &str, n: u64) {
         self.0
             .duplicates
+            .get_or_create(&BusLabel { bus: bus.into() })
+            .inc_by(n);
+    }
+    /// `n` events refused at once (one invalid event refuses its whole batch).
+    pub fn refused(&self, bus: &str, n: u64) {
+        self.0
+            .refused
             .get_or_create(&BusLabel { bus: bus.into() })
             .inc_by(n);
     }

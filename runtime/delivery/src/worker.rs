@@ -27,6 +27,8 @@ pub struct TriggerRoute {
     pub dead_letter_bus: Option<String>,
     /// Where replies of this trigger's deliveries are published.
     pub reply_bus: String,
+    /// What the handler gets instead of the event's own data (`spec.transform`).
+    pub transform: Option<Arc<sluice_transform::Transform>>,
 }
 
 /// Everything a worker needs about its Function; swapped whole on reload.
@@ -139,11 +141,14 @@ async fn deliver(
     let started_at = std::time::SystemTime::now();
     let started_ms = now_ms();
     let started = std::time::Instant::now();
-    let result = f
-        .invoker
-        .invoke(&d.event)
-        .await
-        .and_then(|replies| checked_replies(f, replies));
+    let result = match &route.transform {
+        None => f.invoker.invoke(&d.event).await,
+        Some(t) => match crate::transformed(t, &d.event, &route.id) {
+            Ok(input) => f.invoker.invoke(&input).await,
+            Err(e) => Err(e),
+        },
+    }
+    .and_then(|replies| checked_replies(f, replies));
     let elapsed = started.elapsed();
     metrics.observe_duration(&f.id, elapsed);
     let outcome = match result {

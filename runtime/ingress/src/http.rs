@@ -50,6 +50,8 @@ pub struct HttpRoute {
     pub methods: Vec<String>,
     pub invoker: SharedInvoker,
     pub reply_bus: String,
+    /// What the handler gets instead of the request's body (`spec.transform`).
+    pub transform: Option<Arc<sluice_transform::Transform>>,
     /// The Trigger's `tokenSecret`: callers must present its token.
     pub token: Option<RouteToken>,
 }
@@ -386,6 +388,7 @@ async fn publish(s: AppState, bus: String, headers: HeaderMap, body: Bytes) -> R
         ensure_traceparent(e, &headers);
     }
     if let Err(r) = check_schemas(&s.schemas.get(), &mut events) {
+        s.metrics.refused(&bus, events.len() as u64);
         return r.into_response();
     }
     let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
@@ -667,6 +670,12 @@ async fn invoke_http(
         e
     };
     ensure_traceparent(&mut event, &headers);
+    if let Some(t) = &route.transform {
+        event = match sluice_delivery::transformed(t, &event, &route.trigger) {
+            Ok(e) => e,
+            Err(e) => return problem(StatusCode::UNPROCESSABLE_ENTITY, e.message),
+        };
+    }
     let started = std::time::Instant::now();
     let result = route.invoker.invoke(&event).await;
     s.metrics
@@ -762,7 +771,12 @@ async fn depth(State(s): State<AppState>, Path((ns, name)): Path<(String, String
 /// `sluice trace ID`: the recorded steps of the event with this id.
 async fn event_trace(State(s): State<AppState>, Path(id): Path<String>) -> Response {
     match s.bus.traced(&id).await {
-        Ok(steps) => Json(json!({ "id": id, "steps": steps })).into_response(),
+        // In the order they happened, not the order they were stored: a worker may record
+        // its attempt before the router's record of the routing it started from is stored.
+        Ok(mut steps) => {
+            steps.sort_by_key(|step| step.at_ms);
+            Json(json!({ "id": id, "steps": steps })).into_response()
+        }
         Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }

@@ -336,6 +336,12 @@ impl Loader {
                     .spec
                     .effective_pattern()
                     .and_then(|p| Pattern::parse(&p).ok()),
+                transform: t
+                    .spec
+                    .transform
+                    .as_ref()
+                    .and_then(|x| x.compile("spec.transform").ok())
+                    .map(Arc::new),
                 secrets: self.secrets.clone(),
             })
             .collect();

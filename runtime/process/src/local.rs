@@ -43,6 +43,8 @@ pub struct TriggerDef {
     pub namespace: String,
     pub spec: TriggerSpec,
     pub pattern: Option<Pattern>,
+    /// `spec.transform` compiled.
+    pub transform: Option<Arc<sluice_transform::Transform>>,
     /// Where the Secrets it names (`tokenSecret`, `credentialsSecret`) are looked up.
     pub secrets: SharedSecrets,
 }
@@ -493,6 +495,7 @@ pub fn trigger_route(t: &TriggerDef) -> TriggerRoute {
             .bus
             .clone()
             .unwrap_or_else(|| DEFAULT_BUS.into()),
+        transform: t.transform.clone(),
     }
 }
 
@@ -519,6 +522,7 @@ pub fn http_route(t: &TriggerDef, invoker: SharedInvoker) -> HttpRoute {
         methods,
         invoker,
         reply_bus: DEFAULT_BUS.into(),
+        transform: t.transform.clone(),
         token: t
             .spec
             .source

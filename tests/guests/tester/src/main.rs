@@ -3,7 +3,8 @@
 //! computes forever (until the Function's timeout stops it), `data.loop: true`
 //! replies with an event of its own type (so it re-triggers itself), anything else replies
 //! `com.example.done` carrying the input's id (and its `sluicereplay`, when replayed, and the
-//! value of the environment variable `data.env` names, when it names one).
+//! value of the environment variable `data.env` names, when it names one); `data.echo: true`
+//! replies with the whole `data` it was given (what a Trigger's transform built).
 
 use std::io::{Read, Write};
 
@@ -36,7 +37,11 @@ fn main() {
         eprintln!("error: cannot ever handle this");
         std::process::exit(65);
     }
-    let reply = if flag("loop") {
+    let reply = if flag("echo") {
+        serde_json::json!({"type": "com.example.done", "datacontenttype": "application/json",
+            "data": {"of": event["id"], "input": data, "contenttype": event["datacontenttype"],
+                "dataschema": event["dataschema"]}})
+    } else if flag("loop") {
         serde_json::json!({"type": event["type"], "datacontenttype": "application/json", "data": {"loop": true}})
     } else {
         serde_json::json!({"type": "com.example.done", "datacontenttype": "application/json",
