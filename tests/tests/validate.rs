@@ -137,3 +137,29 @@ fn every_command_has_help() {
         assert!(stdout(&out).contains("Usage: sluice"), "{cmd:?}");
     }
 }
+
+#[test]
+fn transform_paths_are_checked_against_the_event_schema_of_their_type() {
+    let out = sluice(&["validate", "tests/fixtures/contracts"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let file = "tests/fixtures/contracts/paid.yaml";
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("{file}: EventSchema shop/paid: ok"),
+            format!(
+                "{file}: Trigger shop/paid: spec.transform.inputPaths.cents: \"$.data.total.cents\" cannot exist in events of type com.example.order.paid: EventSchema shop/paid v1: $.data.total is number, not an object"
+            ),
+            format!(
+                "{file}: Trigger shop/paid: spec.transform.inputPaths.qty: \"$.data.items[0].qty\" cannot exist in events of type com.example.order.paid: EventSchema shop/paid v1: $.data.items[0] has no property \"qty\" (a closed object: sku)"
+            ),
+            format!(
+                "{file}: Trigger shop/paid: spec.transform.inputPaths.total: \"$.data.totl\" cannot exist in events of type com.example.order.paid: EventSchema shop/paid v1: $.data has no property \"totl\" (a closed object: items, orderId, total)"
+            ),
+            format!("{file}: Trigger shop/any-order: ok"),
+        ],
+        "{text}"
+    );
+}

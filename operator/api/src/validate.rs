@@ -546,3 +546,61 @@ pub fn validate_pattern(pattern: &Value, path: &str) -> Vec<FieldError> {
         Err(e) => vec![FieldError::new(&format!("{path}.{}", e.path), e.reason)],
     }
 }
+
+/// Input paths of a Trigger's transform that no event it can receive has, judged by the
+/// newest version of the EventSchema for the one `type` its pattern names (and its `source`,
+/// when the pattern names one; else a schema for any source). `schemas` are `(namespace/name,
+/// spec)`. Nothing is refused when the pattern leaves the type open or no schema applies.
+pub fn transform_paths_against_schemas(
+    spec: &TriggerSpec,
+    path: &str,
+    schemas: &[(String, &crate::EventSchemaSpec)],
+) -> Vec<FieldError> {
+    let Some(transform) = &spec.transform else {
+        return Vec::new();
+    };
+    let only = |field: &str| -> Option<&str> {
+        match spec.pattern.as_ref()?.get(field)?.as_array()?.as_slice() {
+            [Value::String(s)] => Some(s.as_str()),
+            _ => None,
+        }
+    };
+    let Some(ty) = only("type") else {
+        return Vec::new();
+    };
+    let source = only("source");
+    let schema = schemas
+        .iter()
+        .filter(|(_, s)| s.ty == ty)
+        .find(|(_, s)| source.is_some() && s.source.as_deref() == source)
+        .or_else(|| {
+            schemas
+                .iter()
+                .find(|(_, s)| s.ty == ty && s.source.is_none())
+        });
+    let Some((name, schema)) = schema else {
+        return Vec::new();
+    };
+    let Some(newest) = schema.versions.iter().max_by_key(|v| v.version) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (input, p) in &transform.input_paths {
+        let Ok(steps) = sluice_transform::expr::path_steps(p) else {
+            continue; // reported by the Trigger's own validation
+        };
+        if steps.first().and_then(Value::as_str) != Some("data") {
+            continue;
+        }
+        if let Some(why) = sluice_schema::cannot_reach(&newest.schema, &steps[1..]) {
+            out.push(FieldError::new(
+                &format!("{path}.transform.inputPaths.{input}"),
+                format!(
+                    "{p:?} cannot exist in events of type {ty}: EventSchema {name} v{}: {why}",
+                    newest.version
+                ),
+            ));
+        }
+    }
+    out
+}

@@ -359,7 +359,7 @@ const ANNOTATIONS: &[&str] = &[
 
 /// Follows a local `$ref` (`#/$defs/x`, `#/definitions/x`, `#`) to what it names. A `$ref`
 /// beside other assertions is left in place and compared as it is (`$ref` is in [`EXACT`]).
-fn resolve<'v>(s: &'v Value, root: &'v Value, depth: usize) -> Option<&'v Value> {
+pub(crate) fn resolve<'v>(s: &'v Value, root: &'v Value, depth: usize) -> Option<&'v Value> {
     let mut at = s;
     for _ in depth..=MAX_DEPTH {
         let Some(r) = at.get("$ref").and_then(Value::as_str) else {

@@ -10,9 +10,11 @@
 pub mod compat;
 pub mod infer;
 mod path;
+mod reach;
 mod registry;
 
 pub use compat::Compatibility;
+pub use reach::cannot_reach;
 pub use registry::{
     Failure, Invalid, Registry, SchemaDef, Shared, Stamp, VERSION_ATTRIBUTE, compile, version_uri,
 };

@@ -126,16 +126,40 @@ pub(crate) fn is_keyword(s: &str) -> bool {
 /// A path that no CloudEvent can have is refused: attributes are lowercase letters and digits,
 /// and only `data` has anything inside it.
 pub fn parse_path(path: &str) -> Result<Expr, String> {
+    let steps = path_steps(path)?;
+    let mut e = Expr {
+        at: 0,
+        kind: Kind::Root,
+    };
+    for s in steps {
+        e = match s {
+            Value::String(k) => Expr {
+                at: 0,
+                kind: Kind::Field(Box::new(e), k),
+            },
+            index => Expr {
+                at: 0,
+                kind: Kind::Index(
+                    Box::new(e),
+                    Box::new(Expr {
+                        at: 0,
+                        kind: Kind::Lit(index),
+                    }),
+                ),
+            },
+        };
+    }
+    Ok(e)
+}
+
+/// The steps of an input path from the event's root: a string is a key, a number an index.
+pub fn path_steps(path: &str) -> Result<Vec<Value>, String> {
     let b = path.as_bytes();
     if b.first() != Some(&b'$') {
         return Err(format!(
             "{path:?} must start with $ (the event), e.g. $.data.id"
         ));
     }
-    let mut e = Expr {
-        at: 0,
-        kind: Kind::Root,
-    };
     let mut steps: Vec<Value> = Vec::new();
     let mut i = 1;
     while i < b.len() {
@@ -188,25 +212,7 @@ pub fn parse_path(path: &str) -> Result<Expr, String> {
         }
     }
     check_reachable(&steps).map_err(|why| format!("{path:?} cannot exist: {why}"))?;
-    for s in steps {
-        e = match s {
-            Value::String(k) => Expr {
-                at: 0,
-                kind: Kind::Field(Box::new(e), k),
-            },
-            index => Expr {
-                at: 0,
-                kind: Kind::Index(
-                    Box::new(e),
-                    Box::new(Expr {
-                        at: 0,
-                        kind: Kind::Lit(index),
-                    }),
-                ),
-            },
-        };
-    }
-    Ok(e)
+    Ok(steps)
 }
 
 /// Why steps from the event's root cannot lead anywhere in a CloudEvent, if they cannot.
