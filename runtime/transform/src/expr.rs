@@ -447,6 +447,15 @@ fn lex_string(src: &str, start: usize) -> Result<(String, usize), At> {
 
 // ---- parsing ----
 
+/// How a left-associative operator joins its operands.
+#[derive(Clone, Copy)]
+enum Joint {
+    Coalesce,
+    Or,
+    And,
+    Bin(Op),
+}
+
 struct Parser<'n> {
     toks: Vec<(usize, Tok)>,
     pos: usize,
@@ -549,43 +558,40 @@ impl Parser<'_> {
         Ok(e)
     }
 
-    fn coalesce(&mut self) -> Result<Expr, At> {
-        let mut e = self.or()?;
-        while self.peek().1 == &Tok::Coalesce {
+    /// Left-associative operators of one precedence level: `next` parses the operands, `pick`
+    /// says which tokens join them and how.
+    fn chain(
+        &mut self,
+        next: fn(&mut Self) -> Result<Expr, At>,
+        pick: fn(&Tok) -> Option<Joint>,
+    ) -> Result<Expr, At> {
+        let mut e = next(self)?;
+        while let Some(joint) = pick(self.peek().1) {
             let at = self.next().0;
-            let r = self.or()?;
-            e = Expr {
-                at,
-                kind: Kind::Coalesce(Box::new(e), Box::new(r)),
+            let (l, r) = (Box::new(e), Box::new(next(self)?));
+            let kind = match joint {
+                Joint::Coalesce => Kind::Coalesce(l, r),
+                Joint::Or => Kind::Or(l, r),
+                Joint::And => Kind::And(l, r),
+                Joint::Bin(op) => Kind::Bin(op, l, r),
             };
+            e = Expr { at, kind };
         }
         Ok(e)
+    }
+
+    fn coalesce(&mut self) -> Result<Expr, At> {
+        self.chain(Self::or, |t| {
+            (*t == Tok::Coalesce).then_some(Joint::Coalesce)
+        })
     }
 
     fn or(&mut self) -> Result<Expr, At> {
-        let mut e = self.and()?;
-        while self.peek().1 == &Tok::Or {
-            let at = self.next().0;
-            let r = self.and()?;
-            e = Expr {
-                at,
-                kind: Kind::Or(Box::new(e), Box::new(r)),
-            };
-        }
-        Ok(e)
+        self.chain(Self::and, |t| (*t == Tok::Or).then_some(Joint::Or))
     }
 
     fn and(&mut self) -> Result<Expr, At> {
-        let mut e = self.cmp()?;
-        while self.peek().1 == &Tok::And {
-            let at = self.next().0;
-            let r = self.cmp()?;
-            e = Expr {
-                at,
-                kind: Kind::And(Box::new(e), Box::new(r)),
-            };
-        }
-        Ok(e)
+        self.chain(Self::cmp, |t| (*t == Tok::And).then_some(Joint::And))
     }
 
     fn cmp(&mut self) -> Result<Expr, At> {
@@ -617,38 +623,20 @@ impl Parser<'_> {
     }
 
     fn sum(&mut self) -> Result<Expr, At> {
-        let mut e = self.product()?;
-        loop {
-            let op = match self.peek().1 {
-                Tok::Plus => Op::Add,
-                Tok::Minus => Op::Sub,
-                _ => return Ok(e),
-            };
-            let at = self.next().0;
-            let r = self.product()?;
-            e = Expr {
-                at,
-                kind: Kind::Bin(op, Box::new(e), Box::new(r)),
-            };
-        }
+        self.chain(Self::product, |t| match t {
+            Tok::Plus => Some(Joint::Bin(Op::Add)),
+            Tok::Minus => Some(Joint::Bin(Op::Sub)),
+            _ => None,
+        })
     }
 
     fn product(&mut self) -> Result<Expr, At> {
-        let mut e = self.unary()?;
-        loop {
-            let op = match self.peek().1 {
-                Tok::Star => Op::Mul,
-                Tok::Slash => Op::Div,
-                Tok::Percent => Op::Rem,
-                _ => return Ok(e),
-            };
-            let at = self.next().0;
-            let r = self.unary()?;
-            e = Expr {
-                at,
-                kind: Kind::Bin(op, Box::new(e), Box::new(r)),
-            };
-        }
+        self.chain(Self::unary, |t| match t {
+            Tok::Star => Some(Joint::Bin(Op::Mul)),
+            Tok::Slash => Some(Joint::Bin(Op::Div)),
+            Tok::Percent => Some(Joint::Bin(Op::Rem)),
+            _ => None,
+        })
     }
 
     fn unary(&mut self) -> Result<Expr, At> {
