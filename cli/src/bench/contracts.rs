@@ -134,10 +134,12 @@ pub fn run(args: ContractsArgs) -> anyhow::Result<i32> {
     type Variant<'a> = (&'static str, Box<dyn Fn() -> bool + 'a>);
     let variants: Vec<Variant> = vec![
         ("parse", Box::new(|| CloudEvent::from_json(&wire).is_ok())),
+        // As the HTTP ingress does it: the check reads the `data` the parser built.
         (
             "parse + schema check",
             Box::new(|| {
-                CloudEvent::from_json(&wire).is_ok_and(|mut e| registry.check(&mut e).is_ok())
+                CloudEvent::from_json_keeping_data(&wire)
+                    .is_ok_and(|(mut e, d)| registry.check_parsed(&mut e, d.as_ref()).is_ok())
             }),
         ),
         (
@@ -150,8 +152,8 @@ pub fn run(args: ContractsArgs) -> anyhow::Result<i32> {
         (
             "parse + check + transform",
             Box::new(|| {
-                CloudEvent::from_json(&wire).is_ok_and(|mut e| {
-                    registry.check(&mut e).is_ok()
+                CloudEvent::from_json_keeping_data(&wire).is_ok_and(|(mut e, d)| {
+                    registry.check_parsed(&mut e, d.as_ref()).is_ok()
                         && transform.apply(&e.to_json_value(), cx).is_ok()
                 })
             }),
@@ -187,8 +189,8 @@ pub fn run(args: ContractsArgs) -> anyhow::Result<i32> {
         );
     }
     println!();
-    // Where the check's time goes: parsing `data` again (the event holds it as bytes) and
-    // the validator itself.
+    // Where the time of a check without the parsed data goes (bridges and worker replies, whose
+    // events arrive as CloudEvents): parsing `data` again, and the validator itself.
     let validator = sluice_schema::compile(&schema()).map_err(|e| anyhow::anyhow!(e))?;
     let parsed = data();
     let bytes = serde_json::to_vec(&parsed)?;
@@ -202,7 +204,7 @@ pub fn run(args: ContractsArgs) -> anyhow::Result<i32> {
         validate = validate.min(time_per_call(&|| validator.is_valid(&parsed), per)?);
     }
     println!(
-        "schema check alone: {:.2} µs/event (parsing data again {:.2} µs, the validator on parsed data {:.2} µs); transform alone (event to JSON + apply): {:.2} µs/event",
+        "schema check alone: {:.2} µs/event (from bytes instead: + parsing data again {:.2} µs; the validator {:.2} µs); transform alone (event to JSON + apply): {:.2} µs/event",
         (best[1] - best[0]) / 1000.0,
         reparse / 1000.0,
         validate / 1000.0,

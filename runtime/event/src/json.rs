@@ -33,6 +33,19 @@ impl CloudEvent {
 
     /// Builds an event from a structured-mode JSON object.
     pub fn from_json_value(value: Value) -> Result<Self, EventError> {
+        Self::from_json_value_keeping_data(value).map(|(e, _)| e)
+    }
+
+    /// Parses one structured-mode event, and hands back its `data` as parsed when it is JSON,
+    /// so a caller that needs the value (an EventSchema check) does not parse the bytes again.
+    pub fn from_json_keeping_data(bytes: &[u8]) -> Result<(Self, Option<Value>), EventError> {
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| EventError::new("(body)", format!("not valid JSON: {e}")))?;
+        Self::from_json_value_keeping_data(value)
+    }
+
+    /// [`CloudEvent::from_json_value`], with the JSON `data` value as parsed.
+    pub fn from_json_value_keeping_data(value: Value) -> Result<(Self, Option<Value>), EventError> {
         let Value::Object(mut map) = value else {
             return Err(EventError::new(
                 "(body)",
@@ -78,6 +91,7 @@ impl CloudEvent {
         let datacontenttype = take("datacontenttype")?;
         let dataschema = take("dataschema")?;
         let data_base64 = take("data_base64")?;
+        let mut parsed = None;
         let data = match (map.remove("data"), data_base64) {
             (None | Some(Value::Null), Some(b64)) => Some(
                 base64::engine::general_purpose::STANDARD
@@ -101,7 +115,11 @@ impl CloudEvent {
             {
                 Some(s.into_bytes())
             }
-            (Some(v), None) => Some(v.to_string().into_bytes()),
+            (Some(v), None) => {
+                let bytes = v.to_string().into_bytes();
+                parsed = Some(v);
+                Some(bytes)
+            }
         };
         let mut extensions = std::collections::BTreeMap::new();
         for (name, v) in map {
@@ -138,7 +156,7 @@ impl CloudEvent {
             data,
         };
         event.validate()?;
-        Ok(event)
+        Ok((event, parsed))
     }
 
     /// The optional context attributes, by name.
@@ -265,6 +283,16 @@ impl CloudEvent {
 /// Parses a batch (`application/cloudevents-batch+json`): every event or the first error,
 /// with its index, so nothing of a bad batch is accepted.
 pub fn from_batch_json(bytes: &[u8]) -> Result<Vec<CloudEvent>, EventError> {
+    Ok(from_batch_json_keeping_data(bytes)?
+        .into_iter()
+        .map(|(e, _)| e)
+        .collect())
+}
+
+/// [`from_batch_json`], with each event's JSON `data` value as parsed.
+pub fn from_batch_json_keeping_data(
+    bytes: &[u8],
+) -> Result<Vec<(CloudEvent, Option<Value>)>, EventError> {
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| EventError::new("(body)", format!("not valid JSON: {e}")))?;
     let Value::Array(items) = value else {
@@ -277,7 +305,7 @@ pub fn from_batch_json(bytes: &[u8]) -> Result<Vec<CloudEvent>, EventError> {
         .into_iter()
         .enumerate()
         .map(|(i, v)| {
-            CloudEvent::from_json_value(v)
+            CloudEvent::from_json_value_keeping_data(v)
                 .map_err(|e| EventError::new(format!("[{i}].{}", e.attribute), e.reason))
         })
         .collect()

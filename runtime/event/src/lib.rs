@@ -14,7 +14,7 @@ mod time;
 use std::collections::BTreeMap;
 
 pub use binary::{from_binary, to_binary_headers};
-pub use json::{from_batch_json, is_json_content_type};
+pub use json::{from_batch_json, from_batch_json_keeping_data, is_json_content_type};
 pub use time::now_rfc3339;
 
 /// The only CloudEvents version Sluice speaks.

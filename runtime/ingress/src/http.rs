@@ -305,18 +305,38 @@ pub fn parse_events(
     body: &[u8],
     max_event: usize,
 ) -> Result<Vec<CloudEvent>, Rejection> {
+    parse_events_keeping_data(headers, body, max_event).map(|(events, _)| events)
+}
+
+/// [`parse_events`], with each event's JSON `data` as the parser built it (none in binary
+/// mode, where the body is the data): an EventSchema check then reads it without a second
+/// parse.
+pub fn parse_events_keeping_data(
+    headers: &HeaderMap,
+    body: &[u8],
+    max_event: usize,
+) -> Result<(Vec<CloudEvent>, Vec<Option<serde_json::Value>>), Rejection> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let events = if ct.starts_with("application/cloudevents-batch+json") {
-        sluice_event::from_batch_json(body).map_err(bad_event)?
+    let (events, data): (Vec<CloudEvent>, Vec<Option<serde_json::Value>>) = if ct
+        .starts_with("application/cloudevents-batch+json")
+    {
+        sluice_event::from_batch_json_keeping_data(body)
+            .map_err(bad_event)?
+            .into_iter()
+            .unzip()
     } else if ct.starts_with("application/cloudevents+json") {
-        vec![CloudEvent::from_json(body).map_err(bad_event)?]
+        let (e, d) = CloudEvent::from_json_keeping_data(body).map_err(bad_event)?;
+        (vec![e], vec![d])
     } else if headers.contains_key("ce-specversion") {
         let hs = headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()));
-        vec![sluice_event::from_binary(hs, body).map_err(bad_event)?]
+        (
+            vec![sluice_event::from_binary(hs, body).map_err(bad_event)?],
+            vec![None],
+        )
     } else {
         return Err(Rejection(
             StatusCode::BAD_REQUEST,
@@ -352,7 +372,7 @@ pub fn parse_events(
             return Err(Rejection(StatusCode::PAYLOAD_TOO_LARGE, msg));
         }
     }
-    Ok(events)
+    Ok((events, data))
 }
 
 /// A trace context for events that arrive without one, so every delivery can be followed.
@@ -380,14 +400,15 @@ async fn publish(s: AppState, bus: String, headers: HeaderMap, body: Bytes) -> R
     if let Err(e) = check_bus_name(&bus) {
         return e.into_response();
     }
-    let mut events = match parse_events(&headers, &body, s.cfg.max_event_bytes) {
-        Ok(e) => e,
+    let (mut events, data) = match parse_events_keeping_data(&headers, &body, s.cfg.max_event_bytes)
+    {
+        Ok(parsed) => parsed,
         Err(r) => return r.into_response(),
     };
     for e in &mut events {
         ensure_traceparent(e, &headers);
     }
-    if let Err(r) = check_schemas(&s.schemas.get(), &mut events) {
+    if let Err(r) = check_schemas(&s.schemas.get(), &mut events, &data) {
         s.metrics.refused(&bus, events.len() as u64);
         return r.into_response();
     }
@@ -449,12 +470,14 @@ async fn publish(s: AppState, bus: String, headers: HeaderMap, body: Bytes) -> R
 pub fn check_schemas(
     registry: &sluice_schema::Registry,
     events: &mut [CloudEvent],
+    data: &[Option<serde_json::Value>],
 ) -> Result<(), SchemaRefusal> {
     if registry.is_empty() {
         return Ok(());
     }
     for (index, e) in events.iter_mut().enumerate() {
-        if let Err(invalid) = registry.check(e) {
+        let parsed = data.get(index).and_then(Option::as_ref);
+        if let Err(invalid) = registry.check_parsed(e, parsed) {
             let id = e.id.chars().take(64).collect();
             return Err(SchemaRefusal { index, id, invalid });
         }

@@ -175,6 +175,16 @@ impl Registry {
     /// or a schema's `$id`), else the newest version, and on success stamps the version in
     /// [`VERSION_ATTRIBUTE`]. An event no schema describes passes unstamped (`Ok(None)`).
     pub fn check(&self, event: &mut CloudEvent) -> Result<Option<Stamp>, Invalid> {
+        self.check_parsed(event, None)
+    }
+
+    /// [`Registry::check`] for an event whose JSON `data` the caller has parsed already
+    /// (`parsed` must be the value of `event.data`; the ingress gets it from the parser).
+    pub fn check_parsed(
+        &self,
+        event: &mut CloudEvent,
+        parsed: Option<&Value>,
+    ) -> Result<Option<Stamp>, Invalid> {
         let Some(d) = self.described(event) else {
             return Ok(None);
         };
@@ -209,17 +219,22 @@ impl Registry {
             // `compatibility: none`) accepts everything the older ones did.
             _ => d.versions.last().expect("a described schema has versions"),
         };
-        let data = match &event.data {
-            None => Value::Null,
-            Some(bytes) if event.data_is_json() => serde_json::from_slice(bytes).map_err(|e| {
-                invalid(
-                    Some(version.number),
-                    "$.data",
-                    "type",
-                    format!("not valid JSON: {e}"),
-                )
-            })?,
-            Some(_) => {
+        let owned;
+        let data = match (&event.data, parsed) {
+            (None, _) => &Value::Null,
+            (Some(_), Some(v)) if event.data_is_json() => v,
+            (Some(bytes), None) if event.data_is_json() => {
+                owned = serde_json::from_slice::<Value>(bytes).map_err(|e| {
+                    invalid(
+                        Some(version.number),
+                        "$.data",
+                        "type",
+                        format!("not valid JSON: {e}"),
+                    )
+                })?;
+                &owned
+            }
+            (Some(_), _) => {
                 return Err(invalid(
                     Some(version.number),
                     "$.data",
@@ -232,18 +247,18 @@ impl Registry {
             }
         };
         // Most events are valid: answer that without building error reports.
-        if version.validator.is_valid(&data) {
+        if version.validator.is_valid(data) {
             return Ok(Some(stamp(event, &d.name, version.number)));
         }
         let mut failures = Vec::new();
         let mut more = 0;
-        for e in version.validator.iter_errors(&data) {
+        for e in version.validator.iter_errors(data) {
             if failures.len() == MAX_FAILURES {
                 more += 1;
                 continue;
             }
             failures.push(Failure {
-                path: json_path("$.data", e.instance_path().as_str(), &data),
+                path: json_path("$.data", e.instance_path().as_str(), data),
                 rule: e.kind().keyword().to_owned(),
                 message: short(&e.to_string()),
             });
@@ -360,6 +375,29 @@ mod tests {
         let mut other = event("com.example.other", json!(5));
         assert_eq!(r.check(&mut other), Ok(None));
         assert!(other.extensions.is_empty());
+    }
+
+    #[test]
+    fn a_check_on_the_parsed_data_decides_as_one_on_the_bytes() {
+        let (r, _) = Registry::new(&[order_schema()]);
+        for data in [
+            json!({"id": "o-1", "total": 3}),
+            json!({"id": 7, "total": -1, "items": [{"qty": 1}]}),
+        ] {
+            let (mut a, mut b) = (
+                event("com.example.order.paid", data.clone()),
+                event("com.example.order.paid", data.clone()),
+            );
+            assert_eq!(r.check(&mut a), r.check_parsed(&mut b, Some(&data)));
+            assert_eq!(a, b);
+        }
+        // Data a content type says is not JSON is refused as such, parsed value or not.
+        let mut text = event("com.example.order.paid", json!({"id": "o-1"}));
+        text.datacontenttype = Some("text/plain".into());
+        let err = r
+            .check_parsed(&mut text, Some(&json!({"id": "o-1"})))
+            .unwrap_err();
+        assert_eq!(err.failures[0].path, "$.data");
     }
 
     #[test]
