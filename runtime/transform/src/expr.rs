@@ -696,25 +696,28 @@ impl Parser<'_> {
         }
     }
 
+    /// Comma-separated expressions up to and including `close` (the opening token is taken).
+    fn list(&mut self, close: &Tok, between: &str) -> Result<Vec<Expr>, At> {
+        let mut items = Vec::new();
+        if self.eat(close) {
+            return Ok(items);
+        }
+        loop {
+            items.push(self.expr()?);
+            if self.eat(close) {
+                return Ok(items);
+            }
+            self.expect(&Tok::Comma, between)?;
+        }
+    }
+
     fn primary(&mut self) -> Result<Expr, At> {
         let (at, t) = self.next();
         let kind = match t {
             Tok::Num(n) => Kind::Lit(Value::Number(n)),
             Tok::Str(s) => Kind::Lit(Value::String(s)),
             Tok::Dollar => Kind::Root,
-            Tok::LBrack => {
-                let mut items = Vec::new();
-                if !self.eat(&Tok::RBrack) {
-                    loop {
-                        items.push(self.expr()?);
-                        if self.eat(&Tok::RBrack) {
-                            break;
-                        }
-                        self.expect(&Tok::Comma, "between items")?;
-                    }
-                }
-                Kind::List(items)
-            }
+            Tok::LBrack => Kind::List(self.list(&Tok::RBrack, "between items")?),
             Tok::LParen => {
                 let e = self.expr()?;
                 self.expect(&Tok::RParen, "to close the (")?;
@@ -735,16 +738,7 @@ impl Parser<'_> {
                             ),
                         )
                     })?;
-                    let mut args = Vec::new();
-                    if !self.eat(&Tok::RParen) {
-                        loop {
-                            args.push(self.expr()?);
-                            if self.eat(&Tok::RParen) {
-                                break;
-                            }
-                            self.expect(&Tok::Comma, "between arguments")?;
-                        }
-                    }
+                    let args = self.list(&Tok::RParen, "between arguments")?;
                     func.check_arity(args.len())
                         .map_err(|m| At::new(at, format!("{name}: {m}")))?;
                     Kind::Call(func, args)
@@ -810,9 +804,10 @@ pub(crate) fn number(f: f64, at: usize) -> Result<Value, At> {
         .ok_or_else(|| At::new(at, "the result is not a finite number"))
 }
 
-pub(crate) fn num<'v>(v: &'v Value, at: usize, what: &str) -> Result<(Num, &'v Number), At> {
+/// `v` as a number, or an error saying that `what` needs one.
+pub(crate) fn num(v: &Value, at: usize, what: &str) -> Result<Num, At> {
     match v {
-        Value::Number(n) => Ok((Num::of(n), n)),
+        Value::Number(n) => Ok(Num::of(n)),
         other => Err(At::new(
             at,
             format!("{what} needs a number, got {}", type_name(other)),
@@ -906,7 +901,7 @@ impl Expr {
             )?)),
             Kind::Neg(inner) => {
                 let v = inner.eval(event, cx)?;
-                Cow::Owned(match num(&v, at, "-")?.0 {
+                Cow::Owned(match num(&v, at, "-")? {
                     Num::I(i) => match i.checked_neg() {
                         Some(n) => Value::from(n),
                         None => number(-(i as f64), at)?,
@@ -1037,8 +1032,8 @@ fn binary(op: Op, a: &Value, b: &Value, at: usize) -> Result<Value, At> {
         Op::Div => "/",
         _ => "%",
     };
-    let (x, _) = num(a, at, verb)?;
-    let (y, _) = num(b, at, verb)?;
+    let x = num(a, at, verb)?;
+    let y = num(b, at, verb)?;
     if matches!(op, Op::Div | Op::Rem) && y.f() == 0.0 {
         return Err(At::new(at, "division by zero"));
     }

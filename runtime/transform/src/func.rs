@@ -110,7 +110,7 @@ impl Func {
             })
         };
         let n = |i: usize| -> Result<Num, At> {
-            num(&args[i], at, &format!("{name} argument {}", i + 1)).map(|(n, _)| n)
+            num(&args[i], at, &format!("{name} argument {}", i + 1))
         };
         Ok(match self {
             Func::Upper => Value::String(s(0)?.to_uppercase()),

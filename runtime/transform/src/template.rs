@@ -173,15 +173,8 @@ impl Parser<'_> {
             self.ws();
             let v = self.value()?;
             fields.push((Key { at, parts }, v));
-            self.ws();
-            match self.b.get(self.i) {
-                Some(b',') => self.i += 1,
-                Some(b'}') => {
-                    self.i += 1;
-                    break;
-                }
-                None => return Err(At::new(open, "this { is not closed")),
-                Some(_) => return Err(At::new(self.i, "expected , or } after a field")),
+            if self.closed_after(open, b'}', "a field")? {
+                break;
             }
         }
         let all_lit = fields.iter().all(|(k, v)| {
@@ -218,15 +211,8 @@ impl Parser<'_> {
                 return Err(At::new(open, "this [ is not closed"));
             }
             items.push(self.value()?);
-            self.ws();
-            match self.b.get(self.i) {
-                Some(b',') => self.i += 1,
-                Some(b']') => {
-                    self.i += 1;
-                    break;
-                }
-                None => return Err(At::new(open, "this [ is not closed")),
-                Some(_) => return Err(At::new(self.i, "expected , or ] after an item")),
+            if self.closed_after(open, b']', "an item")? {
+                break;
             }
         }
         if items.iter().all(|n| matches!(n, Node::Lit(_))) {
@@ -240,6 +226,28 @@ impl Parser<'_> {
             return Ok(Node::Lit(Value::Array(vals)));
         }
         Ok(Node::Array(items))
+    }
+
+    /// After a field or item of the object or array opened at `open`: whether `close` ended it
+    /// (taken), or a comma says another follows (taken).
+    fn closed_after(&mut self, open: usize, close: u8, what: &str) -> Result<bool, At> {
+        self.ws();
+        let bracket = if close == b'}' { '{' } else { '[' };
+        match self.b.get(self.i) {
+            Some(b',') => {
+                self.i += 1;
+                Ok(false)
+            }
+            Some(&c) if c == close => {
+                self.i += 1;
+                Ok(true)
+            }
+            None => Err(At::new(open, format!("this {bracket} is not closed"))),
+            Some(_) => Err(At::new(
+                self.i,
+                format!("expected , or {} after {what}", close as char),
+            )),
+        }
     }
 
     /// A JSON string starting at the `"` under the cursor, split at its placeholders.
