@@ -407,6 +407,20 @@ async fn operator_against_a_real_control_plane() -> Result<()> {
         )
     );
     cp.apply(&t);
+    // The CRD's schema refuses batch limits out of range, naming the field.
+    let bad = trigger_yaml(
+        &ns,
+        "batch",
+        "  source: {bus: default}\n  function: lat-0\n  delivery: {batch: {maxEvents: 0, maxBytes: lots}}\n",
+    );
+    let refused = cp.run(&["apply", "-f", "-"], Some(&bad));
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "an invalid batch was accepted");
+    assert!(
+        why.contains("spec.delivery.batch.maxEvents")
+            && why.contains("spec.delivery.batch.maxBytes"),
+        "{why}"
+    );
     eventually("the Service", Duration::from_secs(10), || {
         let s = svcs.clone();
         async move { Ok(s.get_opt("sluice-fn-lat-0").await?.map(|_| ())) }

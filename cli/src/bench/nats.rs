@@ -200,6 +200,7 @@ async fn sluice_path(bus: &NatsBus, run: &str, args: &NatsBenchArgs) -> anyhow::
             dead_letter_bus: None,
             reply_bus: format!("{bus_name}-replies"),
             transform: None,
+            batch: None,
         }],
         hop_limit: DEFAULT_HOP_LIMIT,
         emits: Vec::new(),

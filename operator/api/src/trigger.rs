@@ -286,6 +286,49 @@ pub struct Delivery {
     #[serde(default = "default_max_inflight")]
     #[schemars(range(min = 1, max = 100000))]
     pub max_inflight: u32,
+    /// Hand the handler several events at once, as a CloudEvents batch (a JSON array), and
+    /// let it say which of them failed. Omitted: one event per invocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<Batch>,
+}
+
+/// How events are grouped into one invocation. A batch is handed over when it holds
+/// `maxEvents` events, when the next event would take it past `maxBytes`, or `maxWait` after
+/// its first event arrived, whichever comes first (docs/manifests.md#batch).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Batch {
+    /// Most events in one batch; at most `maxInflight`.
+    #[serde(default = "default_batch_events")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_events: u32,
+    /// Longest the first event of a batch waits for more (0s: only what is ready at once).
+    #[serde(default = "default_batch_wait")]
+    pub max_wait: Duration,
+    /// Most bytes of the batch's JSON (1Ki to 16Mi). An event larger than this on its own goes
+    /// in a batch of one.
+    #[serde(default = "default_batch_bytes")]
+    pub max_bytes: crate::ByteSize,
+}
+
+fn default_batch_events() -> u32 {
+    10
+}
+fn default_batch_wait() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_batch_bytes() -> crate::ByteSize {
+    "256Ki".parse().expect("a valid quantity")
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self {
+            max_events: default_batch_events(),
+            max_wait: default_batch_wait(),
+            max_bytes: default_batch_bytes(),
+        }
+    }
 }
 
 fn default_max_inflight() -> u32 {
@@ -301,6 +344,7 @@ impl Default for Delivery {
             dead_letter: None,
             ordering: None,
             max_inflight: default_max_inflight(),
+            batch: None,
         }
     }
 }

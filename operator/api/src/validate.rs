@@ -378,6 +378,13 @@ impl TriggerSpec {
         {
             out.extend(errors);
         }
+        if self.delivery.batch.is_some() && self.source.http.is_some() {
+            out.push(FieldError::new(
+                &format!("{path}.delivery.batch"),
+                "an http source answers each request with its own reply, so it cannot batch; \
+                 batch a bus, schedule, mqtt or nats source",
+            ));
+        }
         if let (Some(dl), Some(bus)) = (&self.delivery.dead_letter, &self.source.bus)
             && dl.bus == *bus
             && !excludes_dead_letters(self.pattern.as_ref())
@@ -523,6 +530,32 @@ fn validate_delivery(d: &Delivery, path: &str, out: &mut Vec<FieldError>) {
     }
     if let Some(dl) = &d.dead_letter {
         check_dns_label(&format!("{path}.deadLetter.bus"), &dl.bus, out);
+    }
+    if let Some(b) = &d.batch {
+        let bp = format!("{path}.batch");
+        check_duration(
+            &format!("{bp}.maxWait"),
+            b.max_wait,
+            Duration::from_secs(0),
+            Duration::from_secs(300),
+            out,
+        );
+        let bytes = b.max_bytes.bytes();
+        if !(1 << 10..=16 << 20).contains(&bytes) {
+            out.push(FieldError::new(
+                &format!("{bp}.maxBytes"),
+                format!("must be between 1Ki and 16Mi, not {}", b.max_bytes.as_str()),
+            ));
+        }
+        if b.max_events > d.max_inflight {
+            out.push(FieldError::new(
+                &format!("{bp}.maxEvents"),
+                format!(
+                    "{} is above {path}.maxInflight ({}): a batch could never fill",
+                    b.max_events, d.max_inflight
+                ),
+            ));
+        }
     }
     if let Some(o) = &d.ordering
         && !ATTR_PATH.is_match(&o.key)

@@ -11,6 +11,7 @@
 //! know: HTTP, manifest files, processes or Kubernetes; handlers are behind [`Invoker`], so
 //! the Wasm host is not a dependency.
 
+pub mod batch;
 pub mod metrics;
 pub mod otel;
 pub mod policy;
@@ -42,10 +43,36 @@ impl std::fmt::Display for InvokeError {
 pub type InvokeFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Vec<CloudEvent>, InvokeError>> + Send + 'a>>;
 
-/// Runs one event through a Function's handler. The Wasm host implements it; tests use
+/// What a batch invocation returned: replies, and the items (by position) that failed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BatchResult {
+    pub replies: Vec<CloudEvent>,
+    pub failed: Vec<(usize, InvokeError)>,
+}
+
+pub type BatchFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<BatchResult, InvokeError>> + Send + 'a>>;
+
+/// Runs events through a Function's handler. The Wasm host implements it; tests use
 /// plain closures.
 pub trait Invoker: Send + Sync {
     fn invoke<'a>(&'a self, event: &'a CloudEvent) -> InvokeFuture<'a>;
+
+    /// Runs a batch (a Trigger's `delivery.batch`) in one invocation; an `Err` fails every
+    /// item. An invoker without batches of its own runs the items one after another, each
+    /// failure an item's.
+    fn invoke_batch<'a>(&'a self, events: &'a [Arc<CloudEvent>]) -> BatchFuture<'a> {
+        Box::pin(async move {
+            let mut out = BatchResult::default();
+            for (i, e) in events.iter().enumerate() {
+                match self.invoke(e).await {
+                    Ok(replies) => out.replies.extend(replies),
+                    Err(err) => out.failed.push((i, err)),
+                }
+            }
+            Ok(out)
+        })
+    }
 }
 
 pub type SharedInvoker = Arc<dyn Invoker>;

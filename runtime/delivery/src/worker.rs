@@ -1,9 +1,12 @@
 //! The worker tasks of one Function. Each task keeps up to `concurrency` deliveries in flight,
 //! leasing round-robin from the Function's trigger queues; the scaler sets how many tasks run.
+//! A Trigger with `delivery.batch` gathers leased events into a forming batch, and one
+//! delivery in flight is then one batch.
 
 use std::{
+    collections::HashMap,
     sync::{Arc, RwLock},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use sluice_api::trigger::Retry;
@@ -11,7 +14,7 @@ use sluice_event::{CloudEvent, Extension};
 use tokio::{sync::watch, task::JoinSet};
 
 use crate::{
-    HOPS, InvokeError, SharedInvoker, hops,
+    HOPS, InvokeError, SharedInvoker, batch, hops,
     policy::{self, GiveUp, Step},
 };
 use sluice_bus::trace::{Outcome, Reply, Step as TraceStep, StepKind, worker_name};
@@ -29,6 +32,8 @@ pub struct TriggerRoute {
     pub reply_bus: String,
     /// What the handler gets instead of the event's own data (`spec.transform`).
     pub transform: Option<Arc<sluice_transform::Transform>>,
+    /// Several events per invocation (`delivery.batch`).
+    pub batch: Option<batch::Limits>,
 }
 
 /// Everything a worker needs about its Function; swapped whole on reload.
@@ -57,6 +62,7 @@ pub async fn run_worker(
     mut desired: watch::Receiver<u32>,
 ) {
     let mut inflight: JoinSet<()> = JoinSet::new();
+    let mut forming: HashMap<TriggerId, Forming> = HashMap::new();
     let mut next_trigger = 0usize;
     loop {
         let stop = *desired.borrow() <= index;
@@ -80,14 +86,27 @@ pub async fn run_worker(
                 break;
             }
             let route = &f.triggers[(next_trigger + i) % n];
-            let leased = match bus.lease(&route.id, free).await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(trigger = %route.id, error = %e, "lease failed");
-                    Vec::new()
+            if let Some(limits) = route.batch {
+                let batch = forming
+                    .entry(route.id.clone())
+                    .or_insert_with(|| Forming::new(route));
+                batch.route = route.clone();
+                let want = batch::room(&limits, batch.items.len());
+                let leased = lease(&*bus, route, want).await;
+                leased_any |= !leased.is_empty();
+                let drained = leased.len() < want;
+                for d in leased {
+                    if let Some(failed) = batch.add(d) {
+                        let (f, bus, metrics, route) =
+                            (f.clone(), bus.clone(), metrics.clone(), route.clone());
+                        inflight
+                            .spawn(async move { failed.settle(&f, &route, &*bus, &metrics).await });
+                    }
                 }
-            };
-            for d in leased {
+                dispatch(&mut inflight, batch, &f, &bus, &metrics, drained, false);
+                continue;
+            }
+            for d in lease(&*bus, route, free).await {
                 leased_any = true;
                 let (f, bus, metrics, route) =
                     (f.clone(), bus.clone(), metrics.clone(), route.clone());
@@ -95,17 +114,181 @@ pub async fn run_worker(
             }
         }
         next_trigger = next_trigger.wrapping_add(1);
+        // Batches of Triggers this Function no longer has (or no longer batches) go now.
+        for batch in forming.values_mut() {
+            let kept = f
+                .triggers
+                .iter()
+                .any(|t| t.id == batch.route.id && t.batch.is_some());
+            if !kept {
+                dispatch(&mut inflight, batch, &f, &bus, &metrics, true, true);
+            }
+        }
+        forming.retain(|_, b| !b.items.is_empty() || f.triggers.iter().any(|t| t.id == b.route.id));
         if leased_any && inflight.len() < f.concurrency {
             continue;
         }
         let ids: Vec<TriggerId> = f.triggers.iter().map(|t| t.id.clone()).collect();
+        // The first forming batch whose maxWait runs out (when a slot is free to take it:
+        // else a finished delivery wakes the loop).
+        let due = if inflight.len() < f.concurrency {
+            forming.values().filter_map(Forming::due).min()
+        } else {
+            None
+        };
+        let batch_due = async {
+            match due {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
             _ = bus.wait_queued(&ids, version, Duration::from_secs(1)) => {}
             _ = desired.changed() => {}
+            _ = batch_due => {}
         }
     }
+    // Stopping: what forming batches hold is leased to this task, so it goes now.
+    let f = func
+        .read()
+        .map(|g| g.clone())
+        .unwrap_or_else(|p| p.into_inner().clone());
+    for batch in forming.values_mut() {
+        dispatch(&mut inflight, batch, &f, &bus, &metrics, true, true);
+    }
     while inflight.join_next().await.is_some() {}
+}
+
+/// Leases up to `max` of `route`'s due deliveries; a failed lease is logged and leases none.
+async fn lease(bus: &dyn Bus, route: &TriggerRoute, max: usize) -> Vec<Delivery> {
+    if max == 0 {
+        return Vec::new();
+    }
+    match bus.lease(&route.id, max).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(trigger = %route.id, error = %e, "lease failed");
+            Vec::new()
+        }
+    }
+}
+
+/// A batch being gathered for one Trigger: leased events, each with what its handler gets
+/// (the transform already applied) and that input's JSON size.
+struct Forming {
+    route: TriggerRoute,
+    items: Vec<Item>,
+    /// When the first event of the batch arrived.
+    since: Instant,
+}
+
+struct Item {
+    d: Delivery,
+    input: Arc<CloudEvent>,
+    size: usize,
+}
+
+/// A delivery that failed before its handler ran (its transform), settled on its own.
+struct Early {
+    d: Delivery,
+    err: InvokeError,
+}
+
+impl Early {
+    async fn settle(
+        self,
+        f: &FunctionRuntime,
+        route: &TriggerRoute,
+        bus: &dyn Bus,
+        metrics: &Metrics,
+    ) {
+        let started = Started::now();
+        let age = age_of(&self.d);
+        settle(
+            f,
+            route,
+            bus,
+            metrics,
+            &self.d,
+            Err(self.err),
+            age,
+            hops(&self.d.event),
+            &started,
+            Duration::ZERO,
+        )
+        .await;
+    }
+}
+
+impl Forming {
+    fn new(route: &TriggerRoute) -> Self {
+        Self {
+            route: route.clone(),
+            items: Vec::new(),
+            since: Instant::now(),
+        }
+    }
+
+    /// Adds a leased event; one whose transform fails comes back to be settled alone.
+    fn add(&mut self, d: Delivery) -> Option<Early> {
+        let input = match &self.route.transform {
+            None => d.event.clone(),
+            Some(t) => match crate::transformed(t, &d.event, &self.route.id) {
+                Ok(e) => Arc::new(e),
+                Err(err) => return Some(Early { d, err }),
+            },
+        };
+        if self.items.is_empty() {
+            self.since = Instant::now();
+        }
+        // The handler gets the events as one JSON array; its size is what `maxBytes` bounds.
+        let size = input.to_json().len();
+        self.items.push(Item { d, input, size });
+        None
+    }
+
+    /// When the batch's `maxWait` runs out, if it holds anything.
+    fn due(&self) -> Option<Instant> {
+        let limits = self.route.batch?;
+        (!self.items.is_empty()).then(|| self.since + limits.max_wait)
+    }
+}
+
+/// Hands `batch`'s ready events to the handler, one batch per free slot (all of them when
+/// `now`, whatever the limits say).
+fn dispatch(
+    inflight: &mut JoinSet<()>,
+    batch: &mut Forming,
+    f: &Arc<FunctionRuntime>,
+    bus: &SharedBus,
+    metrics: &Metrics,
+    drained: bool,
+    now: bool,
+) {
+    loop {
+        let Some(limits) = batch.route.batch else {
+            return;
+        };
+        if batch.items.is_empty() || (!now && inflight.len() >= f.concurrency) {
+            return;
+        }
+        let sizes: Vec<usize> = batch.items.iter().map(|i| i.size).collect();
+        let waited = batch.since.elapsed();
+        let take = if now {
+            batch::ready(&limits, &sizes, Duration::MAX, true)
+        } else {
+            batch::ready(&limits, &sizes, waited, drained)
+        };
+        if take == 0 {
+            return;
+        }
+        let items: Vec<Item> = batch.items.drain(..take).collect();
+        // What stays waited as long as the batch that just went.
+        let (f, bus, metrics, route) =
+            (f.clone(), bus.clone(), metrics.clone(), batch.route.clone());
+        inflight.spawn(async move { deliver_batch(&f, &route, &*bus, &metrics, items).await });
+    }
 }
 
 /// One delivery start to finish. Bus errors are logged: the lease then expires and the event
@@ -118,29 +301,12 @@ async fn deliver(
     metrics: &Metrics,
     d: Delivery,
 ) {
-    let age = Duration::from_millis(now_ms().saturating_sub(d.accepted_ms));
+    let age = age_of(&d);
     if policy::expired(age, &route.retry) {
-        let given_up = give_up(
-            route,
-            bus,
-            metrics,
-            &d,
-            GiveUp::Expired,
-            "event older than maxAge",
-        )
-        .await;
-        if given_up {
-            let kind = StepKind::Expired {
-                trigger: route.id.clone(),
-                to_bus: route.dead_letter_bus.clone(),
-            };
-            bus.trace(vec![TraceStep::of(&d.event, now_ms(), kind)]);
-        }
+        expire(route, bus, metrics, &d).await;
         return;
     }
-    let started_at = std::time::SystemTime::now();
-    let started_ms = now_ms();
-    let started = std::time::Instant::now();
+    let started = Started::now();
     let result = match &route.transform {
         None => f.invoker.invoke(&d.event).await,
         Some(t) => match crate::transformed(t, &d.event, &route.id) {
@@ -149,11 +315,170 @@ async fn deliver(
         },
     }
     .and_then(|replies| checked_replies(f, replies));
-    let elapsed = started.elapsed();
+    let elapsed = started.clock.elapsed();
     metrics.observe_duration(&f.id, elapsed);
+    settle(
+        f,
+        route,
+        bus,
+        metrics,
+        &d,
+        result,
+        age,
+        hops(&d.event),
+        &started,
+        elapsed,
+    )
+    .await;
+}
+
+/// A batch start to finish: one invocation, then each event settled as a delivery of its own
+/// (acked, retried or dead-lettered by its own attempt count), so a retry sends only the
+/// events that failed. The replies are published with the first event that succeeded, before
+/// the others are acked; when none succeeded, the replies are dropped, as every event of the
+/// batch comes back.
+async fn deliver_batch(
+    f: &FunctionRuntime,
+    route: &TriggerRoute,
+    bus: &dyn Bus,
+    metrics: &Metrics,
+    items: Vec<Item>,
+) {
+    let mut live = Vec::with_capacity(items.len());
+    for it in items {
+        if policy::expired(age_of(&it.d), &route.retry) {
+            expire(route, bus, metrics, &it.d).await;
+        } else {
+            live.push(it);
+        }
+    }
+    if live.is_empty() {
+        return;
+    }
+    let inputs: Vec<Arc<CloudEvent>> = live.iter().map(|i| i.input.clone()).collect();
+    let started = Started::now();
+    let result = f.invoker.invoke_batch(&inputs).await.and_then(|r| {
+        let replies = checked_replies(f, r.replies)?;
+        Ok((replies, r.failed))
+    });
+    let elapsed = started.clock.elapsed();
+    metrics.observe_duration(&f.id, elapsed);
+    let mut outcomes: Vec<Result<Vec<CloudEvent>, InvokeError>> = match result {
+        Err(e) => live.iter().map(|_| Err(e.clone())).collect(),
+        Ok((replies, failed)) => {
+            let mut out: Vec<_> = live.iter().map(|_| Ok(Vec::new())).collect();
+            for (i, e) in failed {
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = Err(e);
+                }
+            }
+            match out.iter_mut().find(|o| o.is_ok()) {
+                Some(first) => *first = Ok(replies),
+                None if !replies.is_empty() => {
+                    tracing::warn!(trigger = %route.id, "every event of the batch failed: its {} replies are dropped", replies.len())
+                }
+                None => {}
+            }
+            out
+        }
+    };
+    // Replies of a batch are a hop further than its furthest event.
+    let hops_in = live.iter().map(|i| hops(&i.d.event)).max().unwrap_or(0);
+    let mut pairs: Vec<_> = live.iter().zip(outcomes.drain(..)).collect();
+    // The event carrying the replies settles first: no event of the batch is acked (and the
+    // next event of its key handed out) before the batch's replies are stored.
+    if let Some(first) = pairs.iter().position(|(_, r)| r.is_ok()) {
+        let (it, result) = pairs.remove(first);
+        settle(
+            f,
+            route,
+            bus,
+            metrics,
+            &it.d,
+            result,
+            age_of(&it.d),
+            hops_in,
+            &started,
+            elapsed,
+        )
+        .await;
+    }
+    let rest = pairs.into_iter().map(|(it, result)| {
+        settle(
+            f,
+            route,
+            bus,
+            metrics,
+            &it.d,
+            result,
+            age_of(&it.d),
+            hops_in,
+            &started,
+            elapsed,
+        )
+    });
+    futures::future::join_all(rest).await;
+}
+
+/// When an attempt started, by the wall clock (traces) and the monotonic one (its duration).
+struct Started {
+    at: std::time::SystemTime,
+    ms: u64,
+    clock: Instant,
+}
+
+impl Started {
+    fn now() -> Self {
+        Self {
+            at: std::time::SystemTime::now(),
+            ms: now_ms(),
+            clock: Instant::now(),
+        }
+    }
+}
+
+fn age_of(d: &Delivery) -> Duration {
+    Duration::from_millis(now_ms().saturating_sub(d.accepted_ms))
+}
+
+/// Dead-letters a delivery older than `maxAge` without running it.
+async fn expire(route: &TriggerRoute, bus: &dyn Bus, metrics: &Metrics, d: &Delivery) {
+    let given_up = give_up(
+        route,
+        bus,
+        metrics,
+        d,
+        GiveUp::Expired,
+        "event older than maxAge",
+    )
+    .await;
+    if given_up {
+        let kind = StepKind::Expired {
+            trigger: route.id.clone(),
+            to_bus: route.dead_letter_bus.clone(),
+        };
+        bus.trace(vec![TraceStep::of(&d.event, now_ms(), kind)]);
+    }
+}
+
+/// Puts one attempt's result on the bus (ack with its replies, retry or dead letter) and
+/// records it as a trace step. `hops_in` is the hop count the replies continue from.
+#[allow(clippy::too_many_arguments)]
+async fn settle(
+    f: &FunctionRuntime,
+    route: &TriggerRoute,
+    bus: &dyn Bus,
+    metrics: &Metrics,
+    d: &Delivery,
+    result: Result<Vec<CloudEvent>, InvokeError>,
+    age: Duration,
+    hops_in: i64,
+    started: &Started,
+    elapsed: Duration,
+) {
     let outcome = match result {
         Ok(replies) => {
-            let acked = match hop_checked(f, route, bus, metrics, &d, replies).await {
+            let acked = match hop_checked(f, route, bus, metrics, d, hops_in, replies).await {
                 Ok(replies) => {
                     let sent: Vec<Reply> = replies
                         .iter()
@@ -162,14 +487,14 @@ async fn deliver(
                             ty: p.event.ty.clone(),
                         })
                         .collect();
-                    bus.ack(&d, replies).await.map(|()| sent)
+                    bus.ack(d, replies).await.map(|()| sent)
                 }
                 Err(e) => Err(e),
             };
             let replies = match acked {
                 Ok(replies) => replies,
                 Err(e) => {
-                    outcome_failed(route, &d, &e, "publishing replies or ack");
+                    outcome_failed(route, d, &e, "publishing replies or ack");
                     return;
                 }
             };
@@ -177,13 +502,13 @@ async fn deliver(
             tracing::info!(target: "sluice::delivery", "{} {} → {} ok in {:.1?} (attempt {})", d.event.ty, d.event.id, f.id, elapsed, d.attempt);
             Outcome::Ok { replies }
         }
-        Err(err) => match failed(route, bus, metrics, &d, err, age).await {
+        Err(err) => match failed(route, bus, metrics, d, err, age).await {
             Some(outcome) => outcome,
             None => return,
         },
     };
     crate::otel::attempt(
-        &d.event, &route.id, d.attempt, started_at, elapsed, &outcome,
+        &d.event, &route.id, d.attempt, started.at, elapsed, &outcome,
     );
     let kind = StepKind::Attempt {
         trigger: route.id.clone(),
@@ -192,7 +517,7 @@ async fn deliver(
         duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         outcome,
     };
-    bus.trace(vec![TraceStep::of(&d.event, started_ms, kind)]);
+    bus.trace(vec![TraceStep::of(&d.event, started.ms, kind)]);
 }
 
 /// Retries or dead-letters a failed delivery; the attempt's outcome once the bus has it.
@@ -317,20 +642,21 @@ fn checked_replies(
     Ok(replies)
 }
 
-/// A handler's replies to publish, with the hop count one above the input's; replies past the
-/// hop limit are dead-lettered as a loop instead, so a function cannot storm itself.
+/// A handler's replies to publish, with the hop count one above the input's (`hops_in`);
+/// replies past the hop limit are dead-lettered as a loop instead, so a function cannot storm itself.
 async fn hop_checked(
     f: &FunctionRuntime,
     route: &TriggerRoute,
     bus: &dyn Bus,
     metrics: &Metrics,
     d: &Delivery,
+    hops_in: i64,
     replies: Vec<CloudEvent>,
 ) -> Result<Vec<Publish>, sluice_bus::BusError> {
     if replies.is_empty() {
         return Ok(Vec::new());
     }
-    let next = hops(&d.event) + 1;
+    let next = hops_in + 1;
     let mut out = Vec::with_capacity(replies.len());
     for mut r in replies {
         r.extensions.insert(HOPS.into(), Extension::Integer(next));

@@ -64,7 +64,8 @@ pub(crate) fn status_failure(code: i32, reason: Option<String>) -> Option<Failur
 }
 
 /// Reply events from stdout: one JSON object per non-blank line. Only `type` is required;
-/// `specversion`, `id` and `source` are filled here or by `finish_replies`.
+/// `specversion`, `id` and `source` are filled here or by `finish_replies`. A batch's
+/// `batchItemFailures` line comes back as a [`crate::batch::RESPONSE_TYPE`] reply.
 pub(crate) fn parse_replies(stdout: &[u8], source: &str) -> Result<Vec<CloudEvent>, Failure> {
     let text = std::str::from_utf8(stdout)
         .map_err(|e| Failure::InvalidReply(format!("stdout is not UTF-8: {e}")))?;
@@ -78,6 +79,10 @@ pub(crate) fn parse_replies(stdout: &[u8], source: &str) -> Result<Vec<CloudEven
             |reason: String| Failure::InvalidReply(format!("stdout line {}: {reason}", n + 1));
         let mut value: Value =
             serde_json::from_str(line).map_err(|e| bad(format!("not JSON: {e}")))?;
+        if let Some(response) = crate::batch::response_line(&value, source) {
+            replies.push(response);
+            continue;
+        }
         let Some(obj) = value.as_object_mut() else {
             return Err(bad("a reply must be a JSON object".into()));
         };

@@ -11,6 +11,7 @@ use sluice_event::CloudEvent;
 use wasmtime::Store;
 use wasmtime::component::Component;
 
+use crate::batch::{self, BatchOutcome};
 use crate::command;
 use crate::component::{self, HandlerPre};
 use crate::engine::Engine;
@@ -331,21 +332,51 @@ impl Handler {
     pub async fn handle(&self, event: &CloudEvent) -> Result<Vec<CloudEvent>, Failure> {
         let h = &*self.inner;
         let log = LogContext::new(&h.label, &event.id);
-        let result = self.run(event, &log).await;
-        let result = result.and_then(|replies| finish_replies(replies, event, &h.source));
-        if let Err(failure) = &result {
-            tracing::warn!(
-                function = %log.function,
-                event_id = %log.event_id,
-                reason = failure.reason(),
-                retryable = failure.is_retryable(),
-                "handler failed: {failure}"
-            );
-        }
+        let stdin = || event.to_json();
+        let result = self.run(event, stdin, &log).await.and_then(|replies| {
+            if let Some(i) = replies.iter().position(|r| r.ty == batch::RESPONSE_TYPE) {
+                return Err(Failure::InvalidReply(format!(
+                    "reply {i}: batchItemFailures answers a batch, but this invocation had one \
+                     event (its Trigger has no delivery.batch)"
+                )));
+            }
+            finish_replies(replies, event, &h.source)
+        });
+        log_failure(&log, &result);
         result
     }
 
-    async fn run(&self, event: &CloudEvent, log: &LogContext) -> Result<Vec<CloudEvent>, Failure> {
+    /// Runs a batch of events in one fresh instance (see [`crate::batch`]): the replies,
+    /// defaults filled and validated, and the items the handler said failed. An `Err` fails
+    /// every item.
+    pub async fn handle_batch(&self, items: &[&CloudEvent]) -> Result<BatchOutcome, Failure> {
+        let h = &*self.inner;
+        let json = batch::json_array(items);
+        let (envelope, stdin) = match h.kind {
+            Kind::Component(_) => (batch::envelope(items, json, &h.source), None),
+            _ => (batch::envelope(items, Vec::new(), &h.source), Some(json)),
+        };
+        let log = LogContext::new(&h.label, &envelope.id);
+        let stdin = || stdin.unwrap_or_default();
+        let result = self
+            .run(&envelope, stdin, &log)
+            .await
+            .and_then(|replies| batch::split_response(replies, items))
+            .and_then(|mut out| {
+                out.replies = finish_replies(out.replies, &envelope, &h.source)?;
+                Ok(out)
+            });
+        log_failure(&log, &result);
+        result
+    }
+
+    /// Runs `event` in a fresh instance: a component gets `event`, a command `stdin()`.
+    async fn run(
+        &self,
+        event: &CloudEvent,
+        stdin: impl FnOnce() -> Vec<u8>,
+        log: &LogContext,
+    ) -> Result<Vec<CloudEvent>, Failure> {
         let h = &*self.inner;
         let engine = &h.engine.inner;
         // The semaphore is never closed, so acquiring only fails if it were; treat that as
@@ -367,7 +398,7 @@ impl Handler {
             env: h.env.clone(),
             stdin: match h.kind {
                 Kind::Component(_) => bytes::Bytes::new(),
-                _ => event.to_json().into(),
+                _ => stdin().into(),
             },
             stdout: stdout.clone(),
             stderr: stderr.clone(),
@@ -479,6 +510,18 @@ impl Handler {
             return Failure::Trap(trap.to_string());
         }
         Failure::Trap(format!("{error:#}"))
+    }
+}
+
+fn log_failure<T>(log: &LogContext, result: &Result<T, Failure>) {
+    if let Err(failure) = result {
+        tracing::warn!(
+            function = %log.function,
+            event_id = %log.event_id,
+            reason = failure.reason(),
+            retryable = failure.is_retryable(),
+            "handler failed: {failure}"
+        );
     }
 }
 

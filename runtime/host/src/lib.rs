@@ -6,6 +6,7 @@
 //! outcomes into `Failure`s. Must not know: buses, queues, retries or HTTP ingress; whether a
 //! failure is retried is `sluice-delivery`'s decision.
 
+pub mod batch;
 mod cache;
 mod command;
 mod component;
@@ -18,6 +19,7 @@ mod output;
 mod record;
 mod sandbox;
 
+pub use batch::{BatchOutcome, ItemFailure};
 pub use command::EXIT_FATAL;
 pub use engine::{Engine, EngineConfig, EngineStats};
 pub use failure::{Failure, HostError};

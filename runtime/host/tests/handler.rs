@@ -4,7 +4,7 @@
 mod common;
 
 use common::{cmd_p1, cmd_p2, config, engine, event, probe};
-use sluice_event::Extension;
+use sluice_event::{CloudEvent, Extension};
 use sluice_host::{Abi, Engine, EngineConfig, Failure};
 
 #[test]
@@ -199,4 +199,89 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// A batch of events with these ids and types (the guests' batch behaviour is by type).
+fn batch_of(items: &[(&str, &str)]) -> Vec<CloudEvent> {
+    items
+        .iter()
+        .map(|(id, ty)| {
+            let mut e = event(ty, "x");
+            e.id = (*id).into();
+            e
+        })
+        .collect()
+}
+
+fn listed_ids(reply: &CloudEvent) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_slice(reply.data.as_deref().unwrap()).unwrap();
+    v["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Both ABIs get the whole batch in one instance and name the items that failed; the
+/// response is not a reply.
+#[tokio::test]
+async fn a_batch_runs_once_and_names_its_failed_items_in_both_abis() {
+    let e = engine();
+    let events = batch_of(&[("a", "ok"), ("b", "fail"), ("c", "fatal"), ("d", "ok")]);
+    let items: Vec<&CloudEvent> = events.iter().collect();
+    for (name, wasm) in [("probe", probe()), ("p1", cmd_p1()), ("p2", cmd_p2())] {
+        let h = e.load(wasm, config(name)).unwrap();
+        let out = h.handle_batch(&items).await.unwrap();
+        assert_eq!(out.replies.len(), 1, "{name}: {:?}", out.replies);
+        assert_eq!(out.replies[0].ty, "test.batch", "{name}");
+        assert_eq!(out.replies[0].source, format!("sluice://test/{name}"));
+        assert_eq!(listed_ids(&out.replies[0]), ["a", "b", "c", "d"], "{name}");
+        let failed: Vec<(usize, bool)> =
+            out.failed.iter().map(|f| (f.index, f.retryable)).collect();
+        assert_eq!(failed, [(1, true), (2, false)], "{name}");
+    }
+    let p1 = e.load(cmd_p1(), config("p1")).unwrap();
+    let out = p1.handle_batch(&items).await.unwrap();
+    assert_eq!(out.failed[1].message, "bad item");
+}
+
+#[tokio::test]
+async fn a_batch_fails_whole_or_for_a_wrong_response() {
+    let e = engine();
+    let probe = e.load(probe(), config("probe")).unwrap();
+    let crash = batch_of(&[("a", "ok"), ("b", "crash")]);
+    let err = probe
+        .handle_batch(&crash.iter().collect::<Vec<_>>())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Failure::Retryable(m) if m == "the whole batch failed"),
+        "{err}"
+    );
+    let stranger = batch_of(&[("a", "stranger")]);
+    let err = probe
+        .handle_batch(&stranger.iter().collect::<Vec<_>>())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid reply: batchItemFailures[0].itemIdentifier \"nobody\" is not the id of an event in the batch"
+    );
+    let p1 = e.load(cmd_p1(), config("p1")).unwrap();
+    let poisoned = batch_of(&[("a", "ok"), ("b", "exit65")]);
+    let err = p1
+        .handle_batch(&poisoned.iter().collect::<Vec<_>>())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Failure::Fatal(m) if m.contains("a poisoned batch")),
+        "{err}"
+    );
+    // A batch response from a handler that was given one event is a broken reply.
+    let err = probe
+        .handle(&event("dev.sluice.batch", "[]"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no delivery.batch"), "{err}");
 }

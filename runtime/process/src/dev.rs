@@ -20,7 +20,8 @@ use tokio::sync::watch;
 
 use sluice_bus::embedded::{EmbeddedBus, EmbeddedConfig};
 use sluice_delivery::{
-    InvokeError, InvokeFuture, Invoker, SharedInvoker, metrics::Metrics, replay::Replays,
+    BatchFuture, BatchResult, InvokeError, InvokeFuture, Invoker, SharedInvoker, metrics::Metrics,
+    replay::Replays,
 };
 use sluice_ingress::{
     self as ingress, AppState, IngressConfig,
@@ -54,13 +55,41 @@ pub struct HostInvoker(pub sluice_host::Handler);
 
 impl Invoker for HostInvoker {
     fn invoke<'a>(&'a self, event: &'a sluice_event::CloudEvent) -> InvokeFuture<'a> {
+        Box::pin(async move { self.0.handle(event).await.map_err(invoke_error) })
+    }
+
+    fn invoke_batch<'a>(&'a self, events: &'a [Arc<sluice_event::CloudEvent>]) -> BatchFuture<'a> {
         Box::pin(async move {
-            self.0.handle(event).await.map_err(|f| InvokeError {
-                retryable: f.is_retryable(),
-                reason: f.reason().into(),
-                message: f.to_string(),
+            let items: Vec<&sluice_event::CloudEvent> = events.iter().map(|e| &**e).collect();
+            let out = self.0.handle_batch(&items).await.map_err(invoke_error)?;
+            Ok(BatchResult {
+                replies: out.replies,
+                failed: out
+                    .failed
+                    .into_iter()
+                    .map(|f| {
+                        let err = InvokeError {
+                            retryable: f.retryable,
+                            reason: if f.retryable { "retryable" } else { "fatal" }.into(),
+                            message: format!(
+                                "{}: {}",
+                                if f.retryable { "retryable" } else { "fatal" },
+                                f.message
+                            ),
+                        };
+                        (f.index, err)
+                    })
+                    .collect(),
             })
         })
+    }
+}
+
+fn invoke_error(f: sluice_host::Failure) -> InvokeError {
+    InvokeError {
+        retryable: f.is_retryable(),
+        reason: f.reason().into(),
+        message: f.to_string(),
     }
 }
 

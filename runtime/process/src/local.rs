@@ -473,13 +473,23 @@ pub fn sync_sources(
 
 /// How a trigger's queue hands out events: `maxInflight` at a time, leased for the function
 /// timeout plus a margin, with up to the Function's concurrency ready ahead.
+/// A batching Trigger's events wait up to `maxWait` in a forming batch before the handler
+/// starts, so its lease covers that too, and a process holds a batch per slot ready.
 pub fn queue_config(t: &TriggerDef, f: &FunctionDef) -> QueueConfig {
+    let delivery = &t.spec.delivery;
+    let slots = f.spec.concurrency.max(1) as usize;
+    let (wait, per_slot) = match &delivery.batch {
+        Some(b) => (b.max_wait.as_std(), b.max_events.max(1) as usize),
+        None => (Duration::ZERO, 1),
+    };
     QueueConfig {
         bus: t.home_bus(),
-        ordered: t.spec.delivery.ordering.is_some(),
-        max_inflight: t.spec.delivery.max_inflight as usize,
-        lease: f.spec.limits.timeout.as_std() + LEASE_MARGIN,
-        prefetch: f.spec.concurrency.max(1) as usize,
+        ordered: delivery.ordering.is_some(),
+        max_inflight: delivery.max_inflight as usize,
+        lease: f.spec.limits.timeout.as_std() + wait + LEASE_MARGIN,
+        prefetch: slots
+            .saturating_mul(per_slot)
+            .min(delivery.max_inflight.max(1) as usize),
     }
 }
 
@@ -496,6 +506,7 @@ pub fn trigger_route(t: &TriggerDef) -> TriggerRoute {
             .clone()
             .unwrap_or_else(|| DEFAULT_BUS.into()),
         transform: t.transform.clone(),
+        batch: sluice_delivery::batch::Limits::of(&t.spec.delivery),
     }
 }
 

@@ -5,6 +5,10 @@
 //! `com.example.done` carrying the input's id (and its `sluicereplay`, when replayed, and the
 //! value of the environment variable `data.env` names, when it names one); `data.echo: true`
 //! replies with the whole `data` it was given (what a Trigger's transform built).
+//!
+//! Given a batch (a JSON array), it replies once, `com.example.batch` listing the items' ids and
+//! `data`, and names the items with `data.fail: true` (retryable) and `data.fatal: true` as
+//! failed; an item with `data.crash: true` fails the whole batch (exit status 1).
 
 use std::io::{Read, Write};
 
@@ -21,6 +25,10 @@ fn main() {
             std::process::exit(65);
         }
     };
+    if let Some(items) = event.as_array() {
+        batch(items);
+        return;
+    }
     let data = &event["data"];
     let flag = |k: &str| data[k].as_bool() == Some(true);
     if flag("fail") {
@@ -50,4 +58,32 @@ fn main() {
     };
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{reply}");
+}
+
+fn batch(items: &[serde_json::Value]) {
+    let flag = |item: &serde_json::Value, k: &str| item["data"][k].as_bool() == Some(true);
+    if items.iter().any(|i| flag(i, "crash")) {
+        eprintln!("warn: failing the whole batch on purpose");
+        std::process::exit(1);
+    }
+    let failures: Vec<serde_json::Value> = items
+        .iter()
+        .filter_map(|i| {
+            if flag(i, "fail") {
+                Some(serde_json::json!({"itemIdentifier": i["id"], "reason": "failing on purpose"}))
+            } else if flag(i, "fatal") {
+                Some(serde_json::json!({"itemIdentifier": i["id"], "retryable": false,
+                    "reason": "cannot ever handle this"}))
+            } else {
+                None
+            }
+        })
+        .collect();
+    let ids: Vec<&serde_json::Value> = items.iter().map(|i| &i["id"]).collect();
+    let data: Vec<&serde_json::Value> = items.iter().map(|i| &i["data"]).collect();
+    let reply = serde_json::json!({"type": "com.example.batch", "datacontenttype": "application/json",
+        "data": {"ids": ids, "data": data}});
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{reply}");
+    let _ = writeln!(out, "{}", serde_json::json!({"batchItemFailures": failures}));
 }

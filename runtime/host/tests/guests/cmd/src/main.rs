@@ -10,9 +10,47 @@ fn exit(code: u8) -> ! {
     std::process::exit(code.into())
 }
 
+/// The values of `"key":"…"` in `text`, in order (the batch's events are written by the host
+/// with sorted keys, so the n-th `id` and the n-th `type` are one event's).
+fn values<'a>(text: &'a str, key: &str) -> Vec<&'a str> {
+    let pat = format!("\"{key}\":\"");
+    text.split(pat.as_str())
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect()
+}
+
+/// A batch on stdin: one `test.batch` reply line listing the ids, then the response line
+/// naming the items of type `fail` (retryable) and `fatal`; an item of type `exit65` fails
+/// the whole batch with exit status 65.
+fn batch(input: &str) {
+    let (ids, types) = (values(input, "id"), values(input, "type"));
+    let mut failures = Vec::new();
+    for (id, ty) in ids.iter().zip(&types) {
+        match *ty {
+            "exit65" => {
+                eprintln!("error: a poisoned batch");
+                exit(65);
+            }
+            "fail" => failures.push(format!("{{\"itemIdentifier\":\"{id}\"}}")),
+            "fatal" => failures.push(format!(
+                "{{\"itemIdentifier\":\"{id}\",\"retryable\":false,\"reason\":\"bad item\"}}"
+            )),
+            _ => {}
+        }
+    }
+    let listed: Vec<String> = ids.iter().map(|id| format!("\"{id}\"")).collect();
+    println!("{{\"type\":\"test.batch\",\"data\":{{\"ids\":[{}]}}}}", listed.join(","));
+    println!("{{\"batchItemFailures\":[{}]}}", failures.join(","));
+}
+
 fn main() {
     let mut input = String::new();
     std::io::stdin().read_to_string(&mut input).expect("stdin");
+    if input.starts_with('[') {
+        batch(&input);
+        return;
+    }
     // The probe only needs the type; a substring search keeps the guest dependency-free.
     let ty = input
         .split("\"type\":\"")

@@ -62,6 +62,50 @@ fn http_get(authority: &str) -> Result<u16, String> {
     Ok(resp.status())
 }
 
+/// The values of `"key":"…"` in `text`, in order (the batch's events are written by the host
+/// with sorted keys, so the n-th `id` and the n-th `type` are one event's).
+fn values<'a>(text: &'a str, key: &str) -> Vec<&'a str> {
+    let pat = format!("\"{key}\":\"");
+    text.split(pat.as_str())
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect()
+}
+
+/// A batch: one `test.batch` reply listing the ids, and the items of type `fail` (retryable)
+/// and `fatal` named as failed; an item of type `crash` fails the whole batch, one of type
+/// `stranger` names an id the batch does not have.
+fn batch(data: &str) -> Result<Vec<Event>, Error> {
+    let (ids, types) = (values(data, "id"), values(data, "type"));
+    let mut failures = Vec::new();
+    for (id, ty) in ids.iter().zip(&types) {
+        match *ty {
+            "crash" => return Err(Error::Retryable("the whole batch failed".into())),
+            "fail" => failures.push(format!(
+                "{{\"itemIdentifier\":{},\"reason\":\"try later\"}}",
+                json_string(id)
+            )),
+            "fatal" => failures.push(format!(
+                "{{\"itemIdentifier\":{},\"retryable\":false}}",
+                json_string(id)
+            )),
+            "stranger" => failures.push("{\"itemIdentifier\":\"nobody\"}".into()),
+            _ => {}
+        }
+    }
+    let listed: Vec<String> = ids.iter().map(|id| json_string(id)).collect();
+    Ok(vec![
+        reply(
+            "test.batch",
+            Some(format!("{{\"ids\":[{}]}}", listed.join(",")).into_bytes()),
+        ),
+        reply(
+            "dev.sluice.batch.response",
+            Some(format!("{{\"batchItemFailures\":[{}]}}", failures.join(",")).into_bytes()),
+        ),
+    ])
+}
+
 impl Guest for Probe {
     fn handle(event: Event) -> Result<Vec<Event>, Error> {
         let data = event
@@ -70,6 +114,7 @@ impl Guest for Probe {
             .map(|d| String::from_utf8_lossy(d).into_owned())
             .unwrap_or_default();
         match event.type_.as_str() {
+            "dev.sluice.batch" => batch(&data),
             // The benchmark's minimal handler: no logging, one tiny reply.
             "noop" => Ok(vec![reply("test.noop", None)]),
             "ok" => {
