@@ -30,7 +30,8 @@ use crate::progress::Progress;
 #[derive(clap::Args, Debug)]
 pub struct E2eArgs {
     /// A handler that answers each `com.example.work` event with one `com.example.done` reply
-    /// whose `data.of` is the input's id (`tests/guests/tester` does; `make bench-e2e` builds it).
+    /// whose `data.of` is the input's id, and a batch with one `com.example.batch` reply whose
+    /// `data.ids` lists them (`tests/guests/tester` does; `make bench-e2e` builds it).
     #[arg(long, value_name = "WASM")]
     pub module: PathBuf,
     /// Events in the batched throughput run.
@@ -59,6 +60,10 @@ pub struct E2eArgs {
     /// while all are busy wait for one, and that wait counts in their latency.
     #[arg(long, default_value_t = 256)]
     pub latency_connections: usize,
+    /// Events per invocation in the handler-batch throughput run (a Trigger with
+    /// `delivery.batch`, events sent as in the batched run); 0 skips it.
+    #[arg(long, default_value_t = 50)]
+    pub handler_batch: u32,
     /// Async worker threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -83,8 +88,18 @@ fn function_spec(module: &std::path::Path) -> anyhow::Result<FunctionSpec> {
 }
 
 fn trigger(ns: &str, name: &str, function: &str, ty: &str) -> anyhow::Result<TriggerDef> {
+    trigger_with(ns, name, function, ty, "maxInflight: 10000")
+}
+
+fn trigger_with(
+    ns: &str,
+    name: &str,
+    function: &str,
+    ty: &str,
+    delivery: &str,
+) -> anyhow::Result<TriggerDef> {
     let spec: sluice_api::TriggerSpec = serde_yaml::from_str(&format!(
-        "source: {{bus: default}}\npattern: {{type: [{ty}]}}\nfunction: {function}\ndelivery: {{maxInflight: 10000}}"
+        "source: {{bus: default}}\npattern: {{type: [{ty}]}}\nfunction: {function}\ndelivery: {{{delivery}}}"
     ))?;
     let pattern = spec
         .pattern
@@ -132,10 +147,24 @@ async fn bench(args: E2eArgs) -> anyhow::Result<i32> {
         spec: spec.clone(),
         invoker: Arc::new(HostInvoker(handler)),
     };
-    local.apply(
-        vec![work],
-        vec![trigger("bench", "work", "work", "com.example.work")?],
-    );
+    let mut functions = vec![work];
+    let mut triggers = vec![trigger("bench", "work", "work", WORK)?];
+    if args.handler_batch > 0 {
+        // The same handler, given batches: `delivery.batch`, sent as the batched run.
+        functions.push(FunctionDef {
+            id: "bench/batched".into(),
+            spec: spec.clone(),
+            invoker: Arc::new(HostInvoker(load("batched").await??)),
+        });
+        let delivery = format!(
+            "maxInflight: 10000, batch: {{maxEvents: {}, maxWait: 10ms, maxBytes: 4Mi}}",
+            args.handler_batch
+        );
+        triggers.push(trigger_with(
+            "bench", "batched", "batched", BATCHED, &delivery,
+        )?);
+    }
+    local.apply(functions, triggers);
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(local.clone().run_background(stop_rx));
     let state = AppState {
@@ -160,11 +189,12 @@ async fn bench(args: E2eArgs) -> anyhow::Result<i32> {
     // 1. Throughput, twice: batches over a few connections (the figure the goal is about),
     //    and one event per request over many (what a fleet of small producers costs).
     let (batch, connections) = (args.batch.max(1), args.connections.max(1));
-    let mut progress = Progress::new("bench e2e", Some(5));
+    let mut progress = Progress::new("bench e2e", Some(6));
     progress.update(0, &format!("throughput, batches of {batch}"));
     let throughput = saturate(
         addr,
         &seen,
+        WORK,
         "t",
         args.events,
         batch,
@@ -176,6 +206,7 @@ async fn bench(args: E2eArgs) -> anyhow::Result<i32> {
     let single_throughput = saturate(
         addr,
         &seen,
+        WORK,
         "s",
         args.single_events,
         1,
@@ -184,10 +215,32 @@ async fn bench(args: E2eArgs) -> anyhow::Result<i32> {
     )
     .await?;
 
+    let handler_batched = if args.handler_batch > 0 {
+        progress.update(
+            2,
+            &format!("throughput, {} events per invocation", args.handler_batch),
+        );
+        Some(
+            saturate(
+                addr,
+                &seen,
+                BATCHED,
+                "h",
+                args.events,
+                batch,
+                connections,
+                &mut handled,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+
     // 2. Latency at half of each: the same request shape as its throughput run, open loop.
     //    The writer's phase times of each run tell a slow publish's cause apart.
     let rate = args.latency_rate.unwrap_or(throughput / 2.0).max(1.0);
-    progress.update(2, &format!("latency at {rate:.0} events/s, batches"));
+    progress.update(3, &format!("latency at {rate:.0} events/s, batches"));
     bus.take_writer_times();
     let batched = open_loop(&args, addr, &seen, "b", rate, batch, &mut handled).await?;
     let batched_writer = bus.take_writer_times();
@@ -196,7 +249,7 @@ async fn bench(args: E2eArgs) -> anyhow::Result<i32> {
         .unwrap_or(single_throughput / 2.0)
         .max(1.0);
     progress.update(
-        3,
+        4,
         &format!("latency at {single_rate:.0} events/s, one per request"),
     );
     let single = open_loop(&args, addr, &seen, "l", single_rate, 1, &mut handled).await?;
@@ -204,7 +257,7 @@ async fn bench(args: E2eArgs) -> anyhow::Result<i32> {
 
     // 3. Cold path: a new Function (module already compiled once, as after `sluice dev`
     //    saw it) is loaded, applied, and handles its first event.
-    progress.update(4, "cold path");
+    progress.update(5, "cold path");
     let t = Instant::now();
     let cold_handler = load("cold").await??;
     let cold = FunctionDef {
@@ -250,6 +303,14 @@ async fn bench(args: E2eArgs) -> anyhow::Result<i32> {
         "  throughput, one event per request over {} connections: {single_throughput:.0} events/s ({} events)",
         args.single_connections, args.single_events
     );
+    if let Some(t) = handler_batched {
+        println!(
+            "  throughput, the same requests to a Trigger with delivery.batch of {}: {t:.0} events/s ({} events; {:.2}x one invocation per event)",
+            args.handler_batch,
+            args.events,
+            t / throughput
+        );
+    }
     batched.print(&format!("batches of {batch}"));
     print_writer(&batched_writer);
     single.print("one event per request");
@@ -269,9 +330,11 @@ async fn bench(args: E2eArgs) -> anyhow::Result<i32> {
 
 /// Sends `n` events, `batch` per request, as fast as `connections` connections allow, and
 /// waits for every reply. Events per second from the first send to the last reply.
+#[allow(clippy::too_many_arguments)]
 async fn saturate(
     addr: std::net::SocketAddr,
     seen: &Seen,
+    ty: &'static str,
     prefix: &'static str,
     n: usize,
     batch: usize,
@@ -288,7 +351,7 @@ async fn saturate(
             senders.push(tokio::spawn(async move {
                 for chunk in ids.chunks(batch) {
                     let ids: Vec<String> = chunk.iter().map(|i| format!("{prefix}{i}")).collect();
-                    send(&client, addr, &ids).await?;
+                    send(&client, addr, ty, &ids).await?;
                 }
                 anyhow::Ok(())
             }));
@@ -403,7 +466,7 @@ async fn open_loop(
                         sent.insert(id.clone(), due);
                     }
                 }
-                send(&client, addr, &ids).await?;
+                send(&client, addr, WORK, &ids).await?;
                 accepted
                     .lock()
                     .map_err(|_| anyhow::anyhow!("poisoned"))?
@@ -446,10 +509,18 @@ async fn open_loop(
 async fn send(
     client: &HttpClient,
     addr: std::net::SocketAddr,
+    ty: &str,
     ids: &[String],
 ) -> anyhow::Result<()> {
     let [id] = ids else {
-        let events: Vec<_> = ids.iter().map(|id| work_event(id)).collect();
+        let events: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let mut e = work_event(id);
+                e["type"] = ty.into();
+                e
+            })
+            .collect();
         let body = serde_json::to_vec(&events)?;
         return post(client, addr, "application/cloudevents-batch+json", body).await;
     };
@@ -458,7 +529,7 @@ async fn send(
         .header("ce-specversion", "1.0")
         .header("ce-id", id)
         .header("ce-source", "/bench")
-        .header("ce-type", "com.example.work")
+        .header("ce-type", ty)
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(serde_json::to_vec(data)?)))?;
     let resp = client.request(req).await?;
@@ -477,6 +548,9 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
+
+const WORK: &str = "com.example.work";
+const BATCHED: &str = "com.example.batched";
 
 fn work_event(id: &str) -> serde_json::Value {
     json!({"specversion": "1.0", "id": id, "source": "/bench", "type": "com.example.work",
@@ -524,7 +598,8 @@ async fn post(
     Ok(())
 }
 
-/// Records when each `com.example.done` reply appears on the bus, keyed by the id it answers.
+/// Records when each `com.example.done` reply appears on the bus, keyed by the id it answers
+/// (a `com.example.batch` reply answers each id it lists).
 async fn observe(bus: EmbeddedBus, seen: Seen) {
     let mut after = bus.head("default");
     loop {
@@ -550,21 +625,29 @@ async fn observe(bus: EmbeddedBus, seen: Seen) {
         #[derive(serde::Deserialize)]
         struct Of {
             of: Option<String>,
+            ids: Option<Vec<String>>,
         }
         let done = memchr::memmem::Finder::new(b"com.example.done");
+        let batch = memchr::memmem::Finder::new(b"com.example.batch\"");
         if let Ok(mut m) = seen.lock() {
             for (seq, _, json) in &events {
                 after = *seq;
-                if done.find(json).is_none() {
+                if done.find(json).is_none() && batch.find(json).is_none() {
                     continue;
                 }
-                if let Ok(Reply {
-                    ty,
-                    data: Some(Of { of: Some(of) }),
-                }) = serde_json::from_slice(json)
-                    && ty == "com.example.done"
-                {
-                    m.entry(of).or_insert(now);
+                let Ok(Reply { ty, data: Some(of) }) = serde_json::from_slice(json) else {
+                    continue;
+                };
+                match (ty.as_str(), of) {
+                    ("com.example.done", Of { of: Some(of), .. }) => {
+                        m.entry(of).or_insert(now);
+                    }
+                    ("com.example.batch", Of { ids: Some(ids), .. }) => {
+                        for id in ids {
+                            m.entry(id).or_insert(now);
+                        }
+                    }
+                    _ => {}
                 }
             }
         }

@@ -3,6 +3,10 @@
 
 use std::time::Duration;
 
+use sluice_event::CloudEvent;
+
+use crate::{BatchResult, InvokeError};
+
 /// A Trigger's batch limits, resolved from its manifest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -53,6 +57,33 @@ pub fn ready(limits: &Limits, sizes: &[usize], waited: Duration, drained: bool) 
         fit
     } else {
         0
+    }
+}
+
+/// What a batch invocation of `n` events means for each event: the whole batch failed, or
+/// the events it named failed and the rest succeeded, the first of them carrying the replies.
+/// Also how many replies were dropped because no event succeeded to carry them.
+pub fn per_event(
+    n: usize,
+    result: Result<BatchResult, InvokeError>,
+) -> (Vec<Result<Vec<CloudEvent>, InvokeError>>, usize) {
+    let BatchResult { replies, failed } = match result {
+        Err(e) => return ((0..n).map(|_| Err(e.clone())).collect(), 0),
+        Ok(r) => r,
+    };
+    let mut out: Vec<Result<Vec<CloudEvent>, InvokeError>> =
+        (0..n).map(|_| Ok(Vec::new())).collect();
+    for (i, e) in failed {
+        if let Some(slot) = out.get_mut(i) {
+            *slot = Err(e);
+        }
+    }
+    match out.iter_mut().find(|o| o.is_ok()) {
+        Some(first) => {
+            *first = Ok(replies);
+            (out, 0)
+        }
+        None => (out, replies.len()),
     }
 }
 
@@ -112,6 +143,36 @@ mod tests {
         );
         assert_eq!(ready(&l, &[1, 500], SOON, false), 1);
         assert_eq!(ready(&l, &[500], SOON, false), 1, "nothing more can fit");
+    }
+
+    #[test]
+    fn each_event_gets_its_own_outcome_and_one_carries_the_replies() {
+        let err = |m: &str| InvokeError {
+            retryable: true,
+            reason: "retryable".into(),
+            message: m.into(),
+        };
+        let result = |replies, failed| BatchResult { replies, failed };
+        let reply = CloudEvent::new("r", "/f", "done");
+        let (out, dropped) = per_event(3, Ok(result(vec![reply.clone()], vec![(0, err("a"))])));
+        assert_eq!(dropped, 0);
+        assert_eq!(out[0], Err(err("a")));
+        assert_eq!(
+            out[1],
+            Ok(vec![reply.clone()]),
+            "the first success carries the replies"
+        );
+        assert_eq!(out[2], Ok(vec![]));
+        let (out, dropped) = per_event(
+            2,
+            Ok(result(
+                vec![reply.clone()],
+                vec![(0, err("a")), (1, err("b")), (7, err("x"))],
+            )),
+        );
+        assert_eq!((out, dropped), (vec![Err(err("a")), Err(err("b"))], 1));
+        let (out, dropped) = per_event(2, Err(err("all")));
+        assert_eq!((out, dropped), (vec![Err(err("all")), Err(err("all"))], 0));
     }
 
     proptest! {

@@ -203,21 +203,12 @@ impl Early {
         bus: &dyn Bus,
         metrics: &Metrics,
     ) {
-        let started = Started::now();
-        let age = age_of(&self.d);
-        settle(
-            f,
-            route,
-            bus,
-            metrics,
-            &self.d,
-            Err(self.err),
-            age,
-            hops(&self.d.event),
-            &started,
-            Duration::ZERO,
-        )
-        .await;
+        let run = Run {
+            started: Started::now(),
+            elapsed: Duration::ZERO,
+            hops_in: hops(&self.d.event),
+        };
+        settle(f, route, bus, metrics, &self.d, Err(self.err), &run).await;
     }
 }
 
@@ -301,8 +292,7 @@ async fn deliver(
     metrics: &Metrics,
     d: Delivery,
 ) {
-    let age = age_of(&d);
-    if policy::expired(age, &route.retry) {
+    if policy::expired(age_of(&d), &route.retry) {
         expire(route, bus, metrics, &d).await;
         return;
     }
@@ -317,19 +307,12 @@ async fn deliver(
     .and_then(|replies| checked_replies(f, replies));
     let elapsed = started.clock.elapsed();
     metrics.observe_duration(&f.id, elapsed);
-    settle(
-        f,
-        route,
-        bus,
-        metrics,
-        &d,
-        result,
-        age,
-        hops(&d.event),
-        &started,
+    let run = Run {
+        started,
         elapsed,
-    )
-    .await;
+        hops_in: hops(&d.event),
+    };
+    settle(f, route, bus, metrics, &d, result, &run).await;
 }
 
 /// A batch start to finish: one invocation, then each event settled as a delivery of its own
@@ -358,66 +341,43 @@ async fn deliver_batch(
     let inputs: Vec<Arc<CloudEvent>> = live.iter().map(|i| i.input.clone()).collect();
     let started = Started::now();
     let result = f.invoker.invoke_batch(&inputs).await.and_then(|r| {
-        let replies = checked_replies(f, r.replies)?;
-        Ok((replies, r.failed))
+        Ok(crate::BatchResult {
+            replies: checked_replies(f, r.replies)?,
+            failed: r.failed,
+        })
     });
     let elapsed = started.clock.elapsed();
     metrics.observe_duration(&f.id, elapsed);
-    let mut outcomes: Vec<Result<Vec<CloudEvent>, InvokeError>> = match result {
-        Err(e) => live.iter().map(|_| Err(e.clone())).collect(),
-        Ok((replies, failed)) => {
-            let mut out: Vec<_> = live.iter().map(|_| Ok(Vec::new())).collect();
-            for (i, e) in failed {
-                if let Some(slot) = out.get_mut(i) {
-                    *slot = Err(e);
-                }
-            }
-            match out.iter_mut().find(|o| o.is_ok()) {
-                Some(first) => *first = Ok(replies),
-                None if !replies.is_empty() => {
-                    tracing::warn!(trigger = %route.id, "every event of the batch failed: its {} replies are dropped", replies.len())
-                }
-                None => {}
-            }
-            out
-        }
-    };
+    let (mut outcomes, dropped) = batch::per_event(live.len(), result);
+    if dropped > 0 {
+        tracing::warn!(trigger = %route.id, "every event of the batch failed: its {dropped} replies are dropped");
+    }
     // Replies of a batch are a hop further than its furthest event.
     let hops_in = live.iter().map(|i| hops(&i.d.event)).max().unwrap_or(0);
+    let run = Run {
+        started,
+        elapsed,
+        hops_in,
+    };
     let mut pairs: Vec<_> = live.iter().zip(outcomes.drain(..)).collect();
     // The event carrying the replies settles first: no event of the batch is acked (and the
     // next event of its key handed out) before the batch's replies are stored.
     if let Some(first) = pairs.iter().position(|(_, r)| r.is_ok()) {
         let (it, result) = pairs.remove(first);
-        settle(
-            f,
-            route,
-            bus,
-            metrics,
-            &it.d,
-            result,
-            age_of(&it.d),
-            hops_in,
-            &started,
-            elapsed,
-        )
-        .await;
+        settle(f, route, bus, metrics, &it.d, result, &run).await;
     }
-    let rest = pairs.into_iter().map(|(it, result)| {
-        settle(
-            f,
-            route,
-            bus,
-            metrics,
-            &it.d,
-            result,
-            age_of(&it.d),
-            hops_in,
-            &started,
-            elapsed,
-        )
-    });
+    let rest = pairs
+        .into_iter()
+        .map(|(it, result)| settle(f, route, bus, metrics, &it.d, result, &run));
     futures::future::join_all(rest).await;
+}
+
+/// One invocation as each of its events' attempts records it.
+struct Run {
+    started: Started,
+    elapsed: Duration,
+    /// The hop count replies continue from.
+    hops_in: i64,
 }
 
 /// When an attempt started, by the wall clock (traces) and the monotonic one (its duration).
@@ -462,8 +422,7 @@ async fn expire(route: &TriggerRoute, bus: &dyn Bus, metrics: &Metrics, d: &Deli
 }
 
 /// Puts one attempt's result on the bus (ack with its replies, retry or dead letter) and
-/// records it as a trace step. `hops_in` is the hop count the replies continue from.
-#[allow(clippy::too_many_arguments)]
+/// records it as a trace step.
 async fn settle(
     f: &FunctionRuntime,
     route: &TriggerRoute,
@@ -471,14 +430,12 @@ async fn settle(
     metrics: &Metrics,
     d: &Delivery,
     result: Result<Vec<CloudEvent>, InvokeError>,
-    age: Duration,
-    hops_in: i64,
-    started: &Started,
-    elapsed: Duration,
+    run: &Run,
 ) {
+    let (started, elapsed) = (&run.started, run.elapsed);
     let outcome = match result {
         Ok(replies) => {
-            let acked = match hop_checked(f, route, bus, metrics, d, hops_in, replies).await {
+            let acked = match hop_checked(f, route, bus, metrics, d, run.hops_in, replies).await {
                 Ok(replies) => {
                     let sent: Vec<Reply> = replies
                         .iter()
@@ -502,7 +459,7 @@ async fn settle(
             tracing::info!(target: "sluice::delivery", "{} {} → {} ok in {:.1?} (attempt {})", d.event.ty, d.event.id, f.id, elapsed, d.attempt);
             Outcome::Ok { replies }
         }
-        Err(err) => match failed(route, bus, metrics, d, err, age).await {
+        Err(err) => match failed(route, bus, metrics, d, err, age_of(d)).await {
             Some(outcome) => outcome,
             None => return,
         },
