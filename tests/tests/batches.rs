@@ -160,6 +160,17 @@ fn failed_items_alone_are_retried(backend: Backend) {
         ]
     );
     assert_eq!(attempts(sys, "i-0"), [(1, "ok".into())]);
+    // The worker's batch-size histogram counted every event handed over: ten, and i-3 twice more.
+    let addr = sys.worker_addr.clone().unwrap_or_else(|| sys.addr.clone());
+    let (status, _, body) =
+        sluice_tests::http(&addr, "GET", "/metrics", &[], b"").expect("metrics answer");
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 200, "{text}");
+    let sum = text
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_batch_events_sum{trigger=\"e2e/items\"} "))
+        .unwrap_or_else(|| panic!("no batch histogram in\n{text}"));
+    assert_eq!(sum.parse::<f64>().ok(), Some(12.0), "{sum}");
     let largest = got.iter().map(Vec::len).max().unwrap_or(0);
     assert_eq!(
         largest, 4,

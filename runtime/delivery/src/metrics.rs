@@ -38,6 +38,13 @@ fn duration_histogram() -> Histogram {
     ))
 }
 
+fn batch_histogram() -> Histogram {
+    // 1 … 8192 events: `maxEvents` is at most 10000.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        1.0, 2.0, 14,
+    ))
+}
+
 fn writer_histogram() -> Histogram {
     // 10 µs … ~0.65 s: a group commit is tens of µs; a stalled disk shows at the top.
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -56,6 +63,7 @@ struct Inner {
     retried: Family<TriggerLabel, Counter>,
     dead_lettered: Family<TriggerLabel, Counter>,
     duration: Hist,
+    batch: Family<TriggerLabel, Histogram, fn() -> Histogram>,
     depth: Family<TriggerLabel, Gauge>,
     workers: Family<FunctionLabel, Gauge>,
     bus_writer: Family<PhaseLabel, Histogram, fn() -> Histogram>,
@@ -83,6 +91,8 @@ impl Metrics {
         let retried = Family::default();
         let dead_lettered = Family::default();
         let duration: Hist = Family::new_with_constructor(duration_histogram);
+        let batch: Family<TriggerLabel, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(batch_histogram);
         let depth = Family::default();
         let workers = Family::default();
         let bus_writer: Family<PhaseLabel, Histogram, fn() -> Histogram> =
@@ -129,6 +139,11 @@ impl Metrics {
             duration.clone(),
         );
         registry.register(
+            "batch_events",
+            "Events per batch handed to a handler (Triggers with delivery.batch)",
+            batch.clone(),
+        );
+        registry.register(
             "queue_depth",
             "Queued plus in-flight events per trigger",
             depth.clone(),
@@ -155,6 +170,7 @@ impl Metrics {
             retried,
             dead_lettered,
             duration,
+            batch,
             depth,
             workers,
             bus_writer,
@@ -225,6 +241,14 @@ impl Metrics {
                 function: function.into(),
             })
             .observe(d.as_secs_f64());
+    }
+    pub fn observe_batch(&self, trigger: &str, events: usize) {
+        self.0
+            .batch
+            .get_or_create(&TriggerLabel {
+                trigger: trigger.into(),
+            })
+            .observe(events as f64);
     }
     pub fn set_depth(&self, trigger: &str, pending: u64) {
         self.0

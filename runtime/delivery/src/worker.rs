@@ -348,6 +348,7 @@ async fn deliver_batch(
     });
     let elapsed = started.clock.elapsed();
     metrics.observe_duration(&f.id, elapsed);
+    metrics.observe_batch(&route.id, live.len());
     let (mut outcomes, dropped) = batch::per_event(live.len(), result);
     if dropped > 0 {
         tracing::warn!(trigger = %route.id, "every event of the batch failed: its {dropped} replies are dropped");
