@@ -1,8 +1,9 @@
 //! Batch delivery (`delivery.batch`) on both buses: the handler gets several events in one
 //! invocation (the tester replies once per batch, listing the ids it got), a batch never holds
 //! more than `maxEvents`, the items the handler names as failed are retried or dead-lettered on
-//! their own attempt counts while the others are never delivered again, and an ordered
-//! Trigger's batches keep each key's order without waiting out `maxWait`.
+//! their own attempt counts while the others are never delivered again, a retried event goes
+//! alone (so an event that fails its whole batch costs the others one attempt, not all), and
+//! an ordered Trigger's batches keep each key's order without waiting out `maxWait`.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +15,7 @@ use sluice_tests::{
 
 sluice_tests::both!(
     failed_items_alone_are_retried,
+    a_poisoned_batch_costs_its_other_events_one_attempt,
     ordered_batches_keep_each_key_in_order
 );
 
@@ -140,12 +142,9 @@ fn failed_items_alone_are_retried(backend: Backend) {
             "{id} was delivered once and never again: {got:?}"
         );
     }
-    // i-3's last attempt was a batch of its own that failed whole, so its replies were
-    // dropped; its trace has all three attempts.
-    assert!(
-        (1..=3).contains(times.get("i-3").unwrap_or(&0)),
-        "i-3 in one to three batches: {got:?}"
-    );
+    // A retried event goes alone: i-3's retries were batches of their own that failed whole,
+    // so their replies were dropped; its trace has all three attempts.
+    assert_eq!(times.get("i-3"), Some(&1), "i-3 retried alone: {got:?}");
     let tried = wait_for(10, || {
         let a = attempts(sys, "i-3");
         (a.len() >= 3).then_some(a)
@@ -175,6 +174,65 @@ fn failed_items_alone_are_retried(backend: Backend) {
     assert_eq!(
         largest, 4,
         "ten events published at once fill batches of maxEvents: {got:?}"
+    );
+}
+
+fn a_poisoned_batch_costs_its_other_events_one_attempt(backend: Backend) {
+    let t = Tester::start(backend, BATCHED);
+    let sys = &t.sys;
+    // k-0 makes the handler exit 1: every batch holding it fails whole.
+    let events: Vec<Value> = (0..3)
+        .map(|i| {
+            let data = if i == 0 {
+                json!({"crash": true})
+            } else {
+                json!({"n": i})
+            };
+            event(&format!("k-{i}"), "com.example.item", data)
+        })
+        .collect();
+    let (status, answer) = sys.post_batch(&events);
+    assert_eq!(status, 202, "{answer}");
+    let dead = wait_for(30, || {
+        sys.events("dead").into_iter().find(|e| e["id"] == "k-0")
+    })
+    .unwrap_or_else(|| panic!("k-0 was not dead-lettered\n{}", sys.logs()));
+    assert_eq!(dead["sluicereason"], "exhausted", "{dead}");
+    assert_eq!(dead["sluiceattempts"], 3, "{dead}");
+    for id in ["k-1", "k-2"] {
+        let tried = wait_for(10, || {
+            let a = attempts(sys, id);
+            a.last().is_some_and(|(_, o)| o == "ok").then_some(a)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{id} never succeeded: {:?}\n{}",
+                attempts(sys, id),
+                sys.logs()
+            )
+        });
+        // In k-0's first batch it failed with it once; its retry went alone and succeeded.
+        assert!(
+            tried == [(1, "ok".to_owned())]
+                || tried == [(1, "retry".to_owned()), (2, "ok".to_owned())],
+            "{id}: {tried:?}"
+        );
+    }
+    let k0 = wait_for(10, || Some(attempts(sys, "k-0")).filter(|a| a.len() >= 3));
+    assert_eq!(
+        k0,
+        Some(vec![
+            (1, "retry".into()),
+            (2, "retry".into()),
+            (3, "deadLetter".into())
+        ])
+    );
+    assert!(
+        dead["sluicelasterror"]
+            .as_str()
+            .unwrap()
+            .contains("exit status 1"),
+        "{dead}"
     );
 }
 

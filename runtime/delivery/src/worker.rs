@@ -4,7 +4,7 @@
 //! delivery in flight is then one batch.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
@@ -91,7 +91,7 @@ pub async fn run_worker(
                     .entry(route.id.clone())
                     .or_insert_with(|| Forming::new(route));
                 batch.route = route.clone();
-                let want = batch::room(&limits, batch.items.len());
+                let want = batch::room(&limits, batch.held());
                 let leased = lease(&*bus, route, want).await;
                 leased_any |= !leased.is_empty();
                 let drained = leased.len() < want;
@@ -124,7 +124,7 @@ pub async fn run_worker(
                 dispatch(&mut inflight, batch, &f, &bus, &metrics, true, true);
             }
         }
-        forming.retain(|_, b| !b.items.is_empty() || f.triggers.iter().any(|t| t.id == b.route.id));
+        forming.retain(|_, b| b.held() > 0 || f.triggers.iter().any(|t| t.id == b.route.id));
         if leased_any && inflight.len() < f.concurrency {
             continue;
         }
@@ -181,6 +181,10 @@ struct Forming {
     items: Vec<Item>,
     /// When the first event of the batch arrived.
     since: Instant,
+    /// Retried events, each to go in a batch of its own: an event that failed its batch whole
+    /// (a trap, a timeout) may be the one that did, and must not take other events' attempts
+    /// with it again (AWS Lambda bisects such a batch; this bisects it to single events).
+    solo: VecDeque<Item>,
 }
 
 struct Item {
@@ -218,7 +222,13 @@ impl Forming {
             route: route.clone(),
             items: Vec::new(),
             since: Instant::now(),
+            solo: VecDeque::new(),
         }
+    }
+
+    /// Events held, waiting to go.
+    fn held(&self) -> usize {
+        self.items.len() + self.solo.len()
     }
 
     /// Adds a leased event; one whose transform fails comes back to be settled alone.
@@ -230,24 +240,32 @@ impl Forming {
                 Err(err) => return Some(Early { d, err }),
             },
         };
-        if self.items.is_empty() {
+        if self.items.is_empty() && d.attempt <= 1 {
             self.since = Instant::now();
         }
         // The handler gets the events as one JSON array; its size is what `maxBytes` bounds.
         let size = input.to_json().len();
-        self.items.push(Item { d, input, size });
+        let item = Item { d, input, size };
+        if item.d.attempt > 1 {
+            self.solo.push_back(item);
+        } else {
+            self.items.push(item);
+        }
         None
     }
 
-    /// When the batch's `maxWait` runs out, if it holds anything.
+    /// When the batch's `maxWait` runs out (now for a retried event), if it holds anything.
     fn due(&self) -> Option<Instant> {
         let limits = self.route.batch?;
+        if !self.solo.is_empty() {
+            return Some(Instant::now());
+        }
         (!self.items.is_empty()).then(|| self.since + limits.max_wait)
     }
 }
 
-/// Hands `batch`'s ready events to the handler, one batch per free slot (all of them when
-/// `now`, whatever the limits say).
+/// Hands `batch`'s ready events to the handler, retried events first and alone, one batch per
+/// free slot (all of them when `now`, whatever the limits say).
 fn dispatch(
     inflight: &mut JoinSet<()>,
     batch: &mut Forming,
@@ -257,6 +275,14 @@ fn dispatch(
     drained: bool,
     now: bool,
 ) {
+    while now || inflight.len() < f.concurrency {
+        let Some(item) = batch.solo.pop_front() else {
+            break;
+        };
+        let (f, bus, metrics, route) =
+            (f.clone(), bus.clone(), metrics.clone(), batch.route.clone());
+        inflight.spawn(async move { deliver_batch(&f, &route, &*bus, &metrics, vec![item]).await });
+    }
     loop {
         let Some(limits) = batch.route.batch else {
             return;
