@@ -36,8 +36,8 @@ impl Limits {
 /// `sizes` are the events' JSON sizes in arrival order, `waited` the time since the first
 /// arrived, `drained` whether the last lease found the queue with nothing more to hand out.
 /// A batch goes when the next event would take its array past `max_bytes` (a first event
-/// larger than that goes alone), when it holds `max_events` or no more bytes fit, when `max_wait` has passed, or,
-/// for an ordered Trigger, as soon as the queue is drained.
+/// larger than that goes alone), when it holds `max_events` or no more bytes fit, when
+/// `max_wait` has passed, or, for an ordered Trigger, as soon as the queue is drained.
 pub fn ready(limits: &Limits, sizes: &[usize], waited: Duration, drained: bool) -> usize {
     if sizes.is_empty() {
         return 0;

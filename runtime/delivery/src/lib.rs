@@ -53,26 +53,13 @@ pub struct BatchResult {
 pub type BatchFuture<'a> =
     Pin<Box<dyn Future<Output = Result<BatchResult, InvokeError>> + Send + 'a>>;
 
-/// Runs events through a Function's handler. The Wasm host implements it; tests use
-/// plain closures.
+/// Runs events through a Function's handler. The Wasm host implements it.
 pub trait Invoker: Send + Sync {
     fn invoke<'a>(&'a self, event: &'a CloudEvent) -> InvokeFuture<'a>;
 
     /// Runs a batch (a Trigger's `delivery.batch`) in one invocation; an `Err` fails every
-    /// item. An invoker without batches of its own runs the items one after another, each
-    /// failure an item's.
-    fn invoke_batch<'a>(&'a self, events: &'a [Arc<CloudEvent>]) -> BatchFuture<'a> {
-        Box::pin(async move {
-            let mut out = BatchResult::default();
-            for (i, e) in events.iter().enumerate() {
-                match self.invoke(e).await {
-                    Ok(replies) => out.replies.extend(replies),
-                    Err(err) => out.failed.push((i, err)),
-                }
-            }
-            Ok(out)
-        })
-    }
+    /// item.
+    fn invoke_batch<'a>(&'a self, events: &'a [Arc<CloudEvent>]) -> BatchFuture<'a>;
 }
 
 pub type SharedInvoker = Arc<dyn Invoker>;

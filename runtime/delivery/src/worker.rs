@@ -240,15 +240,15 @@ impl Forming {
                 Err(err) => return Some(Early { d, err }),
             },
         };
-        if self.items.is_empty() && d.attempt <= 1 {
-            self.since = Instant::now();
-        }
         // The handler gets the events as one JSON array; its size is what `maxBytes` bounds.
         let size = input.to_json().len();
         let item = Item { d, input, size };
         if item.d.attempt > 1 {
             self.solo.push_back(item);
         } else {
+            if self.items.is_empty() {
+                self.since = Instant::now();
+            }
             self.items.push(item);
         }
         None
@@ -291,12 +291,12 @@ fn dispatch(
             return;
         }
         let sizes: Vec<usize> = batch.items.iter().map(|i| i.size).collect();
-        let waited = batch.since.elapsed();
-        let take = if now {
-            batch::ready(&limits, &sizes, Duration::MAX, true)
+        let (waited, drained) = if now {
+            (Duration::MAX, true)
         } else {
-            batch::ready(&limits, &sizes, waited, drained)
+            (batch.since.elapsed(), drained)
         };
+        let take = batch::ready(&limits, &sizes, waited, drained);
         if take == 0 {
             return;
         }
@@ -375,7 +375,7 @@ async fn deliver_batch(
     let elapsed = started.clock.elapsed();
     metrics.observe_duration(&f.id, elapsed);
     metrics.observe_batch(&route.id, live.len());
-    let (mut outcomes, dropped) = batch::per_event(live.len(), result);
+    let (outcomes, dropped) = batch::per_event(live.len(), result);
     if dropped > 0 {
         tracing::warn!(trigger = %route.id, "every event of the batch failed: its {dropped} replies are dropped");
     }
@@ -386,7 +386,7 @@ async fn deliver_batch(
         elapsed,
         hops_in,
     };
-    let mut pairs: Vec<_> = live.iter().zip(outcomes.drain(..)).collect();
+    let mut pairs: Vec<_> = live.iter().zip(outcomes).collect();
     // The event carrying the replies settles first: no event of the batch is acked (and the
     // next event of its key handed out) before the batch's replies are stored.
     if let Some(first) = pairs.iter().position(|(_, r)| r.is_ok()) {
@@ -627,7 +627,8 @@ fn checked_replies(
 }
 
 /// A handler's replies to publish, with the hop count one above the input's (`hops_in`);
-/// replies past the hop limit are dead-lettered as a loop instead, so a function cannot storm itself.
+/// replies past the hop limit are dead-lettered as a loop instead, so a function cannot storm
+/// itself.
 async fn hop_checked(
     f: &FunctionRuntime,
     route: &TriggerRoute,
@@ -679,6 +680,9 @@ mod tests {
     impl crate::Invoker for Never {
         fn invoke<'a>(&'a self, _: &'a CloudEvent) -> crate::InvokeFuture<'a> {
             Box::pin(async { Ok(Vec::new()) })
+        }
+        fn invoke_batch<'a>(&'a self, _: &'a [Arc<CloudEvent>]) -> crate::BatchFuture<'a> {
+            Box::pin(async { Ok(crate::BatchResult::default()) })
         }
     }
 

@@ -1,7 +1,7 @@
 //! Batches (a Trigger's `delivery.batch`): several events in one invocation. The handler gets a
-//! CloudEvents batch, a JSON array of events in structured form (`application/cloudevents-batch+json`):
-//! a command on stdin as it is, a component as the `data` of one event of type
-//! [`BATCH_TYPE`]. It names the items that failed the way AWS Lambda's partial batch responses
+//! CloudEvents batch, a JSON array of events in structured form
+//! (`application/cloudevents-batch+json`): a command on stdin as it is, a component as the
+//! `data` of one event of type [`BATCH_TYPE`]. It names the items that failed the way AWS Lambda's partial batch responses
 //! do, `{"batchItemFailures": [{"itemIdentifier": "<event id>"}]}`: a command as a line of its
 //! stdout, a component as the data of a reply of type [`RESPONSE_TYPE`]. Every item it does
 //! not name succeeded.

@@ -68,16 +68,13 @@ impl Invoker for HostInvoker {
                     .failed
                     .into_iter()
                     .map(|f| {
-                        let err = InvokeError {
-                            retryable: f.retryable,
-                            reason: if f.retryable { "retryable" } else { "fatal" }.into(),
-                            message: format!(
-                                "{}: {}",
-                                if f.retryable { "retryable" } else { "fatal" },
-                                f.message
-                            ),
+                        // A failure the handler named is its own verdict on that event.
+                        let verdict = if f.retryable {
+                            sluice_host::Failure::Retryable(f.message)
+                        } else {
+                            sluice_host::Failure::Fatal(f.message)
                         };
-                        (f.index, err)
+                        (f.index, invoke_error(verdict))
                     })
                     .collect(),
             })
