@@ -1,6 +1,7 @@
 //! Fills the Triggers' `matched` and `deadLettered` status (the MATCHED and DEAD-LETTERED
-//! columns of `kubectl get trg -o wide`) from JetStream every few seconds, under its own
-//! field manager so the reconciler's status writes never reset them.
+//! columns of `kubectl get trg -o wide`) and their circuit breaker's `circuit` (the CIRCUIT
+//! column) from JetStream every few seconds, under its own field manager so the reconciler's
+//! status writes never reset them.
 
 use std::{sync::Arc, time::Duration};
 
@@ -27,6 +28,7 @@ fn shown(t: &Trigger) -> TriggerCounts {
         .map(|s| TriggerCounts {
             matched: s.matched,
             dead_lettered: s.dead_lettered,
+            circuit: s.circuit.clone(),
         })
         .unwrap_or_default()
 }
@@ -46,7 +48,8 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
                 continue;
             }
             let (ns, name) = (t.namespace().unwrap_or_default(), t.name_any());
-            let counts = match queues.counts(home_bus(&t), &ns, &name).await {
+            let breaker = t.spec.delivery.circuit_breaker.is_some();
+            let counts = match queues.counts(home_bus(&t), &ns, &name, breaker).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::debug!(trigger = %format!("{ns}/{name}"), error = %e, "trigger counters");
@@ -59,7 +62,11 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
             let patch = json!({
                 "apiVersion": "sluice.dev/v1alpha1",
                 "kind": "Trigger",
-                "status": { "matched": counts.matched, "deadLettered": counts.dead_lettered },
+                "status": {
+                    "matched": counts.matched,
+                    "deadLettered": counts.dead_lettered,
+                    "circuit": counts.circuit,
+                },
             });
             if ctx.fence.check().is_err() {
                 return;

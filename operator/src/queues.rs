@@ -13,10 +13,12 @@ use async_nats::jetstream::{
 };
 use futures::{StreamExt, future::BoxFuture};
 use sluice_api::{
-    Trigger,
+    Trigger, buckets, gate,
     jetstream::{
-        DEAD_LETTER_STREAM, bus_stream, dead_letter_subject, is_trigger_consumer, trigger_subjects,
+        DEAD_LETTER_STREAM, breaker_key, bus_stream, dead_letter_subject, is_trigger_consumer,
+        trigger_subjects,
     },
+    trigger::CircuitStatus,
 };
 
 use crate::{Error, Result};
@@ -49,17 +51,19 @@ pub trait Queues: Send + Sync {
         namespace: &'a str,
         trigger: &'a str,
     ) -> BoxFuture<'a, Result<bool>>;
-    /// What `kubectl get trg -o wide` shows of Trigger `namespace/trigger`.
+    /// What `kubectl get trg -o wide` shows of Trigger `namespace/trigger`; with `breaker`
+    /// (it has `delivery.circuitBreaker`), its breaker's state too.
     fn counts<'a>(
         &'a self,
         bus: &'a str,
         namespace: &'a str,
         trigger: &'a str,
+        breaker: bool,
     ) -> BoxFuture<'a, Result<TriggerCounts>>;
 }
 
 /// A Trigger's counters, read from JetStream.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TriggerCounts {
     /// Events routed to the Trigger that its bus stream still holds. The stream is a limits
     /// stream, so once its age or size limit drops old events this is less than every match
@@ -67,6 +71,25 @@ pub struct TriggerCounts {
     pub matched: u64,
     /// Dead letters held now (what `sluice dlq list` shows; redrive and purge lower it).
     pub dead_lettered: u64,
+    /// The circuit breaker as the workers last stored it (closed before any was stored).
+    pub circuit: Option<CircuitStatus>,
+}
+
+/// A breaker's state as the Trigger's status shows it, read at `now` (wall ms).
+pub fn circuit_status(b: &gate::Breaker, now: u64) -> CircuitStatus {
+    let s = b.status(now, now);
+    CircuitStatus {
+        state: s.circuit.as_str().to_owned(),
+        failures: s.failures,
+        open_until: (s.circuit == gate::Circuit::Open)
+            .then(|| rfc3339(s.open_until_ms))
+            .flatten(),
+    }
+}
+
+fn rfc3339(ms: u64) -> Option<String> {
+    let t = k8s_openapi::jiff::Timestamp::from_millisecond(i64::try_from(ms).ok()?).ok()?;
+    Some(t.round(k8s_openapi::jiff::Unit::Second).ok()?.to_string())
 }
 
 /// Queues in a JetStream server.
@@ -143,6 +166,25 @@ impl JetStream {
     }
 }
 
+impl JetStream {
+    /// Trigger `namespace/trigger`'s circuit breaker as its workers stored it.
+    async fn breaker(&self, namespace: &str, trigger: &str) -> Result<CircuitStatus> {
+        let key = breaker_key(namespace, trigger);
+        let store = buckets::open(&self.js, buckets::gates_stream())
+            .await
+            .map_err(|e| Error::Queue(e.to_string()))?;
+        let state: gate::Breaker = match store.entry(key.as_str()).await {
+            Ok(Some(e)) => serde_json::from_slice(&e.value).unwrap_or_default(),
+            Ok(None) => gate::Breaker::default(),
+            Err(e) => return Err(Error::Queue(format!("{key}: {e}"))),
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Ok(circuit_status(&state, now))
+    }
+}
+
 impl Queues for JetStream {
     fn pending<'a>(
         &'a self,
@@ -182,6 +224,7 @@ impl Queues for JetStream {
         bus: &'a str,
         namespace: &'a str,
         trigger: &'a str,
+        breaker: bool,
     ) -> BoxFuture<'a, Result<TriggerCounts>> {
         Box::pin(async move {
             let matched = match self.bus(bus).await? {
@@ -194,9 +237,14 @@ impl Queues for JetStream {
                 Err(e) if not_found(&e.kind()) => 0,
                 Err(e) => return Err(Error::Queue(format!("stream {DEAD_LETTER_STREAM}: {e}"))),
             };
+            let circuit = match breaker {
+                true => Some(self.breaker(namespace, trigger).await?),
+                false => None,
+            };
             Ok(TriggerCounts {
                 matched,
                 dead_lettered,
+                circuit,
             })
         })
     }

@@ -454,6 +454,17 @@ spec:
     deadLetter: {{bus: dead-letter}}
 ---
 apiVersion: sluice.dev/v1alpha1
+kind: Trigger
+metadata: {{name: fragile, namespace: e2e}}
+spec:
+  source: {{bus: default}}
+  pattern: {{type: [com.example.fragile]}}
+  function: tester
+  delivery:
+    retry: {{maxAttempts: 1}}
+    circuitBreaker: {{consecutiveFailures: 2, coolOff: 1h}}
+---
+apiVersion: sluice.dev/v1alpha1
 kind: Function
 metadata: {{name: from-oci, namespace: e2e}}
 spec:
@@ -740,6 +751,39 @@ spec:
                 .count();
             (n == 1).then_some(())
         },
+    );
+
+    // --- two failures in a row open Trigger fragile's breaker: kubectl get trg shows it ----
+    let frail: Vec<Value> = (0..2)
+        .map(|i| {
+            let mut e = work(&format!("frail-{i}"), json!({"fail": true}));
+            e["type"] = json!("com.example.fragile");
+            e
+        })
+        .collect();
+    publish_batch(&svc, "default", &frail).expect("publish to fragile");
+    let table = c.until(
+        60,
+        "Trigger fragile's circuit open in kubectl get trg",
+        || {
+            let out = c.ok(&["get", "trg", "-n", "e2e", "fragile"]);
+            let mut lines = out.lines();
+            let header = lines
+                .next()?
+                .split_whitespace()
+                .position(|h| h == "CIRCUIT")?;
+            let row = lines.next()?.split_whitespace().nth(header)?.to_owned();
+            (row == "open").then_some(out)
+        },
+    );
+    let status = c.json(&["get", "trg", "-n", "e2e", "fragile"]);
+    assert_eq!(
+        status["status"]["circuit"]["failures"], 2,
+        "{table}\n{status}"
+    );
+    assert!(
+        status["status"]["circuit"]["openUntil"].is_string(),
+        "{status}"
     );
 
     // --- scale 0 → N → 0 on a backlog --------------------------------------------------

@@ -185,6 +185,7 @@ async fn sluice_path(bus: &NatsBus, run: &str, args: &NatsBenchArgs) -> anyhow::
             ordered: false,
             lease: Duration::from_secs(30),
             prefetch: args.concurrency,
+            gate: Default::default(),
         },
     )
     .await?;
@@ -201,6 +202,7 @@ async fn sluice_path(bus: &NatsBus, run: &str, args: &NatsBenchArgs) -> anyhow::
             reply_bus: format!("{bus_name}-replies"),
             transform: None,
             batch: None,
+            gate: Default::default(),
         }],
         hop_limit: DEFAULT_HOP_LIMIT,
         emits: Vec::new(),

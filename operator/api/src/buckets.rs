@@ -38,6 +38,17 @@ pub fn routers_stream(routes_bucket: &str) -> stream::Config {
     )
 }
 
+/// The gates bucket ([`crate::jetstream::GATES_BUCKET`]): rate-limit buckets and circuit
+/// breakers, on disk so a breaker stays open across a server restart.
+pub fn gates_stream() -> stream::Config {
+    kv_stream(
+        crate::jetstream::GATES_BUCKET,
+        "Sluice: each Trigger's rate-limit tokens and circuit breaker, shared by its workers",
+        stream::StorageType::File,
+        std::time::Duration::ZERO,
+    )
+}
+
 fn kv_stream(
     bucket: &str,
     description: &str,
@@ -60,8 +71,8 @@ fn kv_stream(
     }
 }
 
-/// Opens the bucket of `config` (from [`routes_stream`] or [`routers_stream`]), creating it
-/// if it does not exist yet.
+/// Opens the bucket of `config` (from [`routes_stream`], [`routers_stream`] or
+/// [`gates_stream`]), creating it if it does not exist yet.
 pub async fn open(
     js: &jetstream::Context,
     config: stream::Config,

@@ -109,6 +109,21 @@ pub struct RouterAck {
     pub revision: u64,
 }
 
+/// Key-value bucket holding each Trigger's gate (`delivery.rateLimit`'s token bucket and
+/// `delivery.circuitBreaker`'s state), shared by all its workers and updated by
+/// compare-and-set; the operator reads the breaker for the Trigger's status.
+pub const GATES_BUCKET: &str = "sluice_gates";
+
+/// Key of Trigger `namespace/trigger`'s token bucket in [`GATES_BUCKET`].
+pub fn rate_key(namespace: &str, trigger: &str) -> String {
+    format!("{namespace}.{trigger}.rate")
+}
+
+/// Key of Trigger `namespace/trigger`'s circuit breaker in [`GATES_BUCKET`].
+pub fn breaker_key(namespace: &str, trigger: &str) -> String {
+    format!("{namespace}.{trigger}.breaker")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,7 @@
 //! of truth for the CRDs, for `sluice dev` manifests, and for validation. No Kubernetes client.
 //!
 //! Owns: the spec types, their validation, the JetStream names and route buckets shared by the
-//! operator and the routers. The Kubernetes object wrappers, CRD generation and manifest files
+//! operator and the routers, and the gates' state (rate limit, circuit breaker) both read. The Kubernetes object wrappers, CRD generation and manifest files
 //! are the `crd` feature (kube's derive types), so the data-plane crates use the spec types
 //! without kube. Must not know: how anything runs; it describes, it does not act.
 
@@ -14,6 +14,7 @@ pub mod credentials;
 pub mod duration;
 pub mod event_schema;
 pub mod function;
+pub mod gate;
 pub mod jetstream;
 #[cfg(feature = "crd")]
 pub mod manifest;

@@ -28,6 +28,7 @@ use crate::{Condition, Duration};
         printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
         printcolumn = r#"{"name":"Source","type":"string","jsonPath":".spec.source"}"#,
         printcolumn = r#"{"name":"Function","type":"string","jsonPath":".spec.function"}"#,
+        printcolumn = r#"{"name":"Circuit","type":"string","jsonPath":".status.circuit.state"}"#,
         printcolumn = r#"{"name":"Matched","type":"integer","priority":1,"jsonPath":".status.matched"}"#,
         printcolumn = r#"{"name":"Dead-lettered","type":"integer","priority":1,"jsonPath":".status.deadLettered"}"#,
         printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -290,6 +291,66 @@ pub struct Delivery {
     /// let it say which of them failed. Omitted: one event per invocation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<Batch>,
+    /// Most events handed to the handler per second over every worker of the Trigger (a
+    /// token bucket kept on the bus). Omitted: as fast as the workers go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    /// Pauses the Trigger's deliveries after consecutive failures, for a cool-off, then tries
+    /// one event before resuming. Omitted: never paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreaker>,
+}
+
+/// A token bucket: `perSecond` tokens a second, up to `burst` saved while idle; each event
+/// handed to the handler takes one (docs/manifests.md#rate-limit-and-circuit-breaker).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimit {
+    /// Events a second, over every worker.
+    #[schemars(range(min = 1, max = 1000000))]
+    pub per_second: u32,
+    /// Events that may go at once after an idle spell. Omitted: `perSecond`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub burst: Option<u32>,
+}
+
+impl RateLimit {
+    /// The burst in force (`perSecond` when unset).
+    pub fn burst(&self) -> u32 {
+        self.burst.unwrap_or(self.per_second)
+    }
+}
+
+/// When a Trigger's deliveries pause: after `consecutiveFailures` failed attempts in a row (a
+/// failure another attempt could help: an error the handler calls retryable, a trap, a
+/// timeout), for `coolOff`; then one event is tried, and its success resumes delivery while
+/// its failure pauses it again. Paused events wait on the bus and are not counted as attempts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CircuitBreaker {
+    #[serde(default = "default_breaker_failures")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub consecutive_failures: u32,
+    /// How long deliveries pause once it opens (1s to 1h).
+    #[serde(default = "default_cool_off")]
+    pub cool_off: Duration,
+}
+
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_cool_off() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: default_breaker_failures(),
+            cool_off: default_cool_off(),
+        }
+    }
 }
 
 /// How events are grouped into one invocation. A batch is handed over when it holds
@@ -345,6 +406,8 @@ impl Default for Delivery {
             ordering: None,
             max_inflight: default_max_inflight(),
             batch: None,
+            rate_limit: None,
+            circuit_breaker: None,
         }
     }
 }
@@ -435,6 +498,24 @@ pub struct TriggerStatus {
     pub retried: u64,
     #[serde(default)]
     pub dead_lettered: u64,
+    /// The circuit breaker's state, when the Trigger has one (`spec.delivery.circuitBreaker`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit: Option<CircuitStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// Where a Trigger's circuit breaker stands, as its workers last recorded it on the bus.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CircuitStatus {
+    /// `closed` (delivering), `open` (paused until `openUntil`) or `half-open` (the cool-off
+    /// is over; one event is tried before delivery resumes).
+    pub state: String,
+    /// Failed attempts in a row so far.
+    #[serde(default)]
+    pub failures: u32,
+    /// When the cool-off ends (RFC 3339), while open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_until: Option<String>,
 }

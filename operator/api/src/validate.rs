@@ -557,6 +557,16 @@ fn validate_delivery(d: &Delivery, path: &str, out: &mut Vec<FieldError>) {
             ));
         }
     }
+    if let Some(c) = &d.circuit_breaker {
+        let cp = format!("{path}.circuitBreaker");
+        check_duration(
+            &format!("{cp}.coolOff"),
+            c.cool_off,
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+            out,
+        );
+    }
     if let Some(o) = &d.ordering
         && !ATTR_PATH.is_match(&o.key)
     {

@@ -9,6 +9,9 @@
 
 pub mod archive;
 pub mod embedded;
+/// Triggers' gates (rate limit, circuit breaker): the pure decisions and the state both buses
+/// keep, defined with the spec types so the operator reads the same state.
+pub use sluice_api::gate;
 /// The fuzz targets' checks (`runtime/bus/fuzz`), callable from `cargo test` too.
 #[doc(hidden)]
 pub mod fuzz {
@@ -58,12 +61,13 @@ pub trait Bus: Send + Sync + 'static {
     fn wait_published<'a>(&'a self, bus: &'a str, max: Duration) -> BoxFuture<'a, ()>;
     /// Puts events straight on trigger queues (schedules and bridges, which skip the router).
     fn enqueue(&self, items: Vec<Enqueue>) -> BusFuture<'_, ()>;
-    /// Leases up to `max` due deliveries of `trigger` without waiting.
+    /// Leases up to `max` due deliveries of `trigger` without waiting, as many as its gate
+    /// ([`gate`]: rate limit, circuit breaker) lets go now.
     fn lease<'a>(&'a self, trigger: &'a str, max: usize) -> BusFuture<'a, Vec<Delivery>>;
     /// A number that changes whenever some queue may have something new to lease.
     fn queued_version(&self) -> u64;
     /// Waits until `queued_version` differs from `since`, a retry of `triggers` falls due,
-    /// or `max` passes.
+    /// the gate of one holding events back opens, or `max` passes.
     fn wait_queued<'a>(
         &'a self,
         triggers: &'a [TriggerId],
@@ -83,6 +87,11 @@ pub trait Bus: Send + Sync + 'static {
         to_bus: Option<&'a str>,
         from: Option<&'a Delivery>,
     ) -> BusFuture<'a, ()>;
+    /// Records an attempt's outcome for the Trigger's circuit breaker: `ok`, or a failure
+    /// another attempt could help. Ignored for a Trigger without one.
+    fn record_outcome<'a>(&'a self, trigger: &'a str, ok: bool) -> BusFuture<'a, ()>;
+    /// The Trigger's circuit breaker as this process last saw it, when it has one.
+    fn breaker(&self, trigger: &str) -> Option<gate::BreakerStatus>;
     /// Queued plus in-flight events of a trigger.
     fn depth<'a>(&'a self, trigger: &'a str) -> BusFuture<'a, Depth>;
     /// Up to `limit` of a trigger's dead letters, oldest first, after skipping `offset`, and how
@@ -231,6 +240,8 @@ pub struct QueueConfig {
     /// Function's concurrency): a remote bus streams that many in so a free slot never waits
     /// for a round trip. The embedded bus leases in place and ignores it.
     pub prefetch: usize,
+    /// The Trigger's rate limit and circuit breaker, applied when its events are leased.
+    pub gate: gate::Gate,
 }
 
 /// An event leased to a worker.

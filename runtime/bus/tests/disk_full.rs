@@ -48,6 +48,7 @@ fn configured(bus: EmbeddedBus) -> EmbeddedBus {
             // Short, so an outcome the full disk refused comes back soon.
             lease: Duration::from_millis(300),
             prefetch: 1,
+            gate: Default::default(),
         },
     );
     bus

@@ -47,6 +47,7 @@ fn queue() -> QueueConfig {
         ordered: false,
         lease: Duration::from_secs(60),
         prefetch: 10,
+        gate: Default::default(),
     }
 }
 

@@ -65,6 +65,8 @@ struct Inner {
     duration: Hist,
     batch: Family<TriggerLabel, Histogram, fn() -> Histogram>,
     depth: Family<TriggerLabel, Gauge>,
+    circuit_state: Family<TriggerLabel, Gauge>,
+    circuit_opened: Family<TriggerLabel, Gauge>,
     workers: Family<FunctionLabel, Gauge>,
     bus_writer: Family<PhaseLabel, Histogram, fn() -> Histogram>,
 }
@@ -94,6 +96,8 @@ impl Metrics {
         let batch: Family<TriggerLabel, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(batch_histogram);
         let depth = Family::default();
+        let circuit_state = Family::default();
+        let circuit_opened = Family::default();
         let workers = Family::default();
         let bus_writer: Family<PhaseLabel, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(writer_histogram);
@@ -149,6 +153,17 @@ impl Metrics {
             depth.clone(),
         );
         registry.register(
+            "circuit_state",
+            "A Trigger's circuit breaker (delivery.circuitBreaker): 0 closed, 1 open (deliveries \
+             paused), 2 half-open (one trial event out)",
+            circuit_state.clone(),
+        );
+        registry.register(
+            "circuit_opened",
+            "Times a Trigger's circuit breaker opened, over all its workers",
+            circuit_opened.clone(),
+        );
+        registry.register(
             "workers",
             "Worker tasks running per function",
             workers.clone(),
@@ -172,6 +187,8 @@ impl Metrics {
             duration,
             batch,
             depth,
+            circuit_state,
+            circuit_opened,
             workers,
             bus_writer,
         }))
@@ -257,6 +274,24 @@ impl Metrics {
                 trigger: trigger.into(),
             })
             .set(pending as i64);
+    }
+    /// A Trigger's circuit breaker as the bus last saw it.
+    pub fn circuit(&self, trigger: &str, status: Option<sluice_bus::gate::BreakerStatus>) {
+        use sluice_bus::gate::Circuit;
+        let Some(s) = status else { return };
+        let label = TriggerLabel {
+            trigger: trigger.into(),
+        };
+        let state = match s.circuit {
+            Circuit::Closed => 0,
+            Circuit::Open => 1,
+            Circuit::HalfOpen => 2,
+        };
+        self.0.circuit_state.get_or_create(&label).set(state);
+        self.0
+            .circuit_opened
+            .get_or_create(&label)
+            .set(i64::try_from(s.opened).unwrap_or(i64::MAX));
     }
     pub fn set_workers(&self, function: &str, n: u32) {
         self.0

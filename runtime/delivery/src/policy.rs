@@ -36,6 +36,14 @@ impl GiveUp {
     }
 }
 
+/// Whether a failed attempt counts toward the Trigger's circuit breaker: a failure another
+/// attempt could help (the handler's dependency down, a timeout, a trap) says the handler is
+/// failing now; a fatal one (an event it refuses, a transform that cannot apply) says only that
+/// the event is bad, and must not pause the good events behind it.
+pub fn trips_breaker(err: &crate::InvokeError) -> bool {
+    err.retryable
+}
+
 /// The upper bound of the delay before attempt `attempt + 1`, before jitter.
 pub fn backoff_cap(attempt: u32, retry: &Retry) -> Duration {
     let initial = retry.initial_delay.as_std();

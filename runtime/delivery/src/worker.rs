@@ -34,6 +34,9 @@ pub struct TriggerRoute {
     pub transform: Option<Arc<sluice_transform::Transform>>,
     /// Several events per invocation (`delivery.batch`).
     pub batch: Option<batch::Limits>,
+    /// Its rate limit and circuit breaker (the bus applies them when leasing; the worker tells
+    /// the breaker each attempt's outcome).
+    pub gate: sluice_bus::gate::Gate,
 }
 
 /// Everything a worker needs about its Function; swapped whole on reload.
@@ -86,6 +89,9 @@ pub async fn run_worker(
                 break;
             }
             let route = &f.triggers[(next_trigger + i) % n];
+            if route.gate.breaker.is_some() {
+                metrics.circuit(&route.id, bus.breaker(&route.id));
+            }
             if let Some(limits) = route.batch {
                 let batch = forming
                     .entry(route.id.clone())
@@ -484,12 +490,20 @@ async fn settle(
             };
             metrics.delivered(&route.id);
             tracing::info!(target: "sluice::delivery", "{} {} → {} ok in {:.1?} (attempt {})", d.event.ty, d.event.id, f.id, elapsed, d.attempt);
+            breaker(route, bus, metrics, true).await;
             Outcome::Ok { replies }
         }
-        Err(err) => match failed(route, bus, metrics, d, err, age_of(d)).await {
-            Some(outcome) => outcome,
-            None => return,
-        },
+        Err(err) => {
+            let counts = policy::trips_breaker(&err);
+            let outcome = failed(route, bus, metrics, d, err, age_of(d)).await;
+            if counts {
+                breaker(route, bus, metrics, false).await;
+            }
+            match outcome {
+                Some(outcome) => outcome,
+                None => return,
+            }
+        }
     };
     crate::otel::attempt(
         &d.event, &route.id, d.attempt, started.at, elapsed, &outcome,
@@ -502,6 +516,17 @@ async fn settle(
         outcome,
     };
     bus.trace(vec![TraceStep::of(&d.event, started.ms, kind)]);
+}
+
+/// Tells the Trigger's circuit breaker an attempt's outcome, when it has one.
+async fn breaker(route: &TriggerRoute, bus: &dyn Bus, metrics: &Metrics, ok: bool) {
+    if route.gate.breaker.is_none() {
+        return;
+    }
+    if let Err(e) = bus.record_outcome(&route.id, ok).await {
+        tracing::warn!(trigger = %route.id, error = %e, "recording the outcome for the circuit breaker");
+    }
+    metrics.circuit(&route.id, bus.breaker(&route.id));
 }
 
 /// Retries or dead-letters a failed delivery; the attempt's outcome once the bus has it.

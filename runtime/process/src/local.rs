@@ -490,6 +490,7 @@ pub fn queue_config(t: &TriggerDef, f: &FunctionDef) -> QueueConfig {
         prefetch: slots
             .saturating_mul(per_slot)
             .min(delivery.max_inflight.max(1) as usize),
+        gate: sluice_bus::gate::Gate::of(delivery),
     }
 }
 
@@ -507,6 +508,7 @@ pub fn trigger_route(t: &TriggerDef) -> TriggerRoute {
             .unwrap_or_else(|| DEFAULT_BUS.into()),
         transform: t.transform.clone(),
         batch: sluice_delivery::batch::Limits::of(&t.spec.delivery),
+        gate: sluice_bus::gate::Gate::of(&t.spec.delivery),
     }
 }
 

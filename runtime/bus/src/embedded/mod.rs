@@ -107,6 +107,9 @@ struct State {
     cursors: HashMap<String, u64>,
     queues: HashMap<TriggerId, Queue<Payload>>,
     leases: HashMap<TriggerId, Duration>,
+    /// Gated Triggers' settings and state, in this process only: `sluice dev` is the one
+    /// process delivering them (a restart closes the breakers and fills the buckets).
+    gates: HashMap<TriggerId, queue::GateState>,
 }
 
 struct Shared {

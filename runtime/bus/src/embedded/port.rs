@@ -89,6 +89,15 @@ impl Bus for EmbeddedBus {
         EmbeddedBus::dead_letter(self, dead, to_bus).boxed()
     }
 
+    fn record_outcome<'a>(&'a self, trigger: &'a str, ok: bool) -> BusFuture<'a, ()> {
+        EmbeddedBus::record_outcome(self, trigger, ok);
+        async { Ok(()) }.boxed()
+    }
+
+    fn breaker(&self, trigger: &str) -> Option<crate::gate::BreakerStatus> {
+        EmbeddedBus::breaker(self, trigger).map(|b| b.status(sched_ms(), crate::now_ms()))
+    }
+
     fn depth<'a>(&'a self, trigger: &'a str) -> BusFuture<'a, Depth> {
         let d = EmbeddedBus::depth(self, trigger);
         async move { Ok(d) }.boxed()

@@ -8,9 +8,54 @@ use tokio::sync::oneshot;
 use super::{EmbeddedBus, Payload, QueueRecord, Reply, State, codec, publish::Logged, writer::Op};
 use crate::{
     BusError, Delivery, Enqueue, Publish, QueueConfig, TriggerId,
+    gate::{Admit, Breaker, Bucket, Gate},
     queue::{Queue, QueueEntry},
     sched_ms,
 };
+
+/// A gated Trigger's settings and state (times by [`sched_ms`]).
+#[derive(Debug, Default)]
+pub(super) struct GateState {
+    gate: Gate,
+    bucket: Bucket,
+    breaker: Breaker,
+}
+
+impl GateState {
+    /// How many of `want` events may be leased at `now`, and the breaker state to keep if
+    /// any is (a trial recorded).
+    fn admit(&self, now: u64, lease_ms: u64, want: usize) -> (usize, Breaker) {
+        let mut n = want;
+        let mut breaker = self.breaker;
+        if self.gate.breaker.is_some() {
+            match self.breaker.admit(now, lease_ms) {
+                (Admit::All, _) => {}
+                (Admit::Trial, trying) => {
+                    n = n.min(1);
+                    breaker = trying;
+                }
+                (Admit::NoneUntil(_), _) => return (0, breaker),
+            }
+        }
+        if let Some(rate) = &self.gate.rate {
+            n = n.min(self.bucket.available(now, rate) as usize);
+        }
+        (n, breaker)
+    }
+
+    /// When the gate next lets an event go, if it lets none go at `now`.
+    fn reopens(&self, now: u64, lease_ms: u64) -> Option<u64> {
+        if self.gate.breaker.is_some()
+            && let (Admit::NoneUntil(at), _) = self.breaker.admit(now, lease_ms)
+        {
+            return Some(at);
+        }
+        let rate = self.gate.rate.as_ref()?;
+        crate::gate::take(self.bucket, now, rate, 0)
+            .next_ms
+            .filter(|_| self.bucket.available(now, rate) == 0)
+    }
+}
 
 /// A queue entry encoded by its producer (see [`Logged`]).
 pub(super) struct Queued {
@@ -130,23 +175,44 @@ impl EmbeddedBus {
             .or_insert_with(|| Queue::new(cfg.max_inflight))
             .set_max_inflight(cfg.max_inflight);
         s.leases.insert(trigger.to_owned(), cfg.lease);
+        if cfg.gate.is_unset() {
+            s.gates.remove(trigger);
+        } else {
+            s.gates.entry(trigger.to_owned()).or_default().gate = cfg.gate;
+        }
         drop(s);
         self.shared.wake_queued();
     }
 
-    /// Leases up to `max` due events of a trigger.
+    /// Leases up to `max` due events of a trigger, as many as its gate lets go.
     pub fn lease(&self, trigger: &str, max: usize) -> Vec<Delivery> {
         let now = sched_ms();
         let mut s = self.shared.state();
+        let s = &mut *s;
         let lease = s
             .leases
             .get(trigger)
             .copied()
             .unwrap_or(Duration::from_secs(30));
+        let lease_ms = lease.as_millis() as u64;
         let Some(q) = s.queues.get_mut(trigger) else {
             return Vec::new();
         };
-        q.lease(now, now + lease.as_millis() as u64, max)
+        let mut gate = s.gates.get_mut(trigger);
+        let (max, trial) = match &gate {
+            Some(g) => g.admit(now, lease_ms, max),
+            None => (max, Breaker::default()),
+        };
+        let leased = q.lease(now, now + lease_ms, max);
+        if let Some(g) = &mut gate
+            && !leased.is_empty()
+        {
+            g.breaker = trial;
+            if let Some(rate) = &g.gate.rate {
+                g.bucket = crate::gate::take(g.bucket, now, rate, leased.len() as u32).bucket;
+            }
+        }
+        leased
             .into_iter()
             .map(|(seq, attempt, p)| Delivery {
                 trigger: trigger.to_owned(),
@@ -159,13 +225,46 @@ impl EmbeddedBus {
             .collect()
     }
 
-    /// Earliest time (ms) an entry of this trigger becomes due, when none is due now.
+    /// Earliest time (ms) an entry of this trigger can be leased (a retry falls due, or its
+    /// gate lets an event go), when none can be now.
     pub fn next_due(&self, trigger: &str) -> Option<u64> {
-        self.shared
-            .state()
-            .queues
-            .get(trigger)
-            .and_then(Queue::next_due)
+        let s = self.shared.state();
+        let due = s.queues.get(trigger).and_then(Queue::next_due)?;
+        let reopens = s.gates.get(trigger).and_then(|g| {
+            let lease = s
+                .leases
+                .get(trigger)
+                .map_or(30_000, |l| l.as_millis() as u64);
+            g.reopens(sched_ms().max(due), lease)
+        });
+        Some(reopens.map_or(due, |r| r.max(due)))
+    }
+
+    /// Records an attempt's outcome for the Trigger's circuit breaker; a breaker that closes
+    /// wakes the workers.
+    pub fn record_outcome(&self, trigger: &str, ok: bool) {
+        let mut s = self.shared.state();
+        let Some(g) = s.gates.get_mut(trigger) else {
+            return;
+        };
+        let Some(cfg) = g.gate.breaker else {
+            return;
+        };
+        let was = g.breaker;
+        g.breaker = was.record(sched_ms(), &cfg, ok);
+        let closed = was.open_until != 0 && g.breaker.open_until == 0;
+        drop(s);
+        if closed {
+            self.shared.wake_queued();
+        }
+    }
+
+    /// The Trigger's circuit breaker, when it has one. Its times are [`sched_ms`]; shown as
+    /// the wall clock they are within a process's clock steps.
+    pub fn breaker(&self, trigger: &str) -> Option<Breaker> {
+        let s = self.shared.state();
+        let g = s.gates.get(trigger)?;
+        g.gate.breaker.map(|_| g.breaker)
     }
 
     /// The delivery succeeded: its replies are appended and its entry removed in one commit,

@@ -22,6 +22,7 @@
 
 mod dead_letter;
 mod depth;
+mod gate;
 mod publish;
 mod queue;
 pub mod routes;
@@ -151,6 +152,8 @@ struct Inner {
     queued: Notify,
     dead_letters_ready: tokio::sync::OnceCell<()>,
     trace_ready: tokio::sync::OnceCell<()>,
+    /// The gates bucket, opened by the first gated Trigger.
+    gates: tokio::sync::OnceCell<async_nats::jetstream::kv::Store>,
 }
 
 /// A handle on the JetStream bus; cheap to clone.
@@ -186,6 +189,7 @@ impl NatsBus {
             queued: Notify::new(),
             dead_letters_ready: tokio::sync::OnceCell::new(),
             trace_ready: tokio::sync::OnceCell::new(),
+            gates: tokio::sync::OnceCell::new(),
         })))
     }
 
@@ -289,7 +293,7 @@ impl Bus for NatsBus {
 
     fn wait_queued<'a>(
         &'a self,
-        _triggers: &'a [TriggerId],
+        triggers: &'a [TriggerId],
         since: u64,
         max: Duration,
     ) -> BoxFuture<'a, ()> {
@@ -301,13 +305,39 @@ impl Bus for NatsBus {
                 return;
             }
             // Everything, retries and expired leases of crashed peers included, comes back
-            // through the feeds, which notify; the timeout only bounds a missed wake-up.
+            // through the feeds, which notify; the timeout only bounds a missed wake-up. A
+            // gate holding events back says when it may let them go.
+            let mut wait = max.min(Duration::from_secs(1));
+            if let Some(at) = self.gate_reopens(triggers) {
+                wait = wait.min(Duration::from_millis(
+                    at.saturating_sub(crate::now_ms()).max(1),
+                ));
+            }
             tokio::select! {
                 _ = &mut notified => {}
-                _ = tokio::time::sleep(max.min(Duration::from_secs(1))) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
         .boxed()
+    }
+
+    fn record_outcome<'a>(&'a self, trigger: &'a str, ok: bool) -> BusFuture<'a, ()> {
+        async move {
+            let q = lock(&self.0.queues).get(trigger).cloned();
+            match q.as_ref().and_then(|q| q.gate.as_ref()) {
+                Some(keys) => self.record(keys, ok).await,
+                None => Ok(()),
+            }
+        }
+        .boxed()
+    }
+
+    fn breaker(&self, trigger: &str) -> Option<crate::gate::BreakerStatus> {
+        let q = lock(&self.0.queues).get(trigger).cloned()?;
+        let keys = q.gate.as_ref()?;
+        keys.gate.breaker?;
+        let now = crate::now_ms();
+        Some(keys.seen().unwrap_or_default().status(now, now))
     }
 
     fn ack<'a>(&'a self, d: &'a Delivery, replies: Vec<Publish>) -> BusFuture<'a, ()> {

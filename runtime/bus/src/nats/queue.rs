@@ -8,7 +8,11 @@
 //! slots to be free; see docs/benchmarks.md#nats-data-path.)
 
 use std::{
-    sync::{Arc, Mutex, Weak, atomic::Ordering},
+    collections::VecDeque,
+    sync::{
+        Arc, Mutex, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -21,8 +25,13 @@ use sluice_api::jetstream as names;
 use sluice_event::CloudEvent;
 use tokio::{sync::mpsc, task::JoinHandle};
 
-use super::{ACCEPTED, Inner, NatsBus, ORDER_PARTITIONS, Receipt, lock, nats_err, split_id};
-use crate::{BusError, Delivery, Enqueue, QueueConfig, Route};
+use super::{
+    ACCEPTED, Inner, NatsBus, ORDER_PARTITIONS, Receipt, gate::GateKeys, lock, nats_err, split_id,
+};
+use crate::{BusError, Delivery, Enqueue, QueueConfig, Route, now_ms};
+
+/// A message a feed brought in, and since when this process holds it.
+type Fed = (jetstream::Message, Instant);
 
 pub(super) struct QueueState {
     /// The Trigger's home bus, whose stream holds its queue.
@@ -31,11 +40,24 @@ pub(super) struct QueueState {
     /// lease extended.
     lease: Duration,
     feeds: Vec<Feed>,
+    /// A gated Trigger's keys in the gates bucket.
+    pub(super) gate: Option<GateKeys>,
+    hold: Arc<Hold>,
+}
+
+/// What a gated Trigger's gate holds back. The messages stay delivered to this process, their
+/// leases extended while they wait, rather than being left to expire and come again, which
+/// JetStream would count as another delivery (and Sluice as another attempt).
+#[derive(Default)]
+pub(super) struct Hold {
+    /// The feeds pull nothing before this time (wall ms): the gate lets nothing go before it.
+    pub(super) until_ms: AtomicU64,
+    held: Mutex<VecDeque<Fed>>,
 }
 
 /// One consumer's feed: the task keeping its pull request open, and the buffer it fills.
 struct Feed {
-    rx: Mutex<mpsc::Receiver<(jetstream::Message, Instant)>>,
+    rx: Mutex<mpsc::Receiver<Fed>>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -59,6 +81,7 @@ impl QueueState {
                 held.push(m);
             }
         }
+        held.extend(lock(&self.hold.held).drain(..).map(|(m, _)| m));
         for m in held {
             let _ = m.ack_with(AckKind::Nak(None)).await;
         }
@@ -87,18 +110,37 @@ impl Drop for QueueState {
 /// `messages()`: that sends overlapping requests on one inbox and counts what it is owed
 /// across them, and in `sluice bench nats` it stopped receiving now and then (nothing
 /// delivered, no heartbeat) until its missed-heartbeat check reopened it 10 s later.
+///
+/// A gated Trigger's feed (`hold`) pulls nothing while its gate lets nothing go, and no more
+/// than the room its held messages leave, so what it holds back stays bounded.
 async fn feed(
     consumer: PullConsumer,
     batch: usize,
-    tx: mpsc::Sender<(jetstream::Message, Instant)>,
+    tx: mpsc::Sender<Fed>,
     inner: Weak<Inner>,
+    hold: Option<Arc<Hold>>,
 ) {
     loop {
+        let mut want = batch;
+        if let Some(h) = &hold {
+            let until = h.until_ms.load(Ordering::Acquire);
+            let now = now_ms();
+            let room = batch.saturating_sub(lock(&h.held).len());
+            if until > now || room == 0 {
+                let wait = Duration::from_millis(until.saturating_sub(now).clamp(20, 1_000));
+                tokio::time::sleep(wait).await;
+                if tx.is_closed() {
+                    return;
+                }
+                continue;
+            }
+            want = room;
+        }
         // A short expiry bounds how long a request lost with a restarted server goes unnoticed
         // (the client gives up 5 s after it); an idle Trigger sends one request per expiry.
         let request = consumer
             .batch()
-            .max_messages(batch)
+            .max_messages(want)
             .expires(Duration::from_secs(5))
             .messages()
             .await;
@@ -199,6 +241,8 @@ impl NatsBus {
             }
         }
         let mut feeds = Vec::with_capacity(wanted.len());
+        let hold = Arc::new(Hold::default());
+        let gated = !cfg.gate.is_unset();
         for (consumer, filter, max_ack_pending) in wanted {
             let config = |after: Option<u64>| pull::Config {
                 durable_name: Some(consumer.clone()),
@@ -249,7 +293,13 @@ impl NatsBus {
             // A pull asking for more than `max_ack_pending` is refused by the server (409).
             let batch = cfg.prefetch.clamp(1, max_ack_pending as usize);
             let (tx, rx) = mpsc::channel(batch);
-            let task = tokio::spawn(feed(c, batch, tx, Arc::downgrade(&self.0)));
+            let task = tokio::spawn(feed(
+                c,
+                batch,
+                tx,
+                Arc::downgrade(&self.0),
+                gated.then(|| hold.clone()),
+            ));
             feeds.push(Feed {
                 rx: Mutex::new(rx),
                 task: Mutex::new(Some(task)),
@@ -261,6 +311,8 @@ impl NatsBus {
                 bus: cfg.bus.clone(),
                 lease: cfg.lease,
                 feeds,
+                gate: gated.then(|| GateKeys::new(ns, name, cfg.gate)),
+                hold,
             }),
         );
         if let Some(old) = old {
@@ -340,7 +392,15 @@ impl NatsBus {
         let Some(q) = lock(&self.0.queues).get(trigger).cloned() else {
             return Ok(Vec::new());
         };
-        let mut taken = Vec::new();
+        let max = match &q.gate {
+            Some(keys) => self.gated(&q, keys, trigger, max).await,
+            None => max,
+        };
+        let mut taken: Vec<Fed> = {
+            let mut held = lock(&q.hold.held);
+            let n = max.min(held.len());
+            held.drain(..n).collect()
+        };
         for f in &q.feeds {
             let mut rx = lock(&f.rx);
             while taken.len() < max {
@@ -365,6 +425,67 @@ impl NatsBus {
             }
         }
         Ok(out)
+    }
+
+    /// How many of `max` events a gated Trigger may take now. What its feeds brought in moves
+    /// to the hold first, where the leases of those that waited long are extended: a gated
+    /// Trigger's events may wait for the gate longer than a lease, and one left to expire would
+    /// come again as another delivery. When the gate lets none go, the feeds pause until it may.
+    async fn gated(&self, q: &QueueState, keys: &GateKeys, trigger: &str, max: usize) -> usize {
+        let (here, stale_ones) = {
+            let mut held = lock(&q.hold.held);
+            for f in &q.feeds {
+                let mut rx = lock(&f.rx);
+                while let Ok(m) = rx.try_recv() {
+                    held.push_back(m);
+                }
+            }
+            let stale_ones: Vec<jetstream::Message> = held
+                .iter_mut()
+                .filter(|(_, since)| stale(since.elapsed(), q.lease))
+                .map(|(m, since)| {
+                    *since = Instant::now();
+                    m.clone()
+                })
+                .collect();
+            (held.len(), stale_ones)
+        };
+        for m in stale_ones {
+            let _ = m.ack_with(AckKind::Progress).await;
+        }
+        if here == 0 || max == 0 {
+            return 0;
+        }
+        let opening = match self.admit(keys, q.lease, max.min(here)).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(trigger, error = %e, "gate unreadable; holding events back");
+                super::gate::Opening {
+                    n: 0,
+                    retry_at_ms: now_ms() + 1_000,
+                }
+            }
+        };
+        let until = if opening.n > 0 {
+            0
+        } else {
+            opening.retry_at_ms
+        };
+        q.hold.until_ms.store(until, Ordering::Release);
+        opening.n
+    }
+
+    /// The earliest time (wall ms) the gate of one of `triggers` holding events back may
+    /// let them go.
+    pub(super) fn gate_reopens(&self, triggers: &[String]) -> Option<u64> {
+        let now = now_ms();
+        let queues = lock(&self.0.queues);
+        triggers
+            .iter()
+            .filter_map(|t| queues.get(t))
+            .map(|q| q.hold.until_ms.load(Ordering::Acquire))
+            .filter(|&u| u > now)
+            .min()
     }
 
     async fn to_delivery(

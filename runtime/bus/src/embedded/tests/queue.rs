@@ -19,6 +19,7 @@ async fn route_lease_ack_retry_and_dead_letter() {
             max_inflight: 10,
             lease: Duration::from_secs(5),
             prefetch: 1,
+            gate: Default::default(),
         },
     );
     bus.publish(vec![publish("default", "1"), publish("default", "2")])
@@ -142,6 +143,7 @@ async fn routed_entries_are_leasable_before_their_commit() {
         max_inflight: 100,
         lease: Duration::from_secs(5),
         prefetch: 1,
+        gate: Default::default(),
     };
     let first_seqs: Vec<u64> = {
         let bus = open(dir.path());
@@ -203,6 +205,7 @@ async fn ack_appends_the_replies_and_removes_the_entry() {
         max_inflight: 10,
         lease: Duration::from_secs(5),
         prefetch: 1,
+        gate: Default::default(),
     };
     {
         let bus = open(dir.path());
@@ -245,6 +248,7 @@ async fn the_next_event_of_a_key_waits_until_the_outcome_is_queued() {
         max_inflight: 10,
         lease: Duration::from_secs(5),
         prefetch: 1,
+        gate: Default::default(),
     };
     bus.configure_queue("ns/t", &cfg);
     let keyed = |id: &str| Enqueue {
@@ -296,4 +300,68 @@ async fn the_next_event_of_a_key_waits_until_the_outcome_is_queued() {
         );
         bus.retry(&next[0], 0, "put back").await.unwrap();
     }
+}
+
+/// A gated Trigger's leases: the rate limit's burst goes at once and the rest at its rate, the
+/// next due time is the next token's; an open breaker leases nothing, a half-open one a single
+/// trial, and what was held back is leased with its first attempt.
+#[tokio::test]
+async fn the_gate_holds_events_back_without_attempts() {
+    use crate::gate::{BreakerConfig, Gate, RateLimit};
+    let dir = tempfile::tempdir().unwrap();
+    let bus = open(dir.path());
+    let cfg = QueueConfig {
+        bus: "b".into(),
+        ordered: false,
+        max_inflight: 100,
+        lease: Duration::from_secs(5),
+        prefetch: 1,
+        gate: Gate {
+            rate: Some(RateLimit {
+                per_second: 20,
+                burst: 3,
+            }),
+            breaker: Some(BreakerConfig {
+                failures: 2,
+                cool_off_ms: 300,
+            }),
+        },
+    };
+    bus.configure_queue("ns/t", &cfg);
+    let item = |id: &str| Enqueue {
+        bus: "b".into(),
+        trigger: "ns/t".into(),
+        key: None,
+        replay: None,
+        accepted_ms: now_ms(),
+        event: Arc::new(event(id)),
+    };
+    bus.enqueue((0..10).map(|i| item(&format!("e{i}"))).collect())
+        .await
+        .unwrap();
+    let first = bus.lease("ns/t", 10);
+    assert_eq!(first.len(), 3, "the burst");
+    assert!(bus.lease("ns/t", 10).is_empty(), "the bucket is empty");
+    let due = bus.next_due("ns/t").unwrap();
+    let wait = due.saturating_sub(crate::sched_ms());
+    assert!((1..=50).contains(&wait), "the next token in {wait} ms");
+
+    // Two failures in a row open the breaker: nothing is leased, even with tokens.
+    bus.record_outcome("ns/t", false);
+    bus.record_outcome("ns/t", false);
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert!(bus.lease("ns/t", 10).is_empty(), "open");
+    let due = bus.next_due("ns/t").unwrap();
+    assert!(due > crate::sched_ms() + 100, "due when the cool-off ends");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let trial = bus.lease("ns/t", 10);
+    assert_eq!(trial.len(), 1, "half-open: one trial");
+    assert_eq!(trial[0].attempt, 1, "held back, not attempted");
+    assert!(bus.lease("ns/t", 10).is_empty(), "one trial at a time");
+    bus.record_outcome("ns/t", true);
+    let after = bus.lease("ns/t", 10);
+    assert_eq!(after.len(), 2, "closed again, at the rate: {after:?}");
+    assert!(after.iter().all(|d| d.attempt == 1));
+    let b = bus.breaker("ns/t").unwrap();
+    assert_eq!((b.failures, b.open_until, b.opened), (0, 0, 1));
 }

@@ -17,6 +17,7 @@ async fn state_survives_reopen() {
                 max_inflight: 10,
                 lease: Duration::from_secs(5),
                 prefetch: 1,
+                gate: Default::default(),
             },
         );
         bus.publish((0..5).map(|i| publish("default", &i.to_string())).collect())
@@ -87,6 +88,7 @@ async fn a_crash_between_checkpoints_is_recovered_from_the_journal() {
         max_inflight: 10,
         lease: Duration::from_secs(5),
         prefetch: 1,
+        gate: Default::default(),
     };
     // No checkpoint by the clock during the test, however slow the machine.
     let bus = EmbeddedBus::open(EmbeddedConfig {
