@@ -40,7 +40,7 @@ pub struct Options {
 }
 
 /// The JetStream streams Sluice made: buses (which also hold the Triggers' queues), dead
-/// letters, the route buckets.
+/// letters, the route buckets, the gates bucket.
 pub fn is_sluice_stream(name: &str, routes_bucket: &str) -> bool {
     // `sluice_bus_<bus>`: bus names are DNS labels, so the prefix is all they share.
     name.starts_with(&names::bus_stream(""))
@@ -48,6 +48,7 @@ pub fn is_sluice_stream(name: &str, routes_bucket: &str) -> bool {
         || name == names::TRACE_STREAM
         || name == format!("KV_{routes_bucket}")
         || name == format!("KV_{}", names::routers_bucket(routes_bucket))
+        || name == format!("KV_{}", names::GATES_BUCKET)
 }
 
 pub async fn run(opts: Options) -> Result<(), Error> {
@@ -221,6 +222,7 @@ mod tests {
             "sluice_trace",
             "KV_sluice_routes",
             "KV_sluice_routes_routers",
+            "KV_sluice_gates",
         ] {
             assert!(is_sluice_stream(s, b), "{s}");
         }
@@ -229,6 +231,7 @@ mod tests {
             "KV_other",
             "sluice",
             "KV_sluice_routes_x",
+            "KV_sluice_gates_x",
             "sluice_busy",
         ] {
             assert!(!is_sluice_stream(s, b), "{s}");
