@@ -113,7 +113,17 @@ impl Autoscaler {
         let depths = join_all(triggers.iter().filter(|t| children::routed(t)).map(|t| {
             let name = t.name_any();
             let ns = ns.clone();
-            async move { queues.pending(home_bus(t), &ns, &name).await }
+            // A Trigger whose breaker is open asks for one worker (for the trial), however
+            // deep its backlog.
+            let circuit = t
+                .status
+                .as_ref()
+                .and_then(|s| s.circuit.as_ref())
+                .and_then(|c| sluice_api::gate::Circuit::parse(&c.state));
+            async move {
+                let depth = queues.pending(home_bus(t), &ns, &name).await?;
+                Ok::<_, crate::Error>(sluice_api::gate::scaling_depth(depth, circuit))
+            }
         }))
         .await;
         depths

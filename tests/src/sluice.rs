@@ -76,6 +76,31 @@ impl Endpoint {
         http(&self.addr, method, path, headers, body)
     }
 
+    /// The recorded steps of the event `id`'s journey (`sluice trace`), oldest first.
+    pub fn trace_steps(&self, id: &str) -> Vec<serde_json::Value> {
+        let (status, _, body) = self
+            .request("GET", &format!("/admin/events/{id}/trace"), &[], b"")
+            .expect("the ingress answers");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let trace: serde_json::Value = serde_json::from_slice(&body).expect("trace JSON");
+        trace["steps"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The attempts the event `id` had, (number, outcome), in attempt order.
+    pub fn attempts(&self, id: &str) -> Vec<(u64, String)> {
+        let mut out: Vec<(u64, String)> = self
+            .trace_steps(id)
+            .iter()
+            .filter(|s| s["step"] == "attempt")
+            .map(|s| {
+                let n = s["attempt"].as_u64().expect("an attempt number");
+                (n, s["outcome"].as_str().unwrap_or_default().to_owned())
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Every event on `bus` so far, oldest first.
     pub fn events(&self, bus: &str) -> Vec<serde_json::Value> {
         events_at(&self.addr, bus)

@@ -64,27 +64,6 @@ fn batches(events: &[Value]) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// The attempts the event `id` had, (number, outcome), from its trace.
-fn attempts(sys: &System, id: &str) -> Vec<(u64, String)> {
-    let (status, _, body) = sys
-        .request("GET", &format!("/admin/events/{id}/trace"), &[], b"")
-        .expect("the ingress answers");
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let trace: Value = serde_json::from_slice(&body).unwrap();
-    let mut out: Vec<(u64, String)> = trace["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["step"] == "attempt")
-        .map(|s| {
-            let n = s["attempt"].as_u64().unwrap();
-            (n, s["outcome"].as_str().unwrap().to_owned())
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 fn failed_items_alone_are_retried(backend: Backend) {
     let t = Tester::start(backend, BATCHED);
     let sys = &t.sys;
@@ -146,10 +125,10 @@ fn failed_items_alone_are_retried(backend: Backend) {
     // so their replies were dropped; its trace has all three attempts.
     assert_eq!(times.get("i-3"), Some(&1), "i-3 retried alone: {got:?}");
     let tried = wait_for(10, || {
-        let a = attempts(sys, "i-3");
+        let a = sys.attempts("i-3");
         (a.len() >= 3).then_some(a)
     })
-    .unwrap_or_else(|| panic!("i-3's trace lacks attempts: {:?}", attempts(sys, "i-3")));
+    .unwrap_or_else(|| panic!("i-3's trace lacks attempts: {:?}", sys.attempts("i-3")));
     assert_eq!(
         tried,
         [
@@ -158,7 +137,7 @@ fn failed_items_alone_are_retried(backend: Backend) {
             (3, "deadLetter".into())
         ]
     );
-    assert_eq!(attempts(sys, "i-0"), [(1, "ok".into())]);
+    assert_eq!(sys.attempts("i-0"), [(1, "ok".into())]);
     // The worker's batch-size histogram counted every event handed over: ten, and i-3 twice more.
     let addr = sys.worker_addr.clone().unwrap_or_else(|| sys.addr.clone());
     let (status, _, body) =
@@ -201,13 +180,13 @@ fn a_poisoned_batch_costs_its_other_events_one_attempt(backend: Backend) {
     assert_eq!(dead["sluiceattempts"], 3, "{dead}");
     for id in ["k-1", "k-2"] {
         let tried = wait_for(10, || {
-            let a = attempts(sys, id);
+            let a = sys.attempts(id);
             a.last().is_some_and(|(_, o)| o == "ok").then_some(a)
         })
         .unwrap_or_else(|| {
             panic!(
                 "{id} never succeeded: {:?}\n{}",
-                attempts(sys, id),
+                sys.attempts(id),
                 sys.logs()
             )
         });
@@ -218,7 +197,7 @@ fn a_poisoned_batch_costs_its_other_events_one_attempt(backend: Backend) {
             "{id}: {tried:?}"
         );
     }
-    let k0 = wait_for(10, || Some(attempts(sys, "k-0")).filter(|a| a.len() >= 3));
+    let k0 = wait_for(10, || Some(sys.attempts("k-0")).filter(|a| a.len() >= 3));
     assert_eq!(
         k0,
         Some(vec![

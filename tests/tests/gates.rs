@@ -68,25 +68,6 @@ fn metric(addr: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
-/// The attempts the event `id` had, (number, outcome), from its trace.
-fn attempts(sys: &System, id: &str) -> Vec<(u64, String)> {
-    let (status, _, body) = sys
-        .request("GET", &format!("/admin/events/{id}/trace"), &[], b"")
-        .expect("the ingress answers");
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let trace: Value = serde_json::from_slice(&body).unwrap();
-    trace["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["step"] == "attempt")
-        .map(|s| {
-            let n = s["attempt"].as_u64().unwrap();
-            (n, s["outcome"].as_str().unwrap().to_owned())
-        })
-        .collect()
-}
-
 const RATE: usize = 10;
 const WINDOW: Duration = Duration::from_secs(30);
 
@@ -139,7 +120,7 @@ fn rate_limit_holds_across_workers(backend: Backend) {
         twice.is_empty(),
         "events held back were delivered again: {twice:?}"
     );
-    assert_eq!(attempts(&sys, "p-0"), [(1, "ok".into())]);
+    assert_eq!(sys.attempts("p-0"), [(1, "ok".into())]);
     if backend == Backend::Nats {
         // Every replica took its share of the one bucket.
         let series = "sluice_deliveries_succeeded_total{trigger=\"e2e/paced\"}";
@@ -212,7 +193,7 @@ fn breaker_opens_pauses_and_closes(backend: Backend) {
     assert!(got.values().all(|n| *n == 1), "delivered twice: {got:?}");
     for i in 0..5 {
         assert_eq!(
-            attempts(&sys, &format!("g-{i}")),
+            sys.attempts(&format!("g-{i}")),
             [(1, "ok".into())],
             "g-{i} waited without its wait counting as attempts"
         );

@@ -97,14 +97,7 @@ fn order(id: &str, data: Value) -> Value {
 
 /// The Triggers the event `id` was routed to, from its trace.
 fn routed_to(sys: &System, id: &str) -> Vec<String> {
-    let (status, _, body) = sys
-        .request("GET", &format!("/admin/events/{id}/trace"), &[], b"")
-        .expect("the ingress answers");
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let trace: Value = serde_json::from_slice(&body).unwrap();
-    trace["steps"]
-        .as_array()
-        .unwrap()
+    sys.trace_steps(id)
         .iter()
         .filter(|s| s["step"] == "routed")
         .flat_map(|s| s["triggers"].as_array().cloned().unwrap_or_default())

@@ -158,6 +158,26 @@ pub struct BreakerStatus {
     pub opened: u64,
 }
 
+/// The depth a Trigger's autoscaling counts: while its breaker is open or half-open nothing
+/// (or one trial event) can go, so its backlog asks for one worker, to run the trial, not for
+/// as many as it would need once delivery resumes (they would sit idle, and scaling out does
+/// not heal what the handler calls). Once closed, the whole backlog counts again.
+pub fn scaling_depth(pending: u64, circuit: Option<Circuit>) -> u64 {
+    match circuit {
+        Some(Circuit::Open | Circuit::HalfOpen) => pending.min(1),
+        _ => pending,
+    }
+}
+
+impl Circuit {
+    /// The state by the name [`Circuit::as_str`] gives it (a Trigger's `status.circuit.state`).
+    pub fn parse(s: &str) -> Option<Circuit> {
+        [Circuit::Closed, Circuit::Open, Circuit::HalfOpen]
+            .into_iter()
+            .find(|c| c.as_str() == s)
+    }
+}
+
 /// How many events the breaker lets go now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admit {
@@ -348,6 +368,19 @@ mod tests {
         let open = (0..3).fold(Breaker::default(), |b, i| b.record(i, &CFG, false));
         let later = open.record(500, &CFG, false);
         assert_eq!((later.open_until, later.opened), (1_500, 1));
+    }
+
+    #[test]
+    fn a_paused_trigger_asks_for_one_worker() {
+        assert_eq!(scaling_depth(500, None), 500);
+        assert_eq!(scaling_depth(500, Some(Circuit::Closed)), 500);
+        assert_eq!(scaling_depth(500, Some(Circuit::Open)), 1);
+        assert_eq!(scaling_depth(500, Some(Circuit::HalfOpen)), 1);
+        assert_eq!(scaling_depth(0, Some(Circuit::Open)), 0);
+        for c in [Circuit::Closed, Circuit::Open, Circuit::HalfOpen] {
+            assert_eq!(Circuit::parse(c.as_str()), Some(c));
+        }
+        assert_eq!(Circuit::parse("ajar"), None);
     }
 
     #[test]

@@ -319,7 +319,11 @@ impl Local {
             for t in &triggers {
                 let depth = self.bus.depth(t).pending();
                 self.metrics.set_depth(t, depth);
-                pending += depth;
+                let circuit = self.bus.breaker(t).map(|b| {
+                    b.status(sluice_bus::sched_ms(), sluice_bus::now_ms())
+                        .circuit
+                });
+                pending += sluice_bus::gate::scaling_depth(depth, circuit);
             }
             let d = scaling::decide(pending, slot.workers, &slot.spec, slot.last_needed, now);
             if d.needed || d.replicas != slot.workers {
