@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 use sluice_tests::{
-    sluice::{Backend, System, Tester},
+    sluice::{Backend, Tester},
     wait_for,
 };
 
