@@ -158,17 +158,7 @@ impl NatsBus {
     ) -> Result<bool, BusError> {
         let store = self.gates().await?;
         let body = serde_json::to_vec(&next).map_err(|e| BusError::Storage(e.to_string()))?;
-        let written = match seen.revision {
-            Some(r) => store
-                .update(keys.breaker_key.as_str(), body.into(), r)
-                .await
-                .map_err(|e| e.to_string()),
-            None => store
-                .create(keys.breaker_key.as_str(), body.into())
-                .await
-                .map_err(|e| e.to_string()),
-        };
-        match written {
+        match put_at(store, &keys.breaker_key, body, seen.revision).await {
             Ok(revision) => {
                 *lock(&keys.breaker) = Some(Seen {
                     state: next,
@@ -234,22 +224,32 @@ impl NatsBus {
             }
             let body =
                 serde_json::to_vec(&t.bucket).map_err(|e| BusError::Storage(e.to_string()))?;
-            let written = match revision {
-                Some(r) => store
-                    .update(keys.rate_key.as_str(), body.into(), r)
-                    .await
-                    .is_ok(),
-                None => store
-                    .create(keys.rate_key.as_str(), body.into())
-                    .await
-                    .is_ok(),
-            };
-            if written {
+            if put_at(store, &keys.rate_key, body, revision).await.is_ok() {
                 return Ok((t.granted, t.next_ms));
             }
         }
         // Other replicas won every round: they are taking the tokens; try again shortly.
         Ok((0, Some(now_ms() + 10)))
+    }
+}
+
+/// Writes `key` if it is still at `revision` (none: if it does not exist yet); the new revision,
+/// or why not (another writer came first, or the server refused).
+async fn put_at(
+    store: &kv::Store,
+    key: &str,
+    body: Vec<u8>,
+    revision: Option<u64>,
+) -> Result<u64, String> {
+    match revision {
+        Some(r) => store
+            .update(key, body.into(), r)
+            .await
+            .map_err(|e| e.to_string()),
+        None => store
+            .create(key, body.into())
+            .await
+            .map_err(|e| e.to_string()),
     }
 }
 
