@@ -94,12 +94,24 @@ pub fn free_port() -> u16 {
 
 /// Every event on `bus` of the Sluice at `addr` so far, oldest first.
 pub fn events_at(addr: &str, bus: &str) -> Vec<serde_json::Value> {
+    try_events_at(addr, bus).unwrap_or_else(|e| panic!("tail of bus {bus} at {addr}: {e}"))
+}
+
+/// [`events_at`] for a Sluice that may be restarting: a refused connection or a status other
+/// than 200 is an error to retry on, not a failed test.
+pub fn try_events_at(addr: &str, bus: &str) -> Result<Vec<serde_json::Value>, String> {
     let mut out = Vec::new();
     let mut after = 0u64;
     loop {
         let path = format!("/buses/{bus}/events?after={after}&limit=10000");
-        let (status, headers, body) = http(addr, "GET", &path, &[], b"").expect("tail request");
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let (status, headers, body) =
+            http(addr, "GET", &path, &[], b"").map_err(|e| format!("tail request: {e}"))?;
+        if status != 200 {
+            return Err(format!(
+                "tail answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            ));
+        }
         let before = out.len();
         for line in String::from_utf8_lossy(&body)
             .lines()
@@ -108,7 +120,7 @@ pub fn events_at(addr: &str, bus: &str) -> Vec<serde_json::Value> {
             out.push(serde_json::from_str(line).expect("tail gives JSON lines"));
         }
         if out.len() == before {
-            return out;
+            return Ok(out);
         }
         after = headers
             .iter()
