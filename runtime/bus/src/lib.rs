@@ -109,6 +109,11 @@ pub trait Bus: Send + Sync + 'static {
     /// Records steps of events' journeys ([`trace`]). Never waits for storage and never
     /// fails: a step is an account of a delivery, not part of it.
     fn trace(&self, steps: Vec<trace::Step>);
+    /// Whether [`Bus::trace`] keeps what it is given: when not, callers skip building steps
+    /// (on NATS recording is opt-in, and a step costs allocations on the hot path).
+    fn records_steps(&self) -> bool {
+        true
+    }
     /// The recorded steps of the event with this id (any source), oldest first.
     fn traced<'a>(&'a self, id: &'a str) -> BusFuture<'a, Vec<trace::Step>>;
     /// The newest `limit` recorded steps, oldest first.

@@ -112,10 +112,16 @@ pub async fn run_worker(
                 dispatch(&mut inflight, batch, &f, &bus, &metrics, drained, false);
                 continue;
             }
-            for d in lease(&*bus, route, free).await {
-                leased_any = true;
+            let leased = lease(&*bus, route, free).await;
+            if leased.is_empty() {
+                continue;
+            }
+            leased_any = true;
+            // One copy of the route for the whole lease, not one per event.
+            let shared = Arc::new(route.clone());
+            for d in leased {
                 let (f, bus, metrics, route) =
-                    (f.clone(), bus.clone(), metrics.clone(), route.clone());
+                    (f.clone(), bus.clone(), metrics.clone(), shared.clone());
                 inflight.spawn(async move { deliver(&f, &route, &*bus, &metrics, d).await });
             }
         }
@@ -508,6 +514,9 @@ async fn settle(
     crate::otel::attempt(
         &d.event, &route.id, d.attempt, started.at, elapsed, &outcome,
     );
+    if !bus.records_steps() {
+        return;
+    }
     let kind = StepKind::Attempt {
         trigger: route.id.clone(),
         attempt: d.attempt,

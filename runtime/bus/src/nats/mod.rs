@@ -5,7 +5,7 @@
 //! * publish: the publisher matches the event against its route table (hot-reloaded, see
 //!   [`crate::Routes`]) and stores it once per matched Trigger under
 //!   `sluice.bus.<bus>.t.<ns>.<name>.<partition>`, or once under `sluice.bus.<bus>.none`.
-//!   `Nats-Msg-Id` = SHA-256 of (source, id) plus the Trigger, so the stream's duplicate
+//!   `Nats-Msg-Id` = 128 bits of SHA-256 of (source, id) plus the Trigger, so the duplicate
 //!   window is the dedupe window; the 202 waits for every copy's publish ack.
 //! * queues: each Trigger's durable pull consumer(s) of its bus's stream, filtered to its
 //!   subjects, each read by one pull request at a time into a buffer of the Function's
@@ -405,6 +405,10 @@ impl Bus for NatsBus {
 
     fn trace(&self, steps: Vec<crate::trace::Step>) {
         self.trace_now(steps);
+    }
+
+    fn records_steps(&self) -> bool {
+        self.0.cfg.trace_steps
     }
 
     fn traced<'a>(&'a self, id: &'a str) -> BusFuture<'a, Vec<crate::trace::Step>> {

@@ -143,13 +143,11 @@ impl NatsBus {
             .route(&item.bus, &json)
             .map_err(|e| BusError::Storage(format!("routing event {:?}: {e}", item.event.id)))?;
         let accepted_ms = now_ms();
-        let accepted = accepted_ms.to_string();
         let base_id = item.dedupe.then(|| dedupe_id(&item.event));
         let payload = bytes::Bytes::from(json);
         let mut acks = Vec::with_capacity(hits.len().max(1));
         if hits.is_empty() {
             let mut headers = HeaderMap::new();
-            headers.insert(ACCEPTED, accepted.as_str());
             if let Some(id) = &base_id {
                 headers.insert("Nats-Msg-Id", id.as_str());
             }
@@ -159,13 +157,15 @@ impl NatsBus {
             );
         }
         for (i, hit) in hits.iter().enumerate() {
-            let headers = copy_headers(&accepted, hit, i, base_id.as_deref());
+            // No `Sluice-Accepted`: a new event is accepted when the stream stores it, and
+            // readers take the stream's timestamp when the header is absent.
+            let headers = copy_headers(None, hit, i, base_id.as_deref());
             let subject = trigger_subject(&item.bus, hit)?;
             acks.push(self.send(subject, headers, payload.clone()).await?);
         }
         // As on the embedded bus, an event that matched nothing (most replies, dead letters
         // on their bus) is archived, not traced.
-        if !hits.is_empty() {
+        if !hits.is_empty() && self.0.cfg.trace_steps {
             let routed = StepKind::Routed {
                 bus: item.bus.clone(),
                 triggers: hits.into_iter().map(|h| h.trigger).collect(),
@@ -243,13 +243,15 @@ pub(super) async fn reader(
 
 /// Headers of the `i`th stored copy of an event routed to `hit`.
 pub(super) fn copy_headers(
-    accepted: &str,
+    accepted: Option<&str>,
     hit: &Route,
     i: usize,
     base_id: Option<&str>,
 ) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    headers.insert(ACCEPTED, accepted);
+    if let Some(accepted) = accepted {
+        headers.insert(ACCEPTED, accepted);
+    }
     if let Some(k) = &hit.key {
         headers.insert(KEY, super::queue::header_safe(k).as_str());
     }
@@ -271,13 +273,16 @@ pub(super) fn trigger_subject(bus: &str, hit: &Route) -> Result<String, BusError
     Ok(names::trigger_subject(bus, ns, name, partition))
 }
 
-/// The `Nats-Msg-Id` of a producer's event: its (source, id) pair.
+/// The `Nats-Msg-Id` of a producer's event: its (source, id) pair, hashed to 128 bits and
+/// written in 22 characters (base64url). The server keeps every id of its duplicate window in
+/// memory and compares them on each publish; 128 bits keep collisions out of reach.
 pub fn dedupe_id(e: &CloudEvent) -> String {
+    use base64::Engine as _;
     let mut h = sha2::Sha256::new();
     h.update(e.source.as_bytes());
     h.update([0]);
     h.update(e.id.as_bytes());
-    hex::encode(h.finalize())
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&h.finalize()[..16])
 }
 
 #[cfg(test)]
@@ -290,5 +295,12 @@ mod tests {
         let b = CloudEvent::new("", "ab", "t");
         assert_ne!(dedupe_id(&a), dedupe_id(&b));
         assert_eq!(dedupe_id(&a), dedupe_id(&a.clone()));
+        // 128 bits in base64url: short, and safe in a header.
+        assert_eq!(dedupe_id(&a).len(), 22);
+        assert!(
+            dedupe_id(&a)
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        );
     }
 }

@@ -362,7 +362,7 @@ impl NatsBus {
                 key: item.key,
             };
             let mut headers = super::publish::copy_headers(
-                &item.accepted_ms.to_string(),
+                Some(&item.accepted_ms.to_string()),
                 &route,
                 0,
                 base_id.as_deref(),
