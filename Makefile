@@ -37,10 +37,12 @@ test-component:
 ## the suites use loopback ports they pick and private nats-servers, the cluster its node.
 test-system:
 	SLUICE_PREBUILT_BINS=1 $(CARGO) test -p sluice-tests --no-run
+	$(MAKE) --no-print-directory cluster-test-exe
+	$(MAKE) --no-print-directory -j2 system-suites system-cluster
+.PHONY: system-suites system-cluster cluster-test-exe
+cluster-test-exe:
 	mkdir -p target
 	./scripts/test-exe.sh -p sluice-tests --features cluster --test cluster > target/cluster-test.exe
-	$(MAKE) --no-print-directory -j2 system-suites system-cluster
-.PHONY: system-suites system-cluster
 system-suites:
 	SLUICE_PREBUILT_BINS=1 $(CARGO) test -p sluice-tests
 	# The NATS side of the conformance and fault suites again on Debian's nats-server 2.9.10
@@ -135,10 +137,8 @@ e2e-cluster: setup control-plane
 	$(MAKE) -C functions rust
 	$(CARGO) build -p sluice-cli --bin sluice
 	$(MAKE) --no-print-directory e2e-cluster-run
-e2e-cluster-run:
-	mkdir -p target
-	set -o pipefail; SLUICE_PREBUILT_BINS=1 SLUICE_IMAGE=$(IMAGE) $(CARGO) test -p sluice-tests --features cluster \
-	  --test cluster -- --nocapture 2>&1 | tee target/e2e-cluster.log
+e2e-cluster-run: cluster-test-exe
+	$(MAKE) --no-print-directory system-cluster
 
 ## bench-cluster: the cluster test's figures (install → Ready, cold start from zero pods,
 ## scale-up reaction, events/s through ingress → worker pods → replies), from a fresh run.

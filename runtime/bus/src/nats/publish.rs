@@ -142,7 +142,6 @@ impl NatsBus {
         let hits = routes
             .route(&item.bus, &json)
             .map_err(|e| BusError::Storage(format!("routing event {:?}: {e}", item.event.id)))?;
-        let accepted_ms = now_ms();
         let base_id = item.dedupe.then(|| dedupe_id(&item.event));
         let payload = bytes::Bytes::from(json);
         let mut acks = Vec::with_capacity(hits.len().max(1));
@@ -170,7 +169,7 @@ impl NatsBus {
                 bus: item.bus.clone(),
                 triggers: hits.into_iter().map(|h| h.trigger).collect(),
             };
-            steps.push(Step::of(&item.event, accepted_ms, routed));
+            steps.push(Step::of(&item.event, now_ms(), routed));
         }
         Ok(acks)
     }
