@@ -890,9 +890,11 @@ spec:
         "pod",
         "-l",
         "app.kubernetes.io/component=operator",
+        // A pod the node cannot tear down fails here, not at CI's own time limit.
+        "--timeout=120s",
     ]);
     std::thread::sleep(Duration::from_secs(2));
-    c.ok(&["-n", "nats", "delete", "pod", "nats-0"]);
+    c.ok(&["-n", "nats", "delete", "pod", "nats-0", "--timeout=120s"]);
     let accepted_fault = load.join().expect("the load thread");
     assert!(!accepted_fault.is_empty());
     c.until(240, "every accepted event handled after the faults", || {
