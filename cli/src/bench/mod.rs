@@ -1,6 +1,7 @@
 //! `sluice bench match --patterns P.jsonl --events E.jsonl`: builds one matcher from every
-//! pattern (one per line, ids are line numbers) and matches the events on this thread, then
-//! prints build time, memory, matches per event and events per second.
+//! pattern (one per line, ids are line numbers) and matches the events on this thread as the
+//! router does (the JSON Sluice writes for each, read until every key a pattern names is
+//! decided), then prints build time, memory, matches per event and events per second.
 
 use std::{path::PathBuf, time::Instant};
 
@@ -70,10 +71,13 @@ fn run_match(args: MatchArgs) -> anyhow::Result<i32> {
             .map_err(|e| anyhow::anyhow!("{}:{}: {e}", args.patterns.display(), i + 1))?;
         patterns.push(p);
     }
-    let events: Vec<Vec<u8>> = lines(&args.events)?
-        .into_iter()
-        .map(String::into_bytes)
-        .collect();
+    // The router matches the bytes Sluice stored, not what the producer sent.
+    let mut events = Vec::new();
+    for (i, line) in lines(&args.events)?.iter().enumerate() {
+        let e = sluice_event::CloudEvent::from_json(line.as_bytes())
+            .map_err(|e| anyhow::anyhow!("{}:{}: {e}", args.events.display(), i + 1))?;
+        events.push(e.to_json());
+    }
     if events.is_empty() {
         bail!("{} holds no events", args.events.display());
     }
@@ -95,7 +99,7 @@ fn run_match(args: MatchArgs) -> anyhow::Result<i32> {
     let mut matched = 0usize;
     for e in &events {
         out.clear();
-        m.matches_json_into(e, &mut out)?;
+        m.matches_valid_json_into(e, &mut out)?;
         matched += out.len();
     }
     let mut n = 0u64;
@@ -103,7 +107,7 @@ fn run_match(args: MatchArgs) -> anyhow::Result<i32> {
     'outer: loop {
         for e in &events {
             out.clear();
-            m.matches_json_into(e, &mut out)?;
+            m.matches_valid_json_into(e, &mut out)?;
             n += 1;
         }
         if start.elapsed().as_secs_f64() >= args.seconds {

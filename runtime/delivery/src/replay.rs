@@ -449,7 +449,7 @@ pub fn select(
 ) -> Result<Vec<Route>, String> {
     if let Some(m) = pattern {
         let mut hit = Vec::new();
-        m.matches_json_into(json, &mut hit)
+        m.matches_valid_json_into(json, &mut hit)
             .map_err(|e| e.to_string())?;
         if hit.is_empty() {
             return Ok(Vec::new());

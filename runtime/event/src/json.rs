@@ -210,8 +210,8 @@ impl CloudEvent {
         Value::Object(map)
     }
 
-    /// Structured-mode JSON bytes: exactly `to_json_value()` serialized (members in key
-    /// order, `data` re-serialized compactly), written straight to bytes. Every event is
+    /// Structured-mode JSON bytes: `to_json_value()` serialized compactly, attributes in key
+    /// order and `data` (or `data_base64`) last, written straight to bytes. Every event is
     /// encoded several times on its way (log, handler stdin, replies), and building the
     /// `Value` tree first cost an allocation per attribute each time.
     pub fn to_json(&self) -> Vec<u8> {
@@ -242,22 +242,24 @@ impl CloudEvent {
                 },
             ));
         }
-        if let Some(data) = &self.data {
+        let data = self.data.as_ref().map(|data| {
             if let Some(json) = self.data_json() {
-                members.push(("data", Member::Json(json)));
+                ("data", Member::Json(json))
             } else if let (true, Ok(text)) = (
                 is_text(self.datacontenttype.as_deref()),
                 std::str::from_utf8(data),
             ) {
-                members.push(("data", Member::Str(text)));
+                ("data", Member::Str(text))
             } else {
                 let b64 = base64::engine::general_purpose::STANDARD.encode(data);
-                members.push(("data_base64", Member::Base64(b64)));
+                ("data_base64", Member::Base64(b64))
             }
-        }
-        // serde_json's `Map` is ordered by key (no `preserve_order`), and names are unique:
-        // extension names cannot be context attribute names.
+        });
+        // Attributes by name, as serde_json's `Map` orders them (names are unique: extension
+        // names cannot be context attribute names), and the payload last, so a reader that
+        // needs only attributes (the router's matcher) stops before it.
         members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        members.extend(data);
         let mut out = Vec::with_capacity(self.size() + 64 + 16 * members.len());
         out.push(b'{');
         for (i, (k, v)) in members.iter().enumerate() {
@@ -503,8 +505,9 @@ mod tests {
             prop_assert_eq!(back, e);
         }
 
-        /// The direct encoder writes exactly what serializing `to_json_value()` writes, byte
-        /// for byte (handlers may checksum their stdin), whatever the attributes and payload.
+        /// The direct encoder writes exactly what serializing `to_json_value()` writes with the
+        /// payload moved last, byte for byte (handlers may checksum their stdin), whatever the
+        /// attributes and payload.
         #[test]
         fn direct_encoding_equals_the_value_tree(
             id in "\\PC{0,8}",
@@ -535,7 +538,15 @@ mod tests {
             e.dataschema = Some("https://example.com/s".into());
             e.extensions = exts;
             e.data = data;
-            let via_tree = serde_json::to_vec(&e.to_json_value()).unwrap();
+            let Value::Object(mut attrs) = e.to_json_value() else { panic!("an event is an object") };
+            let payload = ["data", "data_base64"]
+                .into_iter()
+                .find_map(|k| attrs.remove(k).map(|v| (k, v)));
+            let mut via_tree = serde_json::to_vec(&attrs).unwrap();
+            if let Some((k, v)) = payload {
+                via_tree.pop();
+                via_tree.extend_from_slice(format!(",{}:{}}}", json!(k), v).as_bytes());
+            }
             let direct = e.to_json();
             prop_assert_eq!(String::from_utf8_lossy(&direct), String::from_utf8_lossy(&via_tree));
         }

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Generate a synthetic CloudEvents corpus and EventBridge patterns for the matcher benchmarks.
 
-usage: gen_match_corpus.py OUTDIR [--events N] [--patterns K ...]
-Writes OUTDIR/events.jsonl (N events, ~600 B each) and OUTDIR/patterns-K.jsonl for each K.
+usage: gen_match_corpus.py OUTDIR [--events N] [--patterns K ...] [--portable]
+Writes OUTDIR/events.jsonl (N events, ~600 B each) and OUTDIR/patterns-K.jsonl for each K
+(patterns-K-portable.jsonl with --portable: the numeric-range shape becomes a suffix wildcard
+on type, so engines without numeric ranges, such as quamina, can load every pattern).
 Six pattern shapes in turn: exact source+type; prefix + nested list; numeric range; anything-but
 with exact fields; nested array of objects (sku and qty in one element); wildcards on three
 fields (subject, type, a free-text note). Many patterns match each event. Deterministic.
@@ -44,13 +46,15 @@ def event(rnd, i):
     }
 
 
-def pattern(prnd, j):
+def pattern(prnd, j, portable):
     src = prnd.choice(SOURCES)
     shape = j % 6
     if shape == 0:
         return {"source": [src], "type": [f"{src}.{prnd.choice(TYPES)}"]}
     if shape == 1:
         return {"type": [{"prefix": f"{src}."}], "data": {"customer": {"country": prnd.sample(COUNTRIES, 2)}}}
+    if shape == 2 and portable:
+        return {"source": [src], "type": [{"wildcard": f"*.{prnd.choice(TYPES)}"}]}
     if shape == 2:
         lo = prnd.randrange(0, 1900)
         return {"source": [src], "data": {"total": [{"numeric": [">=", lo, "<", lo + prnd.randrange(10, 500)]}]}}
@@ -73,6 +77,7 @@ def main():
     args = sys.argv[2:]
     n = 20000
     ks = [1, 100, 10000]
+    portable = "--portable" in args
     if "--events" in args:
         n = int(args[args.index("--events") + 1])
     if "--patterns" in args:
@@ -87,9 +92,10 @@ def main():
             f.write(json.dumps(event(rnd, i), separators=(",", ":")) + "\n")
     for k in ks:
         prnd = random.Random(1000 + k)
-        with open(os.path.join(out, f"patterns-{k}.jsonl"), "w") as f:
+        name = f"patterns-{k}-portable.jsonl" if portable else f"patterns-{k}.jsonl"
+        with open(os.path.join(out, name), "w") as f:
             for j in range(k):
-                f.write(json.dumps(pattern(prnd, j), separators=(",", ":")) + "\n")
+                f.write(json.dumps(pattern(prnd, j, portable), separators=(",", ":")) + "\n")
 
 
 if __name__ == "__main__":

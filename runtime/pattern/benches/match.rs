@@ -1,5 +1,6 @@
 //! Criterion benchmarks of the compiled matcher: building 1/100/10,000 patterns and matching
-//! ~600-byte CloudEvents from raw bytes, on the corpus of `gen_match_corpus.py` (generated
+//! ~600-byte CloudEvents from raw bytes (read whole, or until every pattern key is read), on
+//! the corpus of `gen_match_corpus.py` (generated
 //! into `target/pattern-corpus/` on first run; never committed).
 
 use std::{hint::black_box, path::PathBuf, process::Command};
@@ -65,6 +66,16 @@ fn bench(c: &mut Criterion) {
                 for e in &events {
                     out.clear();
                     m.matches_json_into(black_box(e), &mut out)
+                        .expect("valid event");
+                }
+                out.len()
+            })
+        });
+        g.bench_function("match-valid-json", |b| {
+            b.iter(|| {
+                for e in &events {
+                    out.clear();
+                    m.matches_valid_json_into(black_box(e), &mut out)
                         .expect("valid event");
                 }
                 out.len()

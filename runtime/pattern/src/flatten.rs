@@ -21,8 +21,51 @@ pub(crate) struct PathTrie {
 
 #[derive(Clone, Debug, Default)]
 struct PathNode {
-    children: FxMap<Box<[u8]>, u32>,
+    /// Every child key, in insertion order.
+    children: Vec<(Box<[u8]>, u32)>,
+    /// The same, hashed.
+    by_key: FxMap<Box<[u8]>, u32>,
+    /// Per [`slot`] of a key: 0 no child, [`SHARED`] several (ask `by_key`), else the index
+    /// in `children` plus one. Most keys of an event are no pattern's, and this says so from
+    /// a key's length and end bytes, without hashing or comparing it.
+    slots: [u8; 32],
     field: Option<FieldId>,
+}
+
+const SHARED: u8 = u8::MAX;
+
+#[inline]
+fn slot(key: &[u8]) -> usize {
+    let (first, last) = (key.first().copied(), key.last().copied());
+    let (first, last) = (
+        usize::from(first.unwrap_or(0)),
+        usize::from(last.unwrap_or(0)),
+    );
+    (key.len() ^ (first * 7) ^ (last * 13)) & 31
+}
+
+impl PathNode {
+    #[inline]
+    fn child(&self, key: &[u8]) -> Option<u32> {
+        match self.slots[slot(key)] {
+            0 => None,
+            SHARED => self.by_key.get(key).copied(),
+            i => {
+                let (k, c) = &self.children[usize::from(i) - 1];
+                (**k == *key).then_some(*c)
+            }
+        }
+    }
+
+    fn add(&mut self, key: &[u8], child: u32) {
+        self.children.push((key.into(), child));
+        self.by_key.insert(key.into(), child);
+        let at = &mut self.slots[slot(key)];
+        *at = match (*at, u8::try_from(self.children.len())) {
+            (0, Ok(i)) if i < SHARED => i,
+            _ => SHARED,
+        };
+    }
 }
 
 impl Default for PathTrie {
@@ -39,12 +82,12 @@ impl PathTrie {
         let mut n = 0usize;
         for key in path {
             let k = key.as_bytes();
-            n = match self.nodes[n].children.get(k) {
-                Some(&c) => c as usize,
+            n = match self.nodes[n].child(k) {
+                Some(c) => c as usize,
                 None => {
                     let c = self.nodes.len();
                     self.nodes.push(PathNode::default());
-                    self.nodes[n].children.insert(k.into(), c as u32);
+                    self.nodes[n].add(k, c as u32);
                     c
                 }
             };
@@ -102,12 +145,12 @@ impl<'a, S: Sink<'a>> Walk<'_, S> {
                 let here = self.trail.len();
                 if map.len() <= n.children.len() {
                     for (k, child) in map {
-                        if let Some(&c) = n.children.get(k.as_bytes()) {
+                        if let Some(c) = n.child(k.as_bytes()) {
                             self.value(c as usize, child, depth + 1, here);
                         }
                     }
                 } else {
-                    for (k, &c) in &n.children {
+                    for &(ref k, c) in &n.children {
                         if let Some(child) = std::str::from_utf8(k).ok().and_then(|k| map.get(k)) {
                             self.value(c as usize, child, depth + 1, here);
                         }
@@ -142,10 +185,25 @@ pub struct EventError {
 
 /// What stopped a byte walk: bad JSON, or a repeated key on a path a pattern reads. JSON
 /// leaves duplicates undefined; the caller then re-parses with serde_json (last key wins) so
-/// both entry points agree.
+/// both entry points agree. `Done` is the early stop of [`Read::UntilDecided`]; the walk
+/// turns it into success.
 pub(crate) enum Stop {
     Bad(EventError),
     DuplicateKey,
+    Done,
+}
+
+/// How much of the bytes a walk reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// To the end: the whole document is checked to be JSON, and a key repeated on a pattern
+    /// path anywhere is found.
+    All,
+    /// Until every key a pattern names has been read, then stop (at the top level) or skip to
+    /// the end of the object (inside one). For JSON known to be valid with unique keys, such
+    /// as the events Sluice itself wrote: what follows is never decoded, so with `data`
+    /// placed last an attribute-only pattern never scans the payload.
+    UntilDecided,
 }
 
 type R<T> = Result<T, Stop>;
@@ -155,26 +213,75 @@ type R<T> = Result<T, Stop>;
 pub(crate) fn flatten_bytes<'a, S: Sink<'a>>(
     trie: &PathTrie,
     bytes: &'a [u8],
+    read: Read,
+    bufs: &mut WalkBuffers,
     sink: S,
 ) -> Result<S, Stop> {
+    let mut trail = std::mem::take(&mut bufs.trail);
+    let mut seen = std::mem::take(&mut bufs.seen);
+    trail.clear();
+    seen.clear();
     let mut p = Parser {
         b: bytes,
         pos: 0,
         walk: Walk {
             trie,
-            trail: Vec::new(),
+            trail,
             arrays: 0,
             sink,
         },
-        seen: Vec::new(),
+        seen,
+        early: read == Read::UntilDecided,
     };
     p.ws();
-    p.value(0, 0, 0)?;
-    p.ws();
-    if p.pos != p.b.len() {
-        return Err(p.bad("trailing characters"));
+    let r = match p.value(0, 0, 0, true) {
+        Ok(()) => {
+            p.ws();
+            if p.pos == p.b.len() {
+                Ok(())
+            } else {
+                Err(p.bad("trailing characters"))
+            }
+        }
+        Err(Stop::Done) => Ok(()),
+        Err(e) => Err(e),
+    };
+    bufs.trail = p.walk.trail;
+    bufs.seen = p.seen;
+    r.map(|()| p.walk.sink)
+}
+
+/// A byte walk's working memory, kept between events so that a walk allocates nothing.
+#[derive(Default)]
+pub(crate) struct WalkBuffers {
+    trail: Vec<Step>,
+    seen: Vec<u32>,
+}
+
+/// Where the next `"` or `\\` is, from `from`. Eight bytes at a time (a word compared
+/// against both bytes at once): most strings of an event are short, where setting up a vector
+/// search costs more than the search.
+#[inline]
+fn quote_or_escape(b: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    const QUOTE: u64 = u64::from_ne_bytes([b'"'; 8]);
+    const ESCAPE: u64 = u64::from_ne_bytes([b'\\'; 8]);
+    let mut i = from;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().ok()?);
+        let (q, e) = (w ^ QUOTE, w ^ ESCAPE);
+        // A byte's high bit is set where it equals the sought one; the lowest such is exact.
+        let hit = (q.wrapping_sub(ONES) & !q | e.wrapping_sub(ONES) & !e) & HIGH;
+        if hit != 0 {
+            return Some(i + (hit.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
     }
-    Ok(p.walk.sink)
+    b.get(i..)?
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\')
+        .map(|p| i + p)
 }
 
 struct Parser<'a, 't, S> {
@@ -183,6 +290,8 @@ struct Parser<'a, 't, S> {
     walk: Walk<'t, S>,
     /// Pattern keys met in each open object, to detect duplicates.
     seen: Vec<u32>,
+    /// [`Read::UntilDecided`].
+    early: bool,
 }
 
 /// Bytes that matter to the skipping scan.
@@ -219,7 +328,10 @@ impl<'a, S: Sink<'a>> Parser<'a, '_, S> {
             .ok_or_else(|| self.bad("unexpected end"))
     }
 
-    fn value(&mut self, node: usize, depth: usize, obj_trail: usize) -> R<()> {
+    /// `last`: no key a pattern names can follow this value (it is the last one its object
+    /// needs, in an object that is itself the last, up to the top, with no array between), so
+    /// an early walk is done once it has been read.
+    fn value(&mut self, node: usize, depth: usize, obj_trail: usize, last: bool) -> R<()> {
         if depth > MAX_EVENT_DEPTH {
             return Err(self.bad("nested too deeply"));
         }
@@ -227,7 +339,7 @@ impl<'a, S: Sink<'a>> Parser<'a, '_, S> {
         let n = &trie.nodes[node];
         match self.peek()? {
             b'{' if n.children.is_empty() => self.skip_container(),
-            b'{' => self.object(node, depth),
+            b'{' => self.object(node, depth, last),
             b'[' => self.array(node, depth, obj_trail),
             b'"' if n.field.is_none() => self.skip_string(),
             b'"' => {
@@ -274,8 +386,9 @@ impl<'a, S: Sink<'a>> Parser<'a, '_, S> {
         }
     }
 
-    fn object(&mut self, node: usize, depth: usize) -> R<()> {
+    fn object(&mut self, node: usize, depth: usize, last: bool) -> R<()> {
         let trie = self.walk.trie;
+        let mut wanted = trie.nodes[node].children.len();
         let here = self.walk.trail.len();
         let seen_start = self.seen.len();
         self.pos += 1;
@@ -289,7 +402,7 @@ impl<'a, S: Sink<'a>> Parser<'a, '_, S> {
                 return Err(self.bad("expected a key"));
             }
             let key = self.key()?;
-            let child = trie.nodes[node].children.get(&*key).copied();
+            let child = trie.nodes[node].child(&key);
             self.ws();
             if self.peek()? != b':' {
                 return Err(self.bad("expected ':'"));
@@ -302,7 +415,15 @@ impl<'a, S: Sink<'a>> Parser<'a, '_, S> {
                         return Err(Stop::DuplicateKey);
                     }
                     self.seen.push(c);
-                    self.value(c as usize, depth + 1, here)?;
+                    wanted -= 1;
+                    self.value(c as usize, depth + 1, here, last && wanted == 0)?;
+                    if self.early && wanted == 0 {
+                        if last {
+                            return Err(Stop::Done);
+                        }
+                        self.seen.truncate(seen_start);
+                        return self.skip_open(1);
+                    }
                 }
                 None => self.skip_value()?,
             }
@@ -334,7 +455,7 @@ impl<'a, S: Sink<'a>> Parser<'a, '_, S> {
         let mut i = 0u32;
         loop {
             self.walk.trail.push((id, i));
-            let r = self.value(node, depth + 1, obj_trail);
+            let r = self.value(node, depth + 1, obj_trail, false);
             self.walk.trail.pop();
             r?;
             i = i.wrapping_add(1);
@@ -383,7 +504,11 @@ impl<'a, S: Sink<'a>> Parser<'a, '_, S> {
 
     /// Skips a whole object or array by counting brackets; iterative, so any depth is safe.
     fn skip_container(&mut self) -> R<()> {
-        let mut depth = 0usize;
+        self.skip_open(0)
+    }
+
+    /// Skips to just past the bracket that closes `depth` containers already open.
+    fn skip_open(&mut self, mut depth: usize) -> R<()> {
         while self.pos < self.b.len() {
             let c = self.b[self.pos];
             if !STRUCTURAL[c as usize] {
@@ -412,12 +537,12 @@ impl<'a, S: Sink<'a>> Parser<'a, '_, S> {
     fn skip_string(&mut self) -> R<()> {
         self.pos += 1;
         loop {
-            match memchr::memchr2(b'"', b'\\', &self.b[self.pos..]) {
-                Some(i) if self.b[self.pos + i] == b'"' => {
-                    self.pos += i + 1;
+            match quote_or_escape(self.b, self.pos) {
+                Some(i) if self.b[i] == b'"' => {
+                    self.pos = i + 1;
                     return Ok(());
                 }
-                Some(i) => self.pos += i + 2,
+                Some(i) => self.pos = i + 2,
                 None => break,
             }
             if self.pos > self.b.len() {
@@ -428,22 +553,32 @@ impl<'a, S: Sink<'a>> Parser<'a, '_, S> {
         Err(self.bad("unterminated string"))
     }
 
-    /// A key as bytes for the trie lookup: borrowed unless it has escapes.
+    /// A key as bytes for the trie lookup: borrowed unless it has escapes. Its UTF-8 is not
+    /// checked: a key that is not a pattern's key is skipped like any unread part, and one
+    /// that is equals a Rust string's bytes.
     fn key(&mut self) -> R<Cow<'a, [u8]>> {
-        Ok(match self.string()? {
-            Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
-            Cow::Owned(s) => Cow::Owned(s.into_bytes()),
-        })
+        let start = self.pos + 1;
+        match quote_or_escape(self.b, start) {
+            Some(i) if self.b[i] == b'"' => {
+                self.pos = i + 1;
+                Ok(Cow::Borrowed(&self.b[start..i]))
+            }
+            Some(_) => {
+                self.pos = start;
+                Ok(Cow::Owned(self.escaped(start)?.into_bytes()))
+            }
+            None => Err(self.bad("unterminated string")),
+        }
     }
 
     fn string(&mut self) -> R<Cow<'a, str>> {
         self.pos += 1;
         let start = self.pos;
         let b = self.b;
-        match memchr::memchr2(b'"', b'\\', &b[start..]) {
-            Some(i) if b[start + i] == b'"' => {
-                self.pos = start + i + 1;
-                std::str::from_utf8(&b[start..start + i])
+        match quote_or_escape(b, start) {
+            Some(i) if b[i] == b'"' => {
+                self.pos = i + 1;
+                std::str::from_utf8(&b[start..i])
                     .map(Cow::Borrowed)
                     .map_err(|_| self.bad("invalid UTF-8 in string"))
             }
@@ -519,5 +654,30 @@ impl<'a, S: Sink<'a>> Parser<'a, '_, S> {
             v = v * 16 + x;
         }
         Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::quote_or_escape;
+
+    proptest! {
+        /// The word-at-a-time search finds what a byte-by-byte one finds, from any start.
+        #[test]
+        fn quote_or_escape_equals_a_plain_scan(
+            bytes in proptest::collection::vec(
+                prop_oneof![Just(b'"'), Just(b'\\'), Just(0x22 ^ 0x80), Just(0xa2), any::<u8>()],
+                0..40,
+            ),
+            from in 0usize..45,
+        ) {
+            let plain = bytes
+                .get(from..)
+                .and_then(|t| t.iter().position(|&c| c == b'"' || c == b'\\'))
+                .map(|p| from + p);
+            prop_assert_eq!(quote_or_escape(&bytes, from), plain);
+        }
     }
 }

@@ -9,7 +9,10 @@ use std::{cell::RefCell, collections::HashMap, hash::Hash};
 use serde_json::Value;
 
 use crate::{
-    flatten::{EventError, FieldId, PathTrie, Sink, Step, Stop, flatten_bytes, flatten_value},
+    flatten::{
+        EventError, FieldId, PathTrie, Read, Sink, Step, Stop, WalkBuffers, flatten_bytes,
+        flatten_value,
+    },
     index::{ClauseId, FieldIndex, LeafVal},
     pattern::{Leaf, Pattern},
 };
@@ -371,16 +374,40 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
     /// Appends the ids of matching patterns to `out` (which is not cleared), so a hot loop can
     /// reuse one buffer.
     pub fn matches_json_into(&self, event: &[u8], out: &mut Vec<Id>) -> Result<(), EventError> {
+        self.match_bytes(event, Read::All, out)
+    }
+
+    /// Like [`matches_json_into`](Self::matches_json_into), for JSON known to be valid with
+    /// each key once, such as events Sluice wrote itself (their ingress parsed them and wrote
+    /// them out again). Reading stops as soon as every key some pattern names has been read,
+    /// so the rest of the event, usually most of it, is never scanned. On bytes that break the
+    /// promise the result is still some set of ids, never a panic: JSON errors after the
+    /// last key read go unnoticed, as does a key repeated after it.
+    pub fn matches_valid_json_into(
+        &self,
+        event: &[u8],
+        out: &mut Vec<Id>,
+    ) -> Result<(), EventError> {
+        self.match_bytes(event, Read::UntilDecided, out)
+    }
+
+    fn match_bytes(&self, event: &[u8], read: Read, out: &mut Vec<Id>) -> Result<(), EventError> {
         let dup = self.with_scratch(|s| {
             s.begin(self);
-            match flatten_bytes(&self.paths, event, EvalSink { m: self, s }) {
-                Ok(sink) => {
-                    self.finish(sink.s, out);
-                    Ok(false)
-                }
-                Err(Stop::DuplicateKey) => Ok(true),
-                Err(Stop::Bad(e)) => Err(e),
-            }
+            let mut bufs = std::mem::take(&mut s.walk);
+            let r =
+                match flatten_bytes(&self.paths, event, read, &mut bufs, EvalSink { m: self, s }) {
+                    Ok(sink) => {
+                        self.finish(sink.s, out);
+                        Ok(false)
+                    }
+                    Err(Stop::DuplicateKey) => Ok(true),
+                    Err(Stop::Bad(e)) => Err(e),
+                    // `flatten_bytes` turns the early stop into success.
+                    Err(Stop::Done) => Ok(false),
+                };
+            s.walk = bufs;
+            r
         })?;
         if dup {
             // Repeated keys on a pattern path: let serde_json decide (the last one wins).
@@ -483,6 +510,7 @@ struct Scratch {
     slot_seen: Vec<u32>,
     stack: Vec<(u32, u32)>,
     tmp: Vec<u32>,
+    walk: WalkBuffers,
 }
 
 #[derive(Clone, Copy, Default)]

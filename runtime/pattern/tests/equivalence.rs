@@ -1,6 +1,7 @@
 //! Property test: on random patterns and events drawn from a small vocabulary (so that matches
-//! are frequent), the compiled matcher, fed a `Value` or raw bytes, reports exactly the
-//! patterns the reference interpreter accepts, also after some patterns are removed.
+//! are frequent), the compiled matcher, fed a `Value` or raw bytes (read whole, or only until
+//! every key a pattern names is read), reports exactly the patterns the reference interpreter
+//! accepts, also after some patterns are removed.
 
 use std::collections::BTreeSet;
 
@@ -153,6 +154,11 @@ fn check(
     prop_assert_eq!(raw.len(), want.len(), "duplicate ids");
     let raw: BTreeSet<usize> = raw.into_iter().collect();
     prop_assert_eq!(&raw, &want, "bytes path, event {}", event);
+    let mut early = Vec::new();
+    m.matches_valid_json_into(&bytes, &mut early).unwrap();
+    prop_assert_eq!(early.len(), want.len(), "duplicate ids, early stop");
+    let early: BTreeSet<usize> = early.into_iter().collect();
+    prop_assert_eq!(&early, &want, "bytes path with early stop, event {}", event);
     Ok(())
 }
 

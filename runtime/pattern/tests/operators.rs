@@ -12,12 +12,19 @@ fn verdict(pattern: &Value, event: &Value) -> bool {
     let compiled = !m.matches(event).is_empty();
     let bytes = serde_json::to_vec(event).unwrap();
     let raw = !m.matches_json(&bytes).unwrap().is_empty();
+    let mut early = Vec::new();
+    m.matches_valid_json_into(&bytes, &mut early).unwrap();
     let oracle = reference::matches(&p, event);
     assert_eq!(
         compiled, oracle,
         "compiled vs reference: {pattern} on {event}"
     );
     assert_eq!(raw, oracle, "bytes vs reference: {pattern} on {event}");
+    assert_eq!(
+        !early.is_empty(),
+        oracle,
+        "bytes read until decided vs reference: {pattern} on {event}"
+    );
     oracle
 }
 
@@ -542,4 +549,40 @@ fn bad_event_bytes_are_errors_not_panics() {
         m.matches_json(br#"{"a":{"b":"y"},"a":{"b":"x"}}"#).unwrap(),
         vec![1]
     );
+}
+
+#[test]
+fn valid_json_is_read_only_until_every_pattern_key_is_decided() {
+    let mut m = Matcher::new();
+    m.insert(
+        1,
+        &Pattern::parse(&json!({"source": ["s"], "a": {"b": ["x"]}})).unwrap(),
+    );
+    let read = |bytes: &[u8]| {
+        let mut out = Vec::new();
+        m.matches_valid_json_into(bytes, &mut out).map(|()| out)
+    };
+    // What follows the last key a pattern names is never read: the broken tail (standing in
+    // for a large `data`) is not reported, where the full read refuses it.
+    let tail = br#"{"a":{"b":"x","c":[1,2]},"source":"s","type":"t","data":{"#;
+    assert_eq!(read(tail).unwrap(), vec![1]);
+    assert!(m.matches_json(tail).is_err());
+    // Inside an object the rest is skipped, not decoded: a stray byte there goes unnoticed.
+    assert_eq!(
+        read(br#"{"a":{"b":"x","c":tru},"source":"s"}"#).unwrap(),
+        vec![1]
+    );
+    // A key the pattern names that is missing keeps the walk going to the end.
+    assert!(read(br#"{"a":{"b":"x"},"type":"t"}"#).unwrap().is_empty());
+    // Arrays of objects: every element is read, not just the first that has all its keys.
+    let mut arr = Matcher::new();
+    arr.insert(2, &Pattern::parse(&json!({"a": {"b": ["x"]}})).unwrap());
+    let mut out = Vec::new();
+    arr.matches_valid_json_into(br#"{"a":[{"b":"y"},{"b":"x"}],"z":1}"#, &mut out)
+        .unwrap();
+    assert_eq!(out, vec![2]);
+    // Bad bytes before the stop are still errors, never panics.
+    for bad in [&b""[..], b"{", b"{\"a\":", b"{\"a\":{\"b\":tru"] {
+        assert!(read(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+    }
 }

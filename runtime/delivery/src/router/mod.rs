@@ -63,15 +63,16 @@ impl RouteTable {
         self.targets.is_empty()
     }
 
-    /// The triggers an event (CloudEvent JSON bytes) goes to, with each one's ordering key.
-    /// Only the fields some pattern names are decoded (and the whole event only for a trigger
-    /// with an ordering key).
+    /// The triggers an event (CloudEvent JSON bytes that Sluice wrote: valid, each key once)
+    /// goes to, with each one's ordering key. Only the fields some pattern names are decoded,
+    /// and reading stops once they are (the whole event is decoded only for a trigger with an
+    /// ordering key).
     pub fn route_json(
         &self,
         json: &[u8],
     ) -> Result<Vec<(&TriggerId, Option<String>)>, sluice_pattern::EventError> {
         let mut hits = Vec::new();
-        self.matcher.matches_json_into(json, &mut hits)?;
+        self.matcher.matches_valid_json_into(json, &mut hits)?;
         hits.extend_from_slice(&self.match_all);
         hits.sort_unstable();
         let mut tree: Option<Value> = None;
