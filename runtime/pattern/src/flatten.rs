@@ -36,11 +36,8 @@ const SHARED: u8 = u8::MAX;
 
 #[inline]
 fn slot(key: &[u8]) -> usize {
-    let (first, last) = (key.first().copied(), key.last().copied());
-    let (first, last) = (
-        usize::from(first.unwrap_or(0)),
-        usize::from(last.unwrap_or(0)),
-    );
+    let byte = |b: Option<&u8>| usize::from(b.copied().unwrap_or(0));
+    let (first, last) = (byte(key.first()), byte(key.last()));
     (key.len() ^ (first * 7) ^ (last * 13)) & 31
 }
 
